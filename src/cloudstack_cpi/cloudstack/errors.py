@@ -1,0 +1,62 @@
+"""The one exception type for everything the CloudStack API (or the way to it) says no to."""
+
+from __future__ import annotations
+
+# CloudStack answers lack of capacity with these codes (ApiErrorCode): the same
+# request may succeed later or elsewhere, so BOSH may retry.
+CAPACITY_CODES = frozenset({533, 534, 535})
+
+
+class CloudStackError(Exception):
+    """A failed CloudStack call.
+
+    ``kind`` says how it failed: ``api`` (the server answered with an error),
+    ``job`` (an async job ended in failure), ``timeout`` (a job did not finish in
+    time), ``transport`` (no usable answer: connection, TLS, bad JSON).
+    ``outcome_unknown`` is true when a mutation may or may not have happened
+    (the connection dropped after the request was sent): callers must look
+    before trying again.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        errortext: str,
+        *,
+        kind: str = "api",
+        http_status: int | None = None,
+        errorcode: int | None = None,
+        cserrorcode: int | None = None,
+        jobid: str | None = None,
+        resource_id: str | None = None,
+        outcome_unknown: bool = False,
+    ) -> None:
+        self.command = command
+        self.errortext = errortext
+        self.kind = kind
+        self.http_status = http_status
+        self.errorcode = errorcode
+        self.cserrorcode = cserrorcode
+        self.jobid = jobid
+        self.resource_id = resource_id
+        self.outcome_unknown = outcome_unknown
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        code = f" (errorcode {self.errorcode})" if self.errorcode else ""
+        if self.kind == "job":
+            return f"{self.command} job {self.jobid} failed{code}: {self.errortext}"
+        if self.kind == "timeout":
+            return f"{self.command} job {self.jobid} timed out: {self.errortext}"
+        if self.kind == "transport":
+            return f"{self.command}: {self.errortext}"
+        return f"{self.command} failed{code}: {self.errortext}"
+
+    @property
+    def is_capacity(self) -> bool:
+        return self.errorcode in CAPACITY_CODES
+
+    @property
+    def is_transient(self) -> bool:
+        """Worth trying the whole operation again later."""
+        return self.is_capacity or self.kind in ("transport", "timeout") or self.errorcode in (429, 530)

@@ -1,0 +1,192 @@
+"""The CPI's configuration file (``config/cpi.json`` rendered by the BOSH job).
+
+Property names follow the Go CloudStack CPI release and bosh-deployment's
+``cloudstack/cpi.yml`` so that operators can switch releases without renaming
+anything.  Keys of the request ``context`` that name ``cloudstack`` properties
+override the file (multi-CPI: the director merges cpi-config properties into
+the context).  Errors name the field path, never its value.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import CpiError
+
+# Context keys the director itself sends; everything else in the context is cpi-config.
+DIRECTOR_CONTEXT_KEYS = frozenset({"director_uuid", "request_id", "vm"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Timeouts(_Model):
+    """Seconds to wait for CloudStack, per operation."""
+
+    global_: float = Field(600, alias="global", gt=0, description="Any async job not listed below.")
+    create_vm: float = Field(900, gt=0, description="deployVirtualMachine until Running.")
+    delete_vm: float = Field(600, gt=0, description="destroyVirtualMachine.")
+    reboot_vm: float = Field(600, gt=0, description="rebootVirtualMachine / startVirtualMachine.")
+    stop_vm: float = Field(600, gt=0, description="stopVirtualMachine.")
+    create_volume: float = Field(600, gt=0, description="createVolume.")
+    delete_volume: float = Field(300, gt=0, description="deleteVolume.")
+    resize_volume: float = Field(900, gt=0, description="resizeVolume.")
+    attach_volume: float = Field(600, gt=0, description="attachVolume.")
+    detach_volume: float = Field(600, gt=0, description="detachVolume.")
+    snapshot_volume: float = Field(3600, gt=0, description="createSnapshot.")
+    delete_snapshot_volume: float = Field(600, gt=0, description="deleteSnapshot.")
+    poll_template: float = Field(3600, gt=0, description="A template upload, download or copy until Download Complete.")
+    http_connect: float = Field(10, gt=0, description="Connecting to the API endpoint.")
+    http_read: float = Field(120, gt=0, description="Waiting for one API answer.")
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class DefaultOffers(_Model):
+    """Offerings used when cloud_properties name none."""
+
+    disk: str | None = Field(None, description="Disk offering for persistent disks.")
+    ephemeral_disk: str | None = Field(None, description="Disk offering for ephemeral disks.")
+    custom_disk: str = Field("shared.custom", description="Customized disk offering used when a size must be chosen freely.")
+    compute: str | None = Field(None, description="Compute offering when a VM type names none.")
+    custom_compute: str | None = Field(
+        None, description="Customized compute offering used by calculate_vm_cloud_properties for exact sizes."
+    )
+
+
+class UrlUpload(_Model):
+    """The ``url`` upload strategy: CloudStack downloads the image over HTTP."""
+
+    base_url: str | None = Field(
+        None, description="URL of a web server that already serves the images; the file name is appended."
+    )
+    serve_directory: str | None = Field(None, description="Where to copy the image so that base_url serves it.")
+    listen_host: str = Field("0.0.0.0", description="Address the built-in HTTP server binds to.")
+    listen_port: int = Field(0, ge=0, le=65535, description="Port of the built-in server (0: any free port).")
+    advertise_host: str | None = Field(
+        None, description="Host name or IP CloudStack's secondary storage uses to reach the built-in server."
+    )
+
+
+class VolumeUpload(_Model):
+    """The ``volume`` strategy: write the image onto a volume attached to the VM the CPI runs on."""
+
+    vm_id: str | None = Field(None, description="The CloudStack id of the VM running the CPI (default: asked from the metadata service).")
+    device_dir: str = Field("/dev", description="Where the attached volume's block device appears.")
+    metadata_url: str = Field(
+        "http://data-server./latest/meta-data/vm-id", description="Metadata service URL that answers this VM's id."
+    )
+    disk_offering: str | None = Field(None, description="Disk offering for the work volume (default: default_offer.custom_disk).")
+
+
+class StemcellConfig(_Model):
+    upload_strategy: Literal["auto", "post", "url", "volume"] = Field(
+        "auto", description="How images reach CloudStack: auto picks post, or url when url.base_url is set."
+    )
+    os_type: str | None = Field(
+        None, description="OS type description (listOsTypes) for new templates; default: mapped from the stemcell's os_distro."
+    )
+    requires_hvm: bool = Field(True, description="Register templates as requiring HVM.")
+    public_visibility: bool = Field(False, description="Make templates public.")
+    zones: list[str] = Field(default_factory=list, description="Zones where templates must be usable (default: default_zone).")
+    url: UrlUpload = Field(default_factory=UrlUpload)
+    volume: VolumeUpload = Field(default_factory=VolumeUpload)
+
+
+class CloudStackConfig(_Model):
+    endpoint: str = Field(description="API endpoint, e.g. https://cloud.example.com/client/api.")
+    api_key: str = Field(description="API key of the CloudStack user the CPI acts as.")
+    secret_access_key: SecretStr = Field(description="Secret key of that user.")
+    default_zone: str | None = Field(None, description="Zone (name or id) when neither availability_zone nor disks decide.")
+    default_key_name: str | None = Field(None, description="SSH key pair installed for user vcap on new VMs.")
+    private_key: str | None = Field(None, description="Accepted for compatibility with the Go CPI; unused.")
+    ca_cert: str | None = Field(None, description="PEM CA certificate(s) to verify the endpoint with.")
+    skip_verify_ssl: bool = Field(False, description="Do not verify the endpoint's TLS certificate (testing only).")
+    expunge_vm: bool = Field(True, description="Expunge VMs on delete_vm so their IPs are free at once.")
+    default_security_groups: list[str] = Field(
+        default_factory=list, description="Security groups (names or ids) for VMs in zones with security groups."
+    )
+    enable_auto_anti_affinity: bool = Field(
+        False, description="Put the VMs of each BOSH instance group into their own anti-affinity group."
+    )
+    auto_anti_affinity_type: str = Field("host anti-affinity", description="Affinity group type for the automatic groups.")
+    timeout: Timeouts = Field(default_factory=Timeouts)
+    default_offer: DefaultOffers = Field(default_factory=DefaultOffers)
+    stemcell: StemcellConfig = Field(default_factory=StemcellConfig)
+    api_retries: int = Field(6, ge=1, le=20, description="Tries in all for API requests that are safe to repeat.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Detail of the stderr log.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class Blobstore(_Model):
+    provider: str = Field(description="Blobstore provider the agent uses (dav, s3, local, ...).")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentConfig(_Model):
+    mbus: str | None = Field(None, description="Message bus URL the agent listens on or connects to.")
+    ntp: list[str] = Field(default_factory=list, description="NTP servers for the agent.")
+    blobstore: Blobstore | None = Field(None, description="Blobstore settings (env.bosh.blobstores takes precedence).")
+
+
+class Config(_Model):
+    cloudstack: CloudStackConfig
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    ntp: list[str] = Field(default_factory=list, description="NTP servers (legacy place; agent.ntp wins).")
+
+    @property
+    def agent_ntp(self) -> list[str]:
+        return self.agent.ntp or self.ntp
+
+
+def load(path: str, context: dict | None = None) -> Config:
+    """Read the config file and apply the request context's cpi-config overrides."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = json.load(handle)
+    except FileNotFoundError:
+        raise CpiError(f"Reading CPI config '{path}': file not found") from None
+    except OSError as exc:
+        raise CpiError(f"Reading CPI config '{path}': {exc.strerror}") from None
+    except ValueError as exc:
+        raise CpiError(f"Reading CPI config '{path}': not valid JSON ({_position(exc)})") from None
+    return parse(raw, context, source=path)
+
+
+def parse(raw: Any, context: dict | None = None, *, source: str = "config") -> Config:
+    if not isinstance(raw, dict):
+        raise CpiError(f"Invalid CPI config '{source}': expected a JSON object")
+    overrides = {k: v for k, v in (context or {}).items() if k not in DIRECTOR_CONTEXT_KEYS}
+    if overrides:
+        cloudstack = raw.get("cloudstack")
+        merged = dict(cloudstack) if isinstance(cloudstack, dict) else {}
+        merged.update(overrides)
+        raw = {**raw, "cloudstack": merged}
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise CpiError(f"Invalid CPI config '{source}': {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Field paths and reasons, never the offending values (they may be secrets)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        problems.append(f"{path}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def _position(exc: ValueError) -> str:
+    line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+    return f"line {line} column {col}" if line else "unparseable"

@@ -1,0 +1,137 @@
+"""Shared fixtures: spawn bin/cpi exactly as the director does, and run simulators."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN_CPI = ROOT / "bin" / "cpi"
+
+
+def bare_env(tmp: Path | str) -> dict[str, str]:
+    """The director's environment for CPI processes (external_cpi.rb: unsetenv_others)."""
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp), "TMPDIR": str(tmp)}
+
+
+class CpiResult:
+    def __init__(self, completed: subprocess.CompletedProcess) -> None:
+        self.returncode = completed.returncode
+        self.stdout = completed.stdout
+        self.stderr = completed.stderr.decode("utf-8", "replace")
+        self.response = json.loads(completed.stdout)
+
+    @property
+    def result(self):
+        return self.response["result"]
+
+    @property
+    def error(self):
+        return self.response["error"]
+
+    def ok(self):
+        assert self.error is None, f"CPI error: {self.error}\n--- stderr ---\n{self.stderr}"
+        return self.result
+
+
+def run_cpi(payload, config_path, *, env=None, tmp="/tmp", timeout=300) -> CpiResult:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    completed = subprocess.run(
+        [str(BIN_CPI), str(config_path)],
+        input=data,
+        capture_output=True,
+        env=env if env is not None else bare_env(tmp),
+        timeout=timeout,
+    )
+    assert completed.returncode == 0, completed.stderr.decode()
+    assert completed.stdout.count(b"\n") == 1 and completed.stdout.endswith(b"\n"), completed.stdout
+    return CpiResult(completed)
+
+
+def request(method: str, *arguments, api_version: int | None = 2, context: dict | None = None) -> dict:
+    body = {
+        "method": method,
+        "arguments": list(arguments),
+        "context": {"director_uuid": "director-uuid-1", "request_id": "cpi-424242", **(context or {})},
+    }
+    if api_version is not None:
+        body["api_version"] = api_version
+    return body
+
+
+def write_config(path: Path, endpoint: str, api_key: str, secret_key: str, **cloudstack) -> Path:
+    config = {
+        "cloudstack": {
+            "endpoint": endpoint,
+            "api_key": api_key,
+            "secret_access_key": secret_key,
+            "default_zone": cloudstack.pop("default_zone", "zone-1"),
+            "default_key_name": cloudstack.pop("default_key_name", "bosh"),
+            **cloudstack,
+        },
+        "agent": {
+            "mbus": "nats://nats:nats-password-0123@10.0.0.6:4222",
+            "ntp": ["0.pool.ntp.org"],
+            "blobstore": {"provider": "dav", "options": {"endpoint": "http://10.0.0.6:25250", "user": "agent",
+                                                          "password": "blobstore-secret-0123"}},
+        },
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+class Cpi:
+    """A CPI bound to one config: ``cpi.call("has_vm", vm_cid)``."""
+
+    def __init__(self, config_path: Path, tmp: Path, stemcell_api_version: int = 3) -> None:
+        self.config_path = config_path
+        self.tmp = tmp
+        self.stemcell_api_version = stemcell_api_version
+        self.transcript: list[CpiResult] = []
+
+    def call(self, method: str, *arguments, api_version: int = 2, context: dict | None = None) -> CpiResult:
+        ctx = {"vm": {"stemcell": {"api_version": self.stemcell_api_version}}, **(context or {})}
+        result = run_cpi(request(method, *arguments, api_version=api_version, context=ctx), self.config_path,
+                         tmp=self.tmp)
+        self.transcript.append(result)
+        return result
+
+    def ok(self, method: str, *arguments, **kwargs):
+        return self.call(method, *arguments, **kwargs).ok()
+
+
+def _start_simulator(scenario: str, **options):
+    simulator = pytest.importorskip("cloudstack_simulator")
+    return simulator.Simulator(scenario=scenario, **options).start()
+
+
+@pytest.fixture
+def simulator():
+    sim = _start_simulator("advanced")
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def basic_simulator():
+    sim = _start_simulator("basic")
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def cpi(simulator, tmp_path) -> Cpi:
+    config = write_config(tmp_path / "cpi.json", simulator.endpoint, simulator.api_key, simulator.secret_key)
+    return Cpi(config, tmp_path)
+
+
+@pytest.fixture
+def basic_cpi(basic_simulator, tmp_path) -> Cpi:
+    config = write_config(tmp_path / "cpi.json", basic_simulator.endpoint, basic_simulator.api_key,
+                          basic_simulator.secret_key, default_zone="basic-zone")
+    return Cpi(config, tmp_path)

@@ -1,0 +1,93 @@
+"""bin/cpi as the director runs it: bare environment, piped JSON, one document on stdout, exit 0."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import BIN_CPI, bare_env, run_cpi
+
+INFO = {"method": "info", "arguments": [], "context": {"director_uuid": "d", "request_id": "cpi-123456"}}
+
+
+@pytest.fixture
+def config_path(tmp_path):
+    path = tmp_path / "cpi.json"
+    path.write_text(json.dumps({"cloudstack": {"endpoint": "http://127.0.0.1:9/client/api", "api_key": "k",
+                                               "secret_access_key": "s3cret-key-value"}}))
+    return path
+
+
+def test_info_from_the_directors_bare_environment(config_path, tmp_path):
+    result = run_cpi(INFO, config_path, tmp=tmp_path)
+    assert set(result.response) == {"result", "error", "log"}
+    assert result.response["error"] is None and result.response["log"] == ""
+    assert result.result["api_version"] == 2
+    assert "cloudstack-vhdx" in result.result["stemcell_formats"]
+
+
+def test_info_without_api_version_and_with_v1(config_path, tmp_path):
+    for version in (None, 1):
+        payload = dict(INFO, **({} if version is None else {"api_version": version}))
+        assert run_cpi(payload, config_path, tmp=tmp_path).result["api_version"] == 2
+
+
+def test_works_when_run_through_a_relative_path(config_path, tmp_path):
+    completed = subprocess.run(["bin/cpi", str(config_path)], input=json.dumps(INFO).encode(),
+                               capture_output=True, cwd=BIN_CPI.parent.parent, env=bare_env(tmp_path))
+    assert json.loads(completed.stdout)["result"]["api_version"] == 2
+
+
+@pytest.mark.parametrize("payload, error_type, fragment", [
+    (b"", "Bosh::Clouds::CpiError", "Empty request"),
+    (b"{\"method\": ", "Bosh::Clouds::CpiError", "not valid JSON"),
+    (b"42", "Bosh::Clouds::CpiError", "must be a JSON object"),
+    (b'{"method": "info"}', "Bosh::Clouds::CpiError", "no 'arguments'"),
+    (b'{"method": "delete_vm", "arguments": [null]}', "Bosh::Clouds::CpiError", "vm_cid"),
+    (b'{"method": "create_vm", "arguments": ["a"]}', "Bosh::Clouds::CpiError", "create_vm takes 4 to 6"),
+    (b'{"method": "launch_rocket", "arguments": []}', "Bosh::Clouds::NotImplemented", "launch_rocket"),
+])
+def test_bad_input_gets_one_json_error(config_path, tmp_path, payload, error_type, fragment):
+    result = run_cpi(payload, config_path, tmp=tmp_path)
+    assert result.error["type"] == error_type
+    assert fragment in result.error["message"]
+    assert result.error["ok_to_retry"] is False
+    assert b"Traceback" not in result.stdout
+
+
+def test_missing_config_file_is_a_cpi_error(tmp_path):
+    payload = {"method": "has_disk", "arguments": ["d"], "context": {}}
+    result = run_cpi(payload, tmp_path / "missing.json", tmp=tmp_path)
+    assert result.error["type"] in ("Bosh::Clouds::CpiError", "Bosh::Clouds::NotImplemented")
+
+
+def test_invalid_config_names_the_field_and_hides_secrets(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"cloudstack": {"endpoint": "nope", "api_key": "k",
+                                               "secret_access_key": "hide-me-please"}}))
+    from cloudstack_cpi import config
+    with pytest.raises(Exception) as caught:
+        config.load(str(path))
+    assert "cloudstack.endpoint" in str(caught.value) and "hide-me-please" not in str(caught.value)
+
+
+def test_no_config_argument_still_answers(tmp_path):
+    completed = subprocess.run([str(BIN_CPI)], input=json.dumps(INFO).encode(), capture_output=True,
+                               env=bare_env(tmp_path))
+    assert completed.returncode == 0
+    assert json.loads(completed.stdout)["result"]["api_version"] == 2
+
+
+def test_stderr_lines_carry_the_request_id(config_path, tmp_path):
+    result = run_cpi(b'{"method": "has_vm", "arguments": [7], "context": {"request_id": "cpi-555555"}}',
+                     config_path, tmp=tmp_path)
+    assert "[cpi-555555]" in result.stderr
+    assert result.response["log"] == ""  # lines go to stderr once, not twice
+
+
+def test_cloudstack_cpi_cpi_command_is_the_same_entry(config_path, tmp_path):
+    import sys
+    completed = subprocess.run([sys.executable, "-m", "cloudstack_cpi.cli", "cpi", str(config_path)],
+                               input=json.dumps(INFO).encode(), capture_output=True)
+    assert json.loads(completed.stdout)["result"]["api_version"] == 2

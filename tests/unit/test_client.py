@@ -1,0 +1,286 @@
+"""The CloudStack client against faked HTTP: envelopes, paging, jobs, errors, retries, TLS options."""
+
+import io
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import responses
+
+from cloudstack_cpi.cloudstack.client import Client, PollPolicy, RetryPolicy, encode_params, unwrap
+from cloudstack_cpi.cloudstack.errors import CloudStackError
+from cloudstack_cpi.cloudstack.signing import sign
+from cloudstack_cpi.log import Logger
+
+URL = "http://cs.test/client/api"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def stderr():
+    return io.StringIO()
+
+
+@pytest.fixture
+def client(clock, stderr):
+    log = Logger(stream=stderr, level="debug", request_id="cpi-1")
+    return Client(URL, "the-key", "the-secret-value", log=log, sleep=clock.sleep, clock=clock,
+                  retry=RetryPolicy(attempts=4, base_delay=0.1, max_delay=1.0))
+
+
+def _params(call) -> dict:
+    if call.request.method == "GET":
+        query = urlsplit(call.request.url).query
+    else:
+        query = call.request.body if isinstance(call.request.body, str) else call.request.body.decode()
+    return {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+
+
+@responses.activate
+def test_reads_are_signed_gets(client):
+    responses.get(URL, json={"listzonesresponse": {"count": 1, "zone": [{"id": "z1", "name": "zone-1"}]}})
+    assert client.list("listZones", name="zone 1~*") == [{"id": "z1", "name": "zone-1"}]
+    call = responses.calls[0]
+    assert call.request.method == "GET"
+    params = _params(call)
+    assert params["name"] == "zone 1~*"
+    assert params["signatureVersion"] == "3" and params["apiKey"] == "the-key"
+    assert params["expires"].endswith("+0000")
+    signature = params.pop("signature")
+    assert signature == sign(params, "the-secret-value")
+
+
+@responses.activate
+def test_mutations_are_signed_posts(client):
+    responses.post(URL, json={"createtagsresponse": {"jobid": "j1"}})
+    client.call("createTags", resourceids=["a", "b"], resourcetype="UserVm", tags={"k": "v w"})
+    call = responses.calls[0]
+    assert call.request.method == "POST"
+    params = _params(call)
+    assert params["resourceids"] == "a,b"
+    assert params["tags[0].key"] == "k" and params["tags[0].value"] == "v w"
+    signature = params.pop("signature")
+    assert signature == sign(params, "the-secret-value")
+
+
+def test_encode_params_conventions():
+    wire = encode_params({"a": None, "b": True, "c": [1, 2], "details": {"cpuNumber": 2, "memory": 512},
+                          "iptonetworklist": [{"networkid": "n1", "ip": "10.0.0.5"}, {"networkid": "n2"}]})
+    assert wire == {"b": "true", "c": "1,2", "details[0].cpuNumber": "2", "details[0].memory": "512",
+                    "iptonetworklist[0].networkid": "n1", "iptonetworklist[0].ip": "10.0.0.5",
+                    "iptonetworklist[1].networkid": "n2"}
+
+
+def test_unwrap_handles_irregular_response_names():
+    body = {"postuploadtemplateresponse": {"getuploadparams": {"id": "t"}}}
+    assert unwrap("getUploadParamsForTemplate", body) == {"getuploadparams": {"id": "t"}}
+    assert unwrap("listTemplates", {"listtemplatesresponse": {}}) == {}
+    with pytest.raises(CloudStackError):
+        unwrap("listZones", {"a": 1, "b": 2})
+
+
+@responses.activate
+def test_list_all_pages_until_count(client):
+    pages = [
+        {"listvolumesresponse": {"count": 1001, "volume": [{"id": str(i)} for i in range(500)]}},
+        {"listvolumesresponse": {"count": 1001, "volume": [{"id": str(i)} for i in range(500, 1000)]}},
+        {"listvolumesresponse": {"count": 1001, "volume": [{"id": "1000"}]}},
+    ]
+    for page in pages:
+        responses.get(URL, json=page)
+    items = client.list_all("listVolumes", zoneid="z")
+    assert len(items) == 1001
+    assert [_params(c)["page"] for c in responses.calls] == ["1", "2", "3"]
+    assert all(_params(c)["pagesize"] == "500" for c in responses.calls)
+
+
+@responses.activate
+def test_empty_list_is_an_empty_object(client):
+    responses.get(URL, json={"listvolumesresponse": {}})
+    assert client.list_all("listVolumes") == []
+
+
+@responses.activate
+def test_api_errors_carry_all_fields(client):
+    responses.post(URL, status=431, json={"deployvirtualmachineresponse": {
+        "uuidList": [], "errorcode": 431, "cserrorcode": 4350, "errortext": "Unable to find zone"}})
+    with pytest.raises(CloudStackError) as caught:
+        client.call("deployVirtualMachine", zoneid="x")
+    err = caught.value
+    assert (err.http_status, err.errorcode, err.cserrorcode, err.command) == (431, 431, 4350, "deployVirtualMachine")
+    assert "Unable to find zone" in str(err)
+    assert len(responses.calls) == 1  # a definite answer is never repeated
+
+
+@responses.activate
+def test_find_turns_unknown_id_into_none(client):
+    responses.get(URL, status=431, json={"listvirtualmachinesresponse": {
+        "errorcode": 431, "cserrorcode": 4350, "errortext": "invalid value for parameter id"}})
+    assert client.find("listVirtualMachines", id="nope") is None
+    responses.get(URL, json={"listvirtualmachinesresponse": {}})
+    assert client.find("listVirtualMachines", id="gone") is None
+
+
+@responses.activate
+def test_reads_retry_on_5xx_and_connection_errors(client, stderr):
+    responses.get(URL, status=503, body="busy")
+    responses.get(URL, body=requests.exceptions.ConnectionError("reset"))
+    responses.get(URL, json={"listzonesresponse": {"count": 1, "zone": [{"id": "z"}]}})
+    assert client.list("listZones") == [{"id": "z"}]
+    assert len(responses.calls) == 3
+    assert stderr.getvalue().count("Retrying listZones") == 2
+
+
+@responses.activate
+def test_reads_give_up_after_the_configured_attempts(client):
+    for _ in range(4):
+        responses.get(URL, status=502, body="bad gateway")
+    with pytest.raises(CloudStackError) as caught:
+        client.list("listZones")
+    assert caught.value.http_status == 502
+    assert len(responses.calls) == 4
+
+
+@responses.activate
+def test_mutations_are_not_repeated_on_5xx(client):
+    responses.post(URL, status=500, body="oops")
+    with pytest.raises(CloudStackError):
+        client.call("deployVirtualMachine", zoneid="z")
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_mutation_with_lost_answer_is_marked_unknown(client):
+    responses.post(URL, body=requests.exceptions.ConnectionError("Connection aborted."))
+    with pytest.raises(CloudStackError) as caught:
+        client.call("deployVirtualMachine", zoneid="z")
+    assert caught.value.outcome_unknown is True
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_throttling_is_retried_for_any_command(client, clock):
+    responses.post(URL, status=429, json={"deployvirtualmachineresponse": {
+        "errorcode": 429, "errortext": "You have exceeded the API request limit"}}, headers={"Retry-After": "2"})
+    responses.post(URL, json={"deployvirtualmachineresponse": {"id": "vm", "jobid": "j"}})
+    assert client.call("deployVirtualMachine", zoneid="z") == {"id": "vm", "jobid": "j"}
+    assert clock.sleeps and clock.sleeps[0] >= 1.5  # honours Retry-After (with jitter)
+
+
+@responses.activate
+def test_queryasyncjobresult_is_retried(client):
+    responses.get(URL, status=500, body="oops")
+    responses.get(URL, json={"queryasyncjobresultresponse": {"jobstatus": 1, "jobresult": {"success": True}}})
+    assert client.wait_for_job("j", command="createTags", timeout=10, what="tagging") == {"success": True}
+
+
+@responses.activate
+def test_run_job_polls_with_growing_intervals(client, clock):
+    responses.post(URL, json={"deployvirtualmachineresponse": {"id": "vm-1", "jobid": "job-1"}})
+    for _ in range(30):
+        responses.get(URL, json={"queryasyncjobresultresponse": {"jobstatus": 0}})
+    responses.get(URL, json={"queryasyncjobresultresponse": {
+        "jobstatus": 1, "jobresult": {"virtualmachine": {"id": "vm-1", "state": "Running"}}}})
+    result = client.run_job("deployVirtualMachine", timeout=600, what="creating VM", zoneid="z")
+    assert result == {"virtualmachine": {"id": "vm-1", "state": "Running"}}
+    assert clock.sleeps[0] <= 0.1                      # first poll comes quickly
+    assert clock.sleeps[-1] > clock.sleeps[0]          # then the pace slows
+    assert all(s <= 0.08 * t + 0.05 + 1e-9 for s, t in zip(clock.sleeps, _cumulative(clock.sleeps)))
+
+
+def _cumulative(sleeps):
+    total, out = 0.0, []
+    for s in sleeps:
+        out.append(total)
+        total += s
+    return out
+
+
+def test_poll_policy_bounds_lateness():
+    policy = PollPolicy()
+    for elapsed in (0, 0.2, 2, 20, 200, 2000):
+        assert policy.interval(elapsed) <= max(0.1 * elapsed + 0.1, 0.05)
+    assert policy.interval(10_000) == policy.cap
+
+
+@responses.activate
+def test_failed_job_raises_with_code_text_and_resource(client):
+    responses.post(URL, json={"deployvirtualmachineresponse": {"id": "vm-9", "jobid": "job-9"}})
+    responses.get(URL, json={"queryasyncjobresultresponse": {
+        "jobstatus": 2, "jobresultcode": 530, "jobinstanceid": "vm-9",
+        "jobresult": {"errorcode": 533, "errortext": "Insufficient capacity"}}})
+    with pytest.raises(CloudStackError) as caught:
+        client.run_job("deployVirtualMachine", timeout=60, what="creating VM", zoneid="z")
+    err = caught.value
+    assert (err.kind, err.errorcode, err.jobid, err.resource_id) == ("job", 533, "job-9", "vm-9")
+    assert err.is_capacity and err.is_transient
+
+
+@responses.activate
+def test_job_timeout_names_the_job_and_the_work(client):
+    responses.post(URL, json={"attachvolumeresponse": {"jobid": "job-slow"}})
+    for _ in range(200):
+        responses.get(URL, json={"queryasyncjobresultresponse": {"jobstatus": 0, "jobinstanceid": "vol-1"}})
+    with pytest.raises(CloudStackError) as caught:
+        client.run_job("attachVolume", timeout=5, what="attaching volume vol-1", id="vol-1")
+    err = caught.value
+    assert err.kind == "timeout" and err.jobid == "job-slow"
+    assert "attaching volume vol-1" in str(err) and "5s" in str(err)
+
+
+@responses.activate
+def test_logs_redact_secrets(client, stderr):
+    responses.post(URL, json={"deployvirtualmachineresponse": {"id": "vm", "jobid": "j"}})
+    client.call("deployVirtualMachine", userdata="c2VjcmV0LXVzZXItZGF0YQ==", zoneid="z")
+    log = stderr.getvalue()
+    assert "deployVirtualMachine" in log and "[cpi-1]" in log
+    assert "c2VjcmV0LXVzZXItZGF0YQ==" not in log and "the-secret-value" not in log
+    assert "signature" not in log.lower().replace("'signature'", "")
+
+
+def test_tls_options(stderr, tmp_path):
+    log = Logger(stream=stderr)
+    assert Client(URL, "k", "secret-1", log=log).session.verify is True
+    insecure = Client(URL, "k", "secret-1", log=log, verify=False)
+    assert insecure.session.verify is False
+    assert "verification is off" in stderr.getvalue()
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    with_ca = Client(URL, "k", "secret-1", log=log, ca_cert=pem)
+    path = with_ca.session.verify
+    assert isinstance(path, str) and open(path).read() == pem
+    with_ca.close()
+    import os
+    assert not os.path.exists(path)
+
+
+@responses.activate
+def test_timeouts_are_passed_on_every_request(clock, stderr):
+    log = Logger(stream=stderr)
+    client = Client(URL, "k", "secret-1", log=log, connect_timeout=3, read_timeout=7)
+    seen = []
+
+    def callback(request):
+        seen.append(request.req_kwargs["timeout"])
+        return 200, {}, json.dumps({"listzonesresponse": {}})
+
+    responses.add_callback(responses.GET, URL, callback=callback)
+    client.list("listZones")
+    assert seen == [(3, 7)]
