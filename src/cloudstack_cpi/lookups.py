@@ -1,0 +1,87 @@
+"""Resolving what operators name (zones, offerings, networks, templates) to CloudStack objects.
+
+Operators may name things by name or by id; both are accepted.  A missing
+catalogue item is a configuration mistake, reported as a CloudError that lists
+what does exist.  A missing *resource* (a VM or volume named by a CID) is not
+decided here: finders return None and the action chooses the BOSH error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import CloudError
+
+GONE_VM_STATES = frozenset({"Destroyed", "Expunging", "Expunged"})
+GONE_VOLUME_STATES = frozenset({"Destroy", "Destroying", "Expunging", "Expunged"})
+
+
+def pick(items: Iterable[dict], wanted: str, *, kind: str, name_key: str = "name", where: str = "") -> dict:
+    items = list(items)
+    for item in items:
+        if item.get("id") == wanted:
+            return item
+    matches = [item for item in items if item.get(name_key) == wanted]
+    if len(matches) == 1:
+        return matches[0]
+    location = f" in {where}" if where else ""
+    if len(matches) > 1:
+        ids = ", ".join(str(item.get("id")) for item in matches)
+        raise CloudError(f"{kind} '{wanted}' is ambiguous{location}: several have that name ({ids}); use the id")
+    available = sorted({str(item.get(name_key)) for item in items if item.get(name_key)})
+    listing = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "") if available else "none"
+    raise CloudError(f"{kind} '{wanted}' not found{location} (available: {listing})")
+
+
+def zone(client, wanted: str) -> dict:
+    return pick(client.list("listZones"), wanted, kind="Zone")
+
+
+def service_offering(client, wanted: str) -> dict:
+    return pick(client.list_all("listServiceOfferings"), wanted, kind="Compute offering")
+
+
+def disk_offering(client, wanted: str) -> dict:
+    return pick(client.list_all("listDiskOfferings"), wanted, kind="Disk offering")
+
+
+def network(client, wanted: str, zone_id: str, zone_name: str = "") -> dict:
+    return pick(client.list_all("listNetworks", zoneid=zone_id), wanted, kind="Network", where=f"zone '{zone_name or zone_id}'")
+
+
+def template(client, wanted: str, zone_id: str | None = None) -> dict | None:
+    """A template by id (or name) usable in the zone, or None."""
+    by_id = client.find("listTemplates", templatefilter="executable", id=wanted, zoneid=zone_id)
+    if by_id:
+        return by_id
+    named = [t for t in client.list("listTemplates", templatefilter="executable", name=wanted, zoneid=zone_id)
+             if t.get("name") == wanted]
+    return named[0] if named else None
+
+
+def vm(client, vm_id: str) -> dict | None:
+    """The VM with this id unless it is gone (destroyed or being expunged)."""
+    found = client.find("listVirtualMachines", id=vm_id)
+    if found is None or found.get("state") in GONE_VM_STATES:
+        return None
+    return found
+
+
+def volume(client, volume_id: str) -> dict | None:
+    found = client.find("listVolumes", id=volume_id)
+    if found is None or found.get("state") in GONE_VOLUME_STATES:
+        return None
+    return found
+
+
+def gib(size_mib: int) -> int:
+    """BOSH counts MiB, CloudStack GiB: round up, never down (1 GiB at least)."""
+    return max(1, -(-int(size_mib) // 1024))
+
+
+def first(items: list[dict], **match: Any) -> dict | None:
+    for item in items:
+        if all(item.get(k) == v for k, v in match.items()):
+            return item
+    return None

@@ -1,0 +1,83 @@
+"""BOSH metadata as CloudStack tags.
+
+CloudStack rejects empty values (431) and a key already set on a resource (the
+job fails), and keeps keys and values to 255 characters.  Setting metadata
+therefore replaces only the tags whose values changed, and sanitises what the
+server would refuse instead of failing the deploy over a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+MAX_LENGTH = 255
+EMPTY_VALUE = "-"
+
+
+def sanitise(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """String keys and values CloudStack accepts; keys differing only in case collapse to the last."""
+    tags: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for key, value in metadata.items():
+        name = str(key).strip()[:MAX_LENGTH]
+        if not name:
+            continue
+        text = "" if value is None else (value if isinstance(value, str) else _json_text(value))
+        text = text.strip()[:MAX_LENGTH] or EMPTY_VALUE
+        previous = seen.get(name.lower())
+        if previous is not None:
+            tags.pop(previous, None)
+        seen[name.lower()] = name
+        tags[name] = text
+    return tags
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    import json
+
+    return json.dumps(value, sort_keys=True)
+
+
+def plan(existing: Mapping[str, str], wanted: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(tags to delete, tags to create) so that ``wanted`` holds afterwards; other tags stay."""
+    current = {key.lower(): (key, value) for key, value in existing.items()}
+    to_delete: dict[str, str] = {}
+    to_create: dict[str, str] = {}
+    for key, value in wanted.items():
+        found = current.get(key.lower())
+        if found is None:
+            to_create[key] = value
+        elif found[1] != value or found[0] != key:
+            to_delete[found[0]] = found[1]
+            to_create[key] = value
+    return to_delete, to_create
+
+
+def apply(client, resource_type: str, resource_id: str, metadata: Mapping[str, Any], *, timeout: float,
+          existing: list[dict] | None = None) -> None:
+    """Make ``metadata`` the resource's tags (for those keys), touching only what changed.
+
+    ``existing`` is the resource's ``tags`` list when the caller already has it
+    (list responses embed it), saving a listTags call.
+    """
+    wanted = sanitise(metadata)
+    if existing is None:
+        existing = client.list("listTags", resourcetype=resource_type, resourceid=resource_id, listall=True)
+    current = {tag["key"]: tag.get("value", "") for tag in existing}
+    to_delete, to_create = plan(current, wanted)
+    what = f"tagging {resource_type} {resource_id}"
+    if to_delete:
+        client.run_job("deleteTags", timeout=timeout, what=what, resourceids=resource_id,
+                       resourcetype=resource_type, tags=to_delete)
+    if to_create:
+        client.run_job("createTags", timeout=timeout, what=what, resourceids=resource_id,
+                       resourcetype=resource_type, tags=to_create)
+
+
+def as_dict(resource: Mapping[str, Any]) -> dict[str, str]:
+    return {tag["key"]: tag.get("value", "") for tag in resource.get("tags") or []}
