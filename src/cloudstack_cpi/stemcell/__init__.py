@@ -1,0 +1,1 @@
+"""Stemcell image handling: detect formats, plan and stream uploads to CloudStack."""
