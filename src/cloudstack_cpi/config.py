@@ -117,6 +117,9 @@ class CloudStackConfig(_Model):
     timeout: Timeouts = Field(default_factory=Timeouts)
     default_offer: DefaultOffers = Field(default_factory=DefaultOffers)
     stemcell: StemcellConfig = Field(default_factory=StemcellConfig)
+    user_data_limit: int = Field(
+        32768, ge=1024, description="Largest base64 user data the cloud accepts (its vm.userdata.max.length)."
+    )
     api_retries: int = Field(6, ge=1, le=20, description="Tries in all for API requests that are safe to repeat.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Detail of the stderr log.")
 

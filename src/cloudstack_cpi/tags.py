@@ -14,6 +14,14 @@ from typing import Any
 MAX_LENGTH = 255
 EMPTY_VALUE = "-"
 
+# Tags the CPI itself sets, so that a later call (any process) can tell what it made.
+DIRECTOR_KEY = "director_uuid"     # the director that owns the resource
+AGENT_KEY = "agent_id"             # on VMs
+ROLE_KEY = "cpi_role"              # on volumes: "ephemeral" (removed with its VM) or "persistent"
+ROLE_EPHEMERAL = "ephemeral"
+ROLE_PERSISTENT = "persistent"
+CREATED_KEY = "cpi_created"        # "true" on rules/groups the CPI created and may remove when unused
+
 
 def sanitise(metadata: Mapping[str, Any]) -> dict[str, str]:
     """String keys and values CloudStack accepts; keys differing only in case collapse to the last."""
