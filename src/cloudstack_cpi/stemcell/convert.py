@@ -120,7 +120,8 @@ def _steps_for(info: ImageInfo, target: str) -> tuple[tuple[str, ...], bool]:
     if already_acceptable:
         # CloudStack's XenServer path takes bzip2/gzip VHDs as they are; KVM
         # and VMware uploads need the plain file.
-        if info.container is None and (info.compression is None or target == "VHD"):
+        whole_file = info.container is None or target == "OVA"  # an OVA *is* a tar
+        if whole_file and (info.compression is None or target == "VHD"):
             return ("pass-through",), info.compression is not None
         return _unwrap_steps(info), False
     convert = "raw-to-qcow2" if target == "QCOW2" else "raw-to-vhd"

@@ -266,11 +266,20 @@ def _detect_in_tar(base: ImageInfo, head: bytes, stream: BinaryIO) -> ImageInfo:
         extracted = tar.extractfile(member)
         member_head = _read_up_to(extracted, HEAD_SIZE)
         if _is_disk_member(lowered, member_head):
+            _check_member_complete(base, member)
             info = dataclasses.replace(info, member=member.name, member_offset=member.offset_data,
                                        payload_size=member.size)
             return _detect_disk(info, member_head, member.size,
                                 _tail_reader(info, member.offset_data))
     raise ImageError(f"{base.path}: tar archive holds no disk image (members: {seen or 'none'})")
+
+
+def _check_member_complete(info: ImageInfo, member: tarfile.TarInfo) -> None:
+    """For a plain tar the file size tells at once whether the member is cut short."""
+    end = member.offset_data + member.size
+    if info.compression is None and end > info.file_size:
+        raise ImageError(f"{info.path}: truncated: tar member {member.name!r} needs {end} bytes, "
+                         f"file has {info.file_size}")
 
 
 def _is_disk_member(lowered_name: str, member_head: bytes) -> bool:
