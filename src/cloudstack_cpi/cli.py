@@ -42,5 +42,109 @@ def simulator_command(args: tuple[str, ...]) -> None:
     sys.exit(simulator_main(list(args)))
 
 
+@main.command("call")
+@click.argument("method")
+@click.argument("arguments", nargs=-1)
+@click.option("--config", "config_path", envvar="CPI_CONFIG", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="CPI config file (or $CPI_CONFIG).")
+@click.option("--api-version", default=2, show_default=True, help="CPI API version to ask for.")
+@click.option("--stemcell-api-version", default=3, show_default=True, help="context.vm.stemcell.api_version to send.")
+def call_command(method: str, arguments: tuple[str, ...], config_path: str, api_version: int,
+                 stemcell_api_version: int) -> None:
+    """Send one CPI call through bin/cpi and print the answer readably.
+
+    Each ARGUMENT is JSON; bare words are taken as strings:
+    cloudstack-cpi call --config cpi.json has_vm 0d6c...  or  call create_disk 2048 '{}' null
+    """
+    import json
+
+    from .operator.runner import CpiRunner
+
+    parsed = []
+    for text in arguments:
+        try:
+            parsed.append(json.loads(text))
+        except ValueError:
+            parsed.append(text)
+    outcome = CpiRunner(config_path, api_version=api_version, stemcell_api_version=stemcell_api_version).call(
+        method, *parsed)
+    if outcome.stderr.strip():
+        click.echo(click.style("--- CPI log (stderr) ---", dim=True), err=True)
+        click.echo(outcome.stderr.rstrip(), err=True)
+    if outcome.error:
+        error = outcome.error
+        click.echo(click.style(f"{error['type']}", fg="red", bold=True) + f" (ok_to_retry: {error['ok_to_retry']})")
+        click.echo(error["message"])
+    else:
+        click.echo(json.dumps(outcome.result, indent=2))
+    click.echo(click.style(f"{outcome.seconds:.2f}s", dim=True), err=True)
+    sys.exit(1 if outcome.error else 0)
+
+
+@main.command("lifecycle")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="CPI config of the cloud to check; without it, an embedded simulator is used.")
+@click.option("--compute-offering", help="Compute offering for the test VM.")
+@click.option("--network", help="CloudStack network (name or id) for the VM (advanced zones).")
+@click.option("--network-type", type=click.Choice(["dynamic", "manual"]), default="dynamic", show_default=True)
+@click.option("--ip", help="Static IP for a manual network.")
+@click.option("--netmask", help="Netmask for a manual network.")
+@click.option("--gateway", help="Gateway for a manual network.")
+@click.option("--zone", help="Availability zone (default: the config's default_zone).")
+@click.option("--disk-offering", help="Disk offering for the persistent disk.")
+@click.option("--stemcell", "stemcell_image", type=click.Path(exists=True, dir_okay=False),
+              help="Stemcell image file (the tarball's `image`).")
+@click.option("--stemcell-properties", help="Stemcell cloud_properties as JSON (from its stemcell.MF).")
+@click.option("--light-template", help="Use an existing template (light stemcell) instead of uploading one.")
+@click.option("--show-calls", is_flag=True, help="Print every request and answer.")
+def lifecycle_command(config_path, compute_offering, network, network_type, ip, netmask, gateway, zone,
+                      disk_offering, stemcell_image, stemcell_properties, light_template, show_calls) -> None:
+    """Run every CPI method against a cloud, as the official CPIs' lifecycle specs do, then clean up."""
+    import json
+
+    from .operator.lifecycle import Lifecycle, Target
+    from .operator.runner import CpiRunner
+
+    if config_path is None:
+        sys.exit(_run_demo(show_calls=show_calls))
+    if not compute_offering or not (stemcell_image or light_template):
+        raise click.UsageError("with --config, give --compute-offering and --stemcell (or --light-template)")
+    if network_type == "manual" and not (ip and netmask and gateway):
+        raise click.UsageError("a manual network needs --ip, --netmask and --gateway")
+    target = Target(compute_offering=compute_offering, network=network, network_type=network_type, ip=ip,
+                    netmask=netmask, gateway=gateway, availability_zone=zone, disk_offering=disk_offering,
+                    stemcell_image=stemcell_image, light_template=light_template,
+                    stemcell_properties=json.loads(stemcell_properties) if stemcell_properties else {})
+    lifecycle = Lifecycle(CpiRunner(config_path), target, show_calls=show_calls)
+    sys.exit(0 if lifecycle.run() else 1)
+
+
+@main.command("demo")
+@click.option("--quiet", is_flag=True, help="Only the step table, not every request and answer.")
+def demo_command(quiet: bool) -> None:
+    """Start the embedded CloudStack simulator and run the whole BOSH lifecycle through bin/cpi."""
+    sys.exit(_run_demo(show_calls=not quiet))
+
+
+def _run_demo(*, show_calls: bool) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from .operator.demo import embedded_simulator, simulator_config, simulator_target
+    from .operator.lifecycle import Lifecycle
+    from .operator.runner import CpiRunner
+
+    with tempfile.TemporaryDirectory(prefix="cloudstack-cpi-demo-") as tmp, embedded_simulator() as sim:
+        directory = Path(tmp)
+        click.echo(f"Embedded CloudStack simulator at {sim.endpoint} (scenario: advanced)")
+        config = simulator_config(sim, directory)
+        lifecycle = Lifecycle(CpiRunner(str(config)), simulator_target(directory), show_calls=show_calls)
+        ok = lifecycle.run()
+        leftovers = {kind: ids for kind, ids in sim.inventory().items() if isinstance(ids, list) and ids}
+        if leftovers:
+            click.echo(f"simulator still holds: {leftovers}")
+        return 0 if ok and not leftovers else 1
+
+
 if __name__ == "__main__":
     main()

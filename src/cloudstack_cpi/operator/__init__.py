@@ -1,0 +1,1 @@
+"""Operator tools behind ``cloudstack-cpi``: calling the CPI, the lifecycle check, the demo, validation."""
