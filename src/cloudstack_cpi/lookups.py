@@ -50,8 +50,17 @@ def network(client, wanted: str, zone_id: str, zone_name: str = "") -> dict:
     return pick(client.list_all("listNetworks", zoneid=zone_id), wanted, kind="Network", where=f"zone '{zone_name or zone_id}'")
 
 
+LIGHT_SUFFIX = " light"
+
+
+def stemcell_template_id(stemcell_cid: str) -> str:
+    """The template behind a stemcell CID: light stemcells are ``"<template id> light"``."""
+    return stemcell_cid[: -len(LIGHT_SUFFIX)] if stemcell_cid.endswith(LIGHT_SUFFIX) else stemcell_cid
+
+
 def template(client, wanted: str, zone_id: str | None = None) -> dict | None:
-    """A template by id (or name) usable in the zone, or None."""
+    """A template by id (or name) usable in the zone, or None; accepts light stemcell CIDs."""
+    wanted = stemcell_template_id(wanted)
     by_id = client.find("listTemplates", templatefilter="executable", id=wanted, zoneid=zone_id)
     if by_id:
         return by_id

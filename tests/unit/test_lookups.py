@@ -25,3 +25,8 @@ def test_pick_refuses_ambiguous_names():
 @pytest.mark.parametrize("mib, gib", [(1, 1), (1024, 1), (1025, 2), (2048, 2), (10_000, 10), (25_000, 25)])
 def test_gib_rounds_up(mib, gib):
     assert lookups.gib(mib) == gib
+
+
+def test_light_stemcell_cids_name_their_template():
+    assert lookups.stemcell_template_id("3f2a-tmpl light") == "3f2a-tmpl"
+    assert lookups.stemcell_template_id("3f2a-tmpl") == "3f2a-tmpl"
