@@ -1,0 +1,88 @@
+"""Fault injection: per API request, decided by one seeded random.Random behind a lock."""
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, fields
+
+KINDS = ("error", "drop", "throttle", "slow", "drop_after_action", "job_failure")
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    error_rate: float = 0.0            # HTTP 500/503 with a CloudStack error body, before acting
+    drop_rate: float = 0.0             # close the connection without answering, before acting
+    throttle_rate: float = 0.0         # HTTP 429 API limit error, before acting
+    slow_rate: float = 0.0             # delay the request by slow_seconds (before acting)
+    slow_seconds: float = 1.0
+    job_failure_rate: float = 0.0      # async job ends with jobstatus 2 / errorcode 530
+    drop_after_action_rate: float = 0.0  # act, then close the connection without answering
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name != "slow_seconds" and not (0.0 <= float(v) <= 1.0):
+                raise ValueError(f"{f.name} must be within [0, 1], got {v}")
+
+
+@dataclass
+class RequestFaults:
+    error: int = 0          # 0 = none, else HTTP status (500/503)
+    drop: bool = False
+    throttle: bool = False
+    slow: float = 0.0
+    drop_after_action: bool = False
+
+    def any_before(self) -> bool:
+        return bool(self.error or self.drop or self.throttle)
+
+
+class FaultInjector:
+    def __init__(self, config: FaultConfig | None = None, seed: int | None = None):
+        self.config = config or FaultConfig()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {k: 0 for k in KINDS}
+
+    def set_config(self, config: FaultConfig) -> None:
+        with self._lock:
+            self.config = config
+
+    def _count(self, kind: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def for_request(self) -> RequestFaults:
+        """Always draws the same number of values so a seed gives a reproducible sequence."""
+        with self._lock:
+            c = self.config
+            r_err, r_500, r_drop, r_thr, r_slow, r_after = (self._rng.random() for _ in range(6))
+            rf = RequestFaults()
+            if r_err < c.error_rate:
+                rf.error = 500 if r_500 < 0.5 else 503
+                self._count("error")
+            elif r_drop < c.drop_rate:
+                rf.drop = True
+                self._count("drop")
+            elif r_thr < c.throttle_rate:
+                rf.throttle = True
+                self._count("throttle")
+            else:
+                if r_slow < c.slow_rate:
+                    rf.slow = c.slow_seconds
+                    self._count("slow")
+                if r_after < c.drop_after_action_rate:
+                    rf.drop_after_action = True
+                    self._count("drop_after_action")
+            return rf
+
+    def job_fails(self) -> bool:
+        with self._lock:
+            r = self._rng.random()
+            if r < self.config.job_failure_rate:
+                self._count("job_failure")
+                return True
+            return False
+
+    def snapshot_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)

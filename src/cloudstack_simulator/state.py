@@ -1,0 +1,422 @@
+"""In-memory CloudStack state. Every access happens with ``State.lock`` (an RLock) held."""
+from __future__ import annotations
+
+import hashlib
+import base64
+import ipaddress
+import json
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .errors import ApiError, param_error
+from .jobs import Job, JobManager
+from .util import GiB, now_str, public
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+_NS = uuid.UUID("6f1c2f3e-5d0b-4c4e-9a51-0c0d5e7a1b10")
+
+# tag resource types (ResourceObjectType, matched case-insensitively) -> state table
+TAGGABLE = {
+    "uservm": ("UserVm", "vms"),
+    "volume": ("Volume", "volumes"),
+    "snapshot": ("Snapshot", "snapshots"),
+    "template": ("Template", "templates"),
+    "publicipaddress": ("PublicIpAddress", "publicips"),
+    "loadbalancer": ("LoadBalancer", "lbrules"),
+    "firewallrule": ("FirewallRule", "fwrules"),
+    "network": ("Network", "networks"),
+    "securitygroup": ("SecurityGroup", "secgroups"),
+    "affinitygroup": ("AffinityGroup", "affinitygroups"),
+}
+NOT_TAGGABLE = {"zone": "Zone", "serviceoffering": "ServiceOffering", "diskoffering": "DiskOffering", "nic": "Nic",
+                "storage": "Storage"}
+
+
+def load_scenario(scenario: str | os.PathLike | dict) -> dict:
+    if isinstance(scenario, dict):
+        return scenario
+    s = str(scenario)
+    if s in ("advanced", "basic"):
+        path = SCENARIO_DIR / f"{s}.json"
+    else:
+        path = Path(s)
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    data.setdefault("name", path.stem)
+    return data
+
+
+class State:
+    def __init__(self, scenario: dict, datadir: Path, device_dir: Path | None, injector, job_seconds: float = 0.0):
+        self.lock = threading.RLock()
+        self.datadir = Path(datadir)
+        for sub in ("volumes", "snapshots", "templates", "tmp"):
+            (self.datadir / sub).mkdir(parents=True, exist_ok=True)
+        self.device_dir = Path(device_dir) if device_dir else None
+        self.injector = injector
+        self.jobs = JobManager(job_seconds=job_seconds)
+        self.scenario = scenario
+        self.scenario_name = scenario.get("name", "custom")
+        self.settings = {"max_data_volumes": 6, "userdata_max_length": 32768, "default_page_size": 500}
+        self.settings.update(scenario.get("settings", {}))
+        self.known: dict[str, str] = {}          # every id ever issued -> kind (like findByUuidIncludingRemoved)
+        self.zones: dict[str, dict] = {}
+        self.networks: dict[str, dict] = {}
+        self.vpcs: dict[str, dict] = {}
+        self.service_offerings: dict[str, dict] = {}
+        self.disk_offerings: dict[str, dict] = {}
+        self.ostypes: dict[str, dict] = {}
+        self.templates: dict[str, dict] = {}
+        self.vms: dict[str, dict] = {}
+        self.volumes: dict[str, dict] = {}
+        self.snapshots: dict[str, dict] = {}
+        self.publicips: dict[str, dict] = {}
+        self.lbrules: dict[str, dict] = {}
+        self.fwrules: dict[str, dict] = {}
+        self.affinitygroups: dict[str, dict] = {}
+        self.sshkeys: dict[str, dict] = {}
+        self.secgroups: dict[str, dict] = {}
+        self.tags: list[dict] = []
+        self.extracts: dict[str, dict] = {}      # token -> {"path", "name"}
+        self.upload_key = os.urandom(32)
+        self._mac_counter = 0
+        self._vm_counter = 0
+        self._vol_counter = 0
+        self.base_url = ""                       # http(s)://host:port, set by the server
+        self._load(scenario)
+
+    # ------------------------------------------------------------------ ids
+    def new_id(self, kind: str) -> str:
+        i = str(uuid.uuid4())
+        self.known[i] = kind
+        return i
+
+    def fixed_id(self, kind: str, name: str) -> str:
+        i = str(uuid.uuid5(_NS, f"{self.scenario_name}:{kind}:{name}"))
+        self.known[i] = kind
+        return i
+
+    def new_mac(self) -> str:
+        self._mac_counter += 1
+        n = self._mac_counter + 0x1e0000
+        return "02:00:" + ":".join("%02x" % ((n >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+    def next_vm_number(self) -> int:
+        self._vm_counter += 1
+        return self._vm_counter
+
+    def next_vol_number(self) -> int:
+        self._vol_counter += 1
+        return self._vol_counter
+
+    # ------------------------------------------------------------------ scenario
+    def _load(self, sc: dict) -> None:
+        acc = sc.get("account", {})
+        self.account = {
+            "name": acc.get("name", "bosh"),
+            "domain": acc.get("domain", "ROOT"),
+            "id": self.fixed_id("account", acc.get("name", "bosh")),
+            "userid": self.fixed_id("user", acc.get("name", "bosh")),
+            "domainid": self.fixed_id("domain", acc.get("domain", "ROOT")),
+            "api_key": acc["api_key"],
+            "secret_key": acc["secret_key"],
+        }
+        for i, os_ in enumerate(sc.get("os_types", [])):
+            oid = self.fixed_id("ostype", os_["description"])
+            self.ostypes[oid] = {"id": oid, "description": os_["description"], "name": os_["description"],
+                                 "oscategoryid": self.fixed_id("oscategory", os_.get("category", "Other")),
+                                 "oscategoryname": os_.get("category", "Other"), "isuserdefined": False,
+                                 "fordisplay": True}
+        for so in sc.get("service_offerings", []):
+            sid = self.fixed_id("serviceoffering", so["name"])
+            custom = bool(so.get("customized"))
+            o = {"id": sid, "name": so["name"], "displaytext": so.get("displaytext", so["name"]),
+                 "iscustomized": custom, "storagetype": "shared", "provisioningtype": "thin", "offerha": False,
+                 "limitcpuuse": False, "isvolatile": False, "issystem": False, "defaultuse": False,
+                 "iscustomizediops": False, "created": now_str(), "dynamicscalingenabled": True,
+                 "cacheMode": "none", "hasannotations": False}
+            if not custom:
+                o.update(cpunumber=so["cpunumber"], cpuspeed=so["cpuspeed"], memory=so["memory"])
+            else:
+                o["serviceofferingdetails"] = {"mincpunumber": "1", "maxcpunumber": "16", "minmemory": "512",
+                                               "maxmemory": "65536"}
+            self.service_offerings[sid] = o
+        for do in sc.get("disk_offerings", []):
+            did = self.fixed_id("diskoffering", do["name"])
+            custom = bool(do.get("customized"))
+            self.disk_offerings[did] = {"id": did, "name": do["name"], "displaytext": do.get("displaytext", do["name"]),
+                                        "disksize": 0 if custom else do["disksize"], "iscustomized": custom,
+                                        "storagetype": "shared", "provisioningtype": "thin",
+                                        "iscustomizediops": False, "displayoffering": True, "created": now_str(),
+                                        "disksizestrictness": False, "encrypt": False}
+        for z in sc.get("zones", []):
+            self._load_zone(z)
+        ostypes_by_name = {o["description"]: o for o in self.ostypes.values()}
+        for t in sc.get("templates", []):
+            tid = self.fixed_id("template", t["name"])
+            os_ = ostypes_by_name.get(t.get("ostype", "Other Linux (64-bit)")) or next(iter(self.ostypes.values()))
+            tpl = self.new_template_record(tid, name=t["name"], displaytext=t.get("displaytext", t["name"]),
+                                           fmt=t.get("format", "QCOW2"), hypervisor=t.get("hypervisor", "KVM"),
+                                           ostype=os_, size=int(t.get("size_gb", 5)) * GiB,
+                                           ispublic=t.get("public", True), isfeatured=t.get("featured", True),
+                                           isextractable=t.get("extractable", False), templatetype="USER")
+            tpl["_scenario"] = True
+            tpl["_owned"] = bool(t.get("owned", False))
+            if not tpl["_owned"]:
+                tpl["account"] = "system"
+            for zname in t.get("zones", [z["name"] for z in sc.get("zones", [])]):
+                zone = self.zone_by_name(zname)
+                tpl["_zones"][zone["id"]] = {"status": "Download Complete", "isready": True, "created": now_str()}
+            self.templates[tid] = tpl
+        for k in sc.get("ssh_key_pairs", []):
+            self.add_keypair(k["name"], k["public_key"], fixed=True)
+        for g in sc.get("security_groups", []):
+            gid = self.fixed_id("securitygroup", g["name"])
+            rules = []
+            for r in g.get("ingress", []):
+                rules.append({"ruleid": self.fixed_id("sgrule", f"{g['name']}:{r}"), "protocol": r["protocol"],
+                              "startport": r.get("startport"), "endport": r.get("endport"),
+                              "cidr": r.get("cidr", "0.0.0.0/0"), "tags": []})
+            self.secgroups[gid] = {"id": gid, "name": g["name"], "description": g.get("description", ""),
+                                   "account": self.account["name"], "domainid": self.account["domainid"],
+                                   "domain": self.account["domain"], "ingressrule": rules, "egressrule": []}
+
+    def _load_zone(self, z: dict) -> None:
+        zid = self.fixed_id("zone", z["name"])
+        basic = z.get("networktype", "Advanced") == "Basic"
+        cap = z.get("capacity", {})
+        zone = {"id": zid, "name": z["name"], "description": z.get("description", z["name"]),
+                "networktype": "Basic" if basic else "Advanced",
+                "securitygroupsenabled": bool(z.get("securitygroupsenabled", basic)),
+                "allocationstate": "Enabled", "dhcpprovider": "VirtualRouter", "localstorageenabled": False,
+                "dns1": z.get("dns1", "8.8.8.8"), "internaldns1": z.get("internaldns1", "10.0.0.2"),
+                "zonetoken": hashlib.sha1(zid.encode()).hexdigest()[:36], "tags": [],
+                "_hypervisors": z.get("hypervisors", ["KVM"]),
+                "_cpu": int(cap.get("cpu", 64)), "_memory": int(cap.get("memory_mib", 262144)),
+                "_cpuspeed": int(cap.get("cpu_mhz", 2400))}
+        self.zones[zid] = zone
+        pub_net_id = self.fixed_id("network", f"{z['name']}:public")
+        zone["_public_network"] = pub_net_id
+        for r in z.get("public_ip_ranges", []):
+            vlan_id = self.fixed_id("vlan", f"{z['name']}:{r['start']}")
+            start, end = int(ipaddress.IPv4Address(r["start"])), int(ipaddress.IPv4Address(r["end"]))
+            for n in range(start, end + 1):
+                ip = str(ipaddress.IPv4Address(n))
+                pid = self.fixed_id("publicip", f"{z['name']}:{ip}")
+                self.publicips[pid] = {"id": pid, "ipaddress": ip, "zoneid": zid, "zonename": z["name"],
+                                       "issourcenat": False, "isstaticnat": False, "issystem": False,
+                                       "forvirtualnetwork": True, "isportable": False, "fordisplay": True,
+                                       "vlanid": vlan_id, "vlanname": r.get("vlan", "vlan://untagged"),
+                                       "networkid": pub_net_id, "state": "Free", "hasannotations": False,
+                                       "_gateway": r.get("gateway"), "_netmask": r.get("netmask")}
+        for n in z.get("networks", []):
+            self._load_network(zone, n)
+        for p in z.get("preallocated_public_ips", []):
+            ip = next((x for x in self.publicips.values() if x["ipaddress"] == p["ipaddress"] and x["zoneid"] == zid), None)
+            if ip is None:
+                raise ValueError(f"preallocated public IP {p['ipaddress']} is not in a public range of {z['name']}")
+            net = None
+            if p.get("network"):
+                net = next(x for x in self.networks.values() if x["name"] == p["network"] and x["zoneid"] == zid)
+            self.allocate_public_ip(ip, net)
+            ip["_scenario"] = True
+
+    def _load_network(self, zone: dict, n: dict) -> None:
+        nid = self.fixed_id("network", f"{zone['name']}:{n['name']}")
+        ntype = n.get("type", "Isolated")
+        cidr = ipaddress.IPv4Network(n["cidr"], strict=False)
+        gw = n.get("gateway") or str(cidr.network_address + 1)
+        start = ipaddress.IPv4Address(n["startip"]) if n.get("startip") else cidr.network_address + 2
+        end = ipaddress.IPv4Address(n["endip"]) if n.get("endip") else cidr.broadcast_address - 1
+        vpcid = None
+        if ntype == "VPC-tier":
+            vname = n.get("vpc", "vpc")
+            vpcid = self.fixed_id("vpc", f"{zone['name']}:{vname}")
+            self.vpcs.setdefault(vpcid, {"id": vpcid, "name": vname, "zoneid": zone["id"]})
+        is_basic = zone["networktype"] == "Basic"
+        cs_type = "Isolated" if ntype in ("Isolated", "VPC-tier") else ntype
+        dns = n.get("dns", [])
+        userdata_provider = n.get("userdata_provider", "VirtualRouter")
+        services = [{"name": "UserData", "provider": [{"name": userdata_provider}]},
+                    {"name": "Dhcp", "provider": [{"name": "VirtualRouter"}]},
+                    {"name": "Dns", "provider": [{"name": "VirtualRouter"}]}]
+        if cs_type == "Isolated":
+            services += [{"name": "SourceNat", "provider": [{"name": "VpcVirtualRouter" if vpcid else "VirtualRouter"}]},
+                         {"name": "StaticNat", "provider": [{"name": "VpcVirtualRouter" if vpcid else "VirtualRouter"}]},
+                         {"name": "Lb", "provider": [{"name": "VpcVirtualRouter" if vpcid else "VirtualRouter"}]},
+                         {"name": "Firewall", "provider": [{"name": "VirtualRouter"}]}]
+        if is_basic or zone["securitygroupsenabled"]:
+            services.append({"name": "SecurityGroup", "provider": [{"name": "SecurityGroupProvider"}]})
+        net = {"id": nid, "name": n["name"], "displaytext": n.get("displaytext", n["name"]),
+               "broadcastdomaintype": "Native" if is_basic else "Vlan", "traffictype": "Guest",
+               "gateway": gw, "netmask": str(cidr.netmask), "cidr": str(cidr), "zoneid": zone["id"],
+               "zonename": zone["name"], "type": cs_type, "state": "Implemented" if cs_type != "Shared" else "Setup",
+               "related": nid, "dns1": dns[0] if dns else zone["dns1"], "dns2": dns[1] if len(dns) > 1 else "",
+               "isdefault": ntype == "Shared" and is_basic, "issystem": False,
+               "acltype": "Domain" if cs_type == "Shared" else "Account",
+               "account": self.account["name"], "domainid": self.account["domainid"], "domain": self.account["domain"],
+               "networkofferingid": self.fixed_id("networkoffering", ntype),
+               "networkofferingname": {"Isolated": "DefaultIsolatedNetworkOfferingWithSourceNatService",
+                                       "Shared": "DefaultSharedNetworkOffering" if not is_basic else "DefaultSharedNetworkOfferingWithSGService",
+                                       "VPC-tier": "DefaultIsolatedNetworkOfferingForVpcNetworks"}.get(ntype, ntype),
+               "canusefordeploy": True, "specifyipranges": cs_type == "Shared", "restartrequired": False,
+               "ispersistent": False, "service": services, "tags": [], "networkdomain": "cs1cloud.internal",
+               "physicalnetworkid": self.fixed_id("physicalnetwork", zone["name"]),
+               "vlan": None if is_basic else str(100 + len(self.networks)),
+               "_start": int(start), "_end": int(end), "_used": {}, "_reserved": {int(ipaddress.IPv4Address(gw))},
+               "_basic": is_basic, "_kind": ntype}
+        if net["vlan"] is None:
+            del net["vlan"]
+        else:
+            net["broadcasturi"] = "vlan://" + net["vlan"]
+        if vpcid:
+            net["vpcid"] = vpcid
+            net["vpcname"] = self.vpcs[vpcid]["name"]
+        if n.get("pod"):
+            net["_pod"] = n["pod"]
+        self.networks[nid] = net
+
+    # ------------------------------------------------------------------ lookups
+    def zone_by_name(self, name: str) -> dict:
+        for z in self.zones.values():
+            if z["name"] == name:
+                return z
+        raise ValueError(f"unknown zone {name}")
+
+    def add_keypair(self, name: str, public_key: str, fixed: bool = False) -> dict:
+        try:
+            blob = base64.b64decode(public_key.split()[1] + "==")
+        except Exception:
+            blob = public_key.encode()
+        fp = ":".join("%02x" % b for b in hashlib.md5(blob).digest())
+        kid = self.fixed_id("sshkeypair", name) if fixed else self.new_id("sshkeypair")
+        k = {"id": kid, "name": name, "fingerprint": fp, "account": self.account["name"],
+             "domainid": self.account["domainid"], "domain": self.account["domain"], "_publickey": public_key}
+        self.sshkeys[name] = k
+        return k
+
+    def owner_fields(self) -> dict:
+        return {"account": self.account["name"], "domainid": self.account["domainid"], "domain": self.account["domain"]}
+
+    # ------------------------------------------------------------------ templates
+    def new_template_record(self, tid: str, *, name: str, displaytext: str, fmt: str, hypervisor: str, ostype: dict,
+                            size: int, ispublic=False, isfeatured=False, isextractable=False,
+                            templatetype="USER", passwordenabled=False, sshkeyenabled=False, details=None,
+                            bits=64) -> dict:
+        t = {"id": tid, "name": name, "displaytext": displaytext, "format": fmt.upper(), "hypervisor": hypervisor,
+             "ostypeid": ostype["id"], "ostypename": ostype["description"], "size": size,
+             "ispublic": bool(ispublic), "isfeatured": bool(isfeatured), "isextractable": bool(isextractable),
+             "passwordenabled": bool(passwordenabled), "sshkeyenabled": bool(sshkeyenabled),
+             "templatetype": templatetype, "crossZones": False, "bootable": True, "isdynamicallyscalable": False,
+             "requireshvm": True, "directdownload": False, "deployasis": False, "bits": bits,
+             "created": now_str(), "details": details or {}, "hasannotations": False,
+             "account": self.account["name"], "domainid": self.account["domainid"], "domain": self.account["domain"],
+             "_zones": {}, "_file": None, "_owned": True}
+        return t
+
+    def template_rows(self, tpl: dict) -> list[dict]:
+        rows = []
+        for zid, zr in tpl["_zones"].items():
+            zone = self.zones[zid]
+            row = public(tpl)
+            row.update(zoneid=zid, zonename=zone["name"], isready=zr["isready"], status=zr["status"],
+                       created=zr.get("created", tpl["created"]))
+            if tpl.get("_physicalsize") is not None:
+                row["physicalsize"] = tpl["_physicalsize"]
+            row["tags"] = self.tags_for("Template", tpl["id"])
+            rows.append(row)
+        return rows
+
+    # ------------------------------------------------------------------ networking
+    def network_free_ips(self, net: dict) -> int:
+        total = net["_end"] - net["_start"] + 1
+        reserved = sum(1 for r in net["_reserved"] if net["_start"] <= r <= net["_end"])
+        return total - reserved - len(net["_used"])
+
+    def allocate_ip(self, net: dict, owner: str, requested: str | None = None) -> str | None:
+        """Return the allocated IP, None when the pool is exhausted; raise 431 for a bad requested IP."""
+        if requested:
+            try:
+                addr = ipaddress.IPv4Address(requested)
+            except ValueError:
+                raise param_error(f"Invalid format for IPv4 address: {requested}")
+            cidr = ipaddress.IPv4Network(net["cidr"])
+            n = int(addr)
+            if addr not in cidr or n == int(cidr.network_address) or n == int(cidr.broadcast_address):
+                raise param_error(f"Requested ip address {requested} is not in the network {net['name']} "
+                                  f"cidr {net['cidr']}")
+            if not (net["_start"] <= n <= net["_end"]) or n in net["_reserved"]:
+                raise param_error(f"Requested ip address {requested} is not in the ip range of network id={net['id']}")
+            if n in net["_used"]:
+                raise param_error(f"IP address {requested} is already in use in network {net['name']}")
+            net["_used"][n] = owner
+            return requested
+        for n in range(net["_start"], net["_end"] + 1):
+            if n not in net["_used"] and n not in net["_reserved"]:
+                net["_used"][n] = owner
+                return str(ipaddress.IPv4Address(n))
+        return None
+
+    def release_ip(self, net_id: str, ip: str | None) -> None:
+        net = self.networks.get(net_id)
+        if net and ip:
+            net["_used"].pop(int(ipaddress.IPv4Address(ip)), None)
+
+    def allocate_public_ip(self, ip: dict, net: dict | None) -> None:
+        ip.update(state="Allocated", allocated=now_str(), **self.owner_fields())
+        if net is not None:
+            ip["associatednetworkid"] = net["id"]
+            ip["associatednetworkname"] = net["name"]
+            if net.get("vpcid"):
+                ip["vpcid"] = net["vpcid"]
+
+    # ------------------------------------------------------------------ capacity
+    def used_capacity(self, zone_id: str) -> tuple[int, int]:
+        cpu = mem = 0
+        for vm in self.vms.values():
+            if vm["zoneid"] == zone_id and vm["_consumes"]:
+                cpu += vm["cpunumber"]
+                mem += vm["memory"]
+        return cpu, mem
+
+    # ------------------------------------------------------------------ tags
+    def tags_for(self, rtype: str, rid: str) -> list[dict]:
+        return [public(t) for t in self.tags if t["resourcetype"] == rtype and t["resourceid"] == rid]
+
+    def drop_tags(self, rtype: str, rid: str) -> None:
+        self.tags = [t for t in self.tags if not (t["resourcetype"] == rtype and t["resourceid"] == rid)]
+
+    def match_tags(self, rtype: str, rid: str, wanted: list[tuple[str, str | None]]) -> bool:
+        have = self.tags_for(rtype, rid)
+        for k, v in wanted:
+            if not any(t["key"] == k and (v is None or t["value"] == v) for t in have):
+                return False
+        return True
+
+    # ------------------------------------------------------------------ jobs
+    def submit_job(self, *, command: str, cmd_class: str, instancetype: str | None, instanceid: str | None,
+                   complete, rollback=None) -> Job:
+        job = Job(id=self.new_id("job"), cmd=cmd_class, command=command, instancetype=instancetype,
+                  instanceid=instanceid, created=now_str(), due=0.0, complete=complete, rollback=rollback,
+                  fail_fault=self.injector.job_fails())
+        return self.jobs.submit(job)
+
+    # ------------------------------------------------------------------ inventory
+    def inventory(self) -> dict[str, Any]:
+        self.jobs.tick()
+        return {
+            "virtualmachines": sorted(v["id"] for v in self.vms.values()),
+            "volumes": sorted(v["id"] for v in self.volumes.values() if v["type"] == "DATADISK"),
+            "snapshots": sorted(self.snapshots),
+            "templates": sorted(t["id"] for t in self.templates.values() if not t.get("_scenario")),
+            "staticnat": sorted(i["id"] for i in self.publicips.values() if i["isstaticnat"]),
+            "publicips": sorted(i["id"] for i in self.publicips.values()
+                                if i["state"] != "Free" and not i.get("_scenario")),
+            "loadbalancerrules": sorted(self.lbrules),
+            "firewallrules": sorted(self.fwrules),
+            "affinitygroups": sorted(self.affinitygroups),
+            "tags": len(self.tags),
+        }
