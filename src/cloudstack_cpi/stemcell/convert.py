@@ -35,6 +35,7 @@ from .image import (
     VHD_FOOTER_SIZE,
     ImageError,
     ImageInfo,
+    Qcow2Header,
     iter_payload,
     parse_qcow2_header,
     parse_vhd_footer,
@@ -90,7 +91,7 @@ class UploadPlan:
 # --- planning ---------------------------------------------------------------------
 
 
-def plan_upload(info: ImageInfo, hypervisor: str) -> UploadPlan:
+def plan_upload(info: ImageInfo, hypervisor: str | None) -> UploadPlan:
     """Choose the cheapest way to give CloudStack an image it accepts for ``hypervisor``."""
     hypervisor_key = _hypervisor_key(hypervisor)
     target = HYPERVISOR_FORMATS[hypervisor_key]
@@ -106,8 +107,8 @@ def plan_upload(info: ImageInfo, hypervisor: str) -> UploadPlan:
     return UploadPlan(target, steps, compressed, info, hypervisor)
 
 
-def _hypervisor_key(hypervisor: str) -> str:
-    key = hypervisor.strip().lower()
+def _hypervisor_key(hypervisor: str | None) -> str:
+    key = (hypervisor or "").strip().lower()
     key = HYPERVISOR_ALIASES.get(key, key)
     if key not in HYPERVISOR_FORMATS:
         raise ImageError(f"hypervisor {hypervisor!r} is not supported for stemcell upload "
@@ -299,14 +300,14 @@ def _qcow2_chunks(source: RandomAccess, path: str, chunk_size: int) -> Chunks:
         remaining -= span
 
 
-def _qcow2_l2_chunks(source: RandomAccess, header, l2: array.array, span: int, path: str) -> Chunks:
+def _qcow2_l2_chunks(source: RandomAccess, header: Qcow2Header, l2: array.array, span: int, path: str) -> Chunks:
     cluster_size = header.cluster_size
     for index in range(_ceil_div(span, cluster_size)):
         length = min(cluster_size, span - index * cluster_size)
         yield _qcow2_cluster(source, header, l2[index], path)[:length]
 
 
-def _qcow2_cluster(source: RandomAccess, header, entry: int, path: str) -> bytes | memoryview:
+def _qcow2_cluster(source: RandomAccess, header: Qcow2Header, entry: int, path: str) -> bytes | memoryview:
     cluster_size = header.cluster_size
     if entry & QCOW2_COMPRESSED:
         return _qcow2_compressed_cluster(source, header, entry, path)
@@ -316,7 +317,7 @@ def _qcow2_cluster(source: RandomAccess, header, entry: int, path: str) -> bytes
     return source.read_at(offset, cluster_size)
 
 
-def _qcow2_compressed_cluster(source: RandomAccess, header, entry: int, path: str) -> bytes:
+def _qcow2_compressed_cluster(source: RandomAccess, header: Qcow2Header, entry: int, path: str) -> bytes:
     # Descriptor layout from the qcow2 spec: the low x bits are the host
     # offset, the next bits count additional 512-byte sectors.
     offset_bits = 62 - (header.cluster_bits - 8)
@@ -330,7 +331,7 @@ def _qcow2_compressed_cluster(source: RandomAccess, header, entry: int, path: st
     return data.ljust(header.cluster_size, b"\0")
 
 
-def _check_qcow2_supported(header, path: str) -> None:
+def _check_qcow2_supported(header: Qcow2Header, path: str) -> None:
     if header.backing_file_offset:
         raise ImageError(f"{path}: qcow2 image has a backing file; flatten it first (qemu-img convert)")
     if header.crypt_method:
@@ -425,7 +426,7 @@ def vhd_geometry(size: int) -> tuple[int, int, int]:
 # --- raw -> qcow2 -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Qcow2Layout:
     """Where everything goes in the qcow2 file built from a scanned raw disk.
 

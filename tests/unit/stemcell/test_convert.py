@@ -146,9 +146,27 @@ def test_disk_for_vmware_is_rejected(qcow2_disk):
         plan_upload(detect(qcow2_disk), "VMware")
 
 
-def test_unknown_hypervisor(qcow2_disk):
-    with pytest.raises(ImageError, match="'Hyperv' is not supported"):
-        plan_upload(detect(qcow2_disk), "Hyperv")
+@pytest.mark.parametrize("hypervisor", ["Hyperv", None])
+def test_unknown_hypervisor(qcow2_disk, hypervisor):
+    with pytest.raises(ImageError, match=f"{hypervisor!r} is not supported"):
+        plan_upload(detect(qcow2_disk), hypervisor)
+
+
+def test_dynamic_vhd_inside_plain_tar_is_read_in_place(raw_disk, tmp_path):
+    dynamic = write_dynamic_vhd(raw_disk, tmp_path / "d.vhd")
+    image = tar_of(tmp_path / "image", {"README": b"x" * 700, "root.vhd": dynamic})
+    data, plan = upload_bytes(image, "KVM")
+    assert plan.steps == ("untar", "vhd-to-raw", "raw-to-qcow2")
+    assert to_raw(write(tmp_path / "o.qcow2", data)) == raw_disk.read_bytes()
+    assert to_raw(image) == raw_disk.read_bytes()
+
+
+def test_differencing_vhd_is_rejected(raw_disk, tmp_path):
+    dynamic = bytearray(write_dynamic_vhd(raw_disk, tmp_path / "d.vhd").read_bytes()[:512])
+    dynamic[60:64] = (4).to_bytes(4, "big")
+    dynamic[64:68] = vhd_checksum(bytes(dynamic)).to_bytes(4, "big")
+    with pytest.raises(ImageError, match="differencing VHD"):
+        detect(write(tmp_path / "image", bytes(dynamic) + bytes(2048)))
 
 
 def test_unresolved_image_must_be_resolved_first(raw_disk, tmp_path):
