@@ -84,6 +84,8 @@ class VolumeUpload(_Model):
 
 
 class StemcellConfig(_Model):
+    """How stemcell images become CloudStack templates (see docs/stemcells.md)."""
+
     upload_strategy: Literal["auto", "post", "url", "volume"] = Field(
         "auto", description="How images reach CloudStack: auto picks post, or url when url.base_url is set."
     )
@@ -98,6 +100,8 @@ class StemcellConfig(_Model):
 
 
 class CloudStackConfig(_Model):
+    """The CloudStack API and how the CPI uses it (job properties `cloudstack.*`)."""
+
     endpoint: str = Field(description="API endpoint, e.g. https://cloud.example.com/client/api.")
     api_key: str = Field(description="API key of the CloudStack user the CPI acts as.")
     secret_access_key: SecretStr = Field(description="Secret key of that user.")
@@ -132,17 +136,23 @@ class CloudStackConfig(_Model):
 
 
 class Blobstore(_Model):
+    """Blobstore settings handed to the agent."""
+
     provider: str = Field(description="Blobstore provider the agent uses (dav, s3, local, ...).")
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="Provider options (endpoint, user, password, ...).")
 
 
 class AgentConfig(_Model):
+    """Settings handed to every new VM's agent (job properties `agent.*`)."""
+
     mbus: str | None = Field(None, description="Message bus URL the agent listens on or connects to.")
     ntp: list[str] = Field(default_factory=list, description="NTP servers for the agent.")
     blobstore: Blobstore | None = Field(None, description="Blobstore settings (env.bosh.blobstores takes precedence).")
 
 
 class Config(_Model):
+    """The whole config file."""
+
     cloudstack: CloudStackConfig
     agent: AgentConfig = Field(default_factory=AgentConfig)
     ntp: list[str] = Field(default_factory=list, description="NTP servers (legacy place; agent.ntp wins).")
