@@ -81,6 +81,17 @@ def call_command(method: str, arguments: tuple[str, ...], config_path: str, api_
     sys.exit(1 if outcome.error else 0)
 
 
+@main.command("validate")
+@click.argument("config_path", type=click.Path(exists=True, dir_okay=False))
+def validate_command(config_path: str) -> None:
+    """Check a CPI config and the cloud it points at; each problem comes with its fix."""
+    from .operator.validate import Validator, render
+
+    findings = Validator(config_path).run()
+    click.echo(render(findings))
+    sys.exit(0 if all(f.ok for f in findings) else 1)
+
+
 @main.command("lifecycle")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
               help="CPI config of the cloud to check; without it, an embedded simulator is used.")

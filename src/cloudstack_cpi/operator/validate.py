@@ -1,0 +1,211 @@
+"""``cloudstack-cpi validate CONFIG``: check a CPI config and the cloud it points at.
+
+Each check says what it looked at; each problem says, in plain words, what to
+change.  Nothing is created in the cloud.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..cloudstack.errors import CloudStackError
+from ..errors import BoshError
+from ..log import Logger
+
+
+@dataclass
+class Finding:
+    ok: bool
+    check: str
+    detail: str
+    fix: str = ""
+
+
+class Validator:
+    def __init__(self, config_path: str, *, log: Logger | None = None) -> None:
+        self.config_path = config_path
+        self.log = log or Logger(level="warning")
+        self.findings: list[Finding] = []
+
+    def run(self) -> list[Finding]:
+        from .. import config as config_module
+
+        try:
+            cfg = config_module.load(self.config_path)
+        except BoshError as err:
+            self._fail("config file", err.message, "Fix the file: the message names the property.")
+            return self.findings
+        self._pass("config file", f"{self.config_path} is valid")
+        self.cfg = cfg
+        self._agent_settings()
+        client = self._client()
+        if client is None:
+            return self.findings
+        try:
+            if not self._credentials(client):
+                return self.findings
+            zone = self._zone(client)
+            self._offerings(client)
+            self._key_pair(client)
+            if zone is not None:
+                self._security_groups(client, zone)
+                self._networks(client, zone)
+            self._upload_support(client)
+        finally:
+            client.close()
+        return self.findings
+
+    # -- checks ------------------------------------------------------------------
+
+    def _agent_settings(self) -> None:
+        if not self.cfg.agent.mbus:
+            self._fail("agent.mbus", "not set: new VMs' agents would not know their message bus",
+                       "Set agent.mbus (create-env: https://mbus:PASSWORD@0.0.0.0:6868; director: nats://IP:4222).")
+        else:
+            self._pass("agent.mbus", "set")
+
+    def _client(self):
+        from ..cloudstack.client import Client, RetryPolicy
+
+        cs = self.cfg.cloudstack
+        try:
+            return Client(cs.endpoint, cs.api_key, cs.secret_access_key.get_secret_value(), log=self.log,
+                          verify=not cs.skip_verify_ssl, ca_cert=cs.ca_cert, connect_timeout=cs.timeout.http_connect,
+                          read_timeout=cs.timeout.http_read, retry=RetryPolicy(attempts=2))
+        except Exception as exc:  # noqa: BLE001 - report, don't crash
+            self._fail("client", str(exc), "Check cloudstack.ca_cert holds PEM text.")
+            return None
+
+    def _credentials(self, client) -> bool:
+        try:
+            capabilities = client.call("listCapabilities").get("capability", {})
+        except CloudStackError as err:
+            if err.http_status == 401:
+                self._fail("credentials", "the cloud rejected the API key or its signature",
+                           "Check cloudstack.api_key and cloudstack.secret_access_key (a user's keys, not the account's name).")
+            elif err.kind == "transport" and "TLS" in err.errortext:
+                self._fail("endpoint", err.errortext,
+                           "Give the CA in cloudstack.ca_cert, or (testing only) set cloudstack.skip_verify_ssl: true.")
+            elif err.kind == "transport":
+                self._fail("endpoint", err.errortext, "Check cloudstack.endpoint and that this machine can reach it.")
+            else:
+                self._fail("credentials", str(err), "Check the endpoint is a CloudStack API (…/client/api).")
+            return False
+        version = capabilities.get("cloudstackversion", "unknown")
+        self._pass("credentials", f"accepted by CloudStack {version} at {self.cfg.cloudstack.endpoint}")
+        self.version = version
+        return True
+
+    def _zone(self, client):
+        from ..lookups import pick
+
+        wanted = self.cfg.cloudstack.default_zone
+        zones = client.list("listZones")
+        if not wanted:
+            names = ", ".join(z.get("name", "?") for z in zones)
+            self._fail("default_zone", "not set", f"Set cloudstack.default_zone to one of: {names}.")
+            return None
+        return self._lookup("default_zone", lambda: pick(zones, wanted, kind="Zone"),
+                            lambda z: f"'{z['name']}' ({z.get('networktype')} zone"
+                                      f"{', security groups' if z.get('securitygroupsenabled') else ''})",
+                            "Set cloudstack.default_zone to an existing zone's name or id.")
+
+    def _offerings(self, client) -> None:
+        from ..lookups import pick
+
+        offers = self.cfg.cloudstack.default_offer
+        disk_offerings = client.list_all("listDiskOfferings")
+        for name, wanted in (("default_offer.disk", offers.disk), ("default_offer.ephemeral_disk", offers.ephemeral_disk),
+                             ("default_offer.custom_disk", offers.custom_disk)):
+            if wanted:
+                self._lookup(name, lambda w=wanted: pick(disk_offerings, w, kind="Disk offering"),
+                             lambda o: f"'{o['name']}'" + (" (customized)" if o.get("iscustomized") else ""),
+                             f"Set cloudstack.{name} to an existing disk offering.")
+        compute = client.list_all("listServiceOfferings")
+        for name, wanted in (("default_offer.compute", offers.compute), ("default_offer.custom_compute", offers.custom_compute)):
+            if wanted:
+                self._lookup(name, lambda w=wanted: pick(compute, w, kind="Compute offering"),
+                             lambda o: f"'{o['name']}'", f"Set cloudstack.{name} to an existing compute offering.")
+
+    def _key_pair(self, client) -> None:
+        wanted = self.cfg.cloudstack.default_key_name
+        if not wanted:
+            self._pass("default_key_name", "not set: VMs get no SSH key (bosh ssh still works through the agent)")
+            return
+        found = [k for k in client.list("listSSHKeyPairs", name=wanted) if k.get("name") == wanted]
+        if found:
+            self._pass("default_key_name", f"key pair '{wanted}' exists")
+        else:
+            self._fail("default_key_name", f"key pair '{wanted}' not found",
+                       "Register it (registerSSHKeyPair) or change cloudstack.default_key_name.")
+
+    def _security_groups(self, client, zone) -> None:
+        from ..lookups import pick
+
+        wanted = self.cfg.cloudstack.default_security_groups
+        if not wanted:
+            return
+        if not zone.get("securitygroupsenabled"):
+            self._fail("default_security_groups", f"zone '{zone['name']}' has no security groups",
+                       "Remove cloudstack.default_security_groups, or use a zone with security groups.")
+            return
+        groups = client.list_all("listSecurityGroups")
+        for name in wanted:
+            self._lookup(f"security group {name}", lambda n=name: pick(groups, n, kind="Security group"),
+                         lambda g: "exists", "Create it or remove it from cloudstack.default_security_groups.")
+
+    def _networks(self, client, zone) -> None:
+        if zone.get("networktype") == "Basic":
+            self._pass("networks", "basic zone: one guest network, chosen by CloudStack")
+            return
+        networks = client.list_all("listNetworks", zoneid=zone["id"])
+        usable = [n["name"] for n in networks if n.get("canusefordeploy", True)]
+        if usable:
+            self._pass("networks", "usable in network cloud_properties.name: " + ", ".join(sorted(usable)))
+        else:
+            self._fail("networks", f"no network to deploy VMs on in zone '{zone['name']}'",
+                       "Create an isolated or shared network, or ask the cloud's operator for one.")
+
+    def _upload_support(self, client) -> None:
+        strategy = self.cfg.cloudstack.stemcell.upload_strategy
+        if strategy in ("post", "auto") and not self.cfg.cloudstack.stemcell.url.base_url:
+            try:
+                apis = client.list("listApis", name="getUploadParamsForTemplate")
+            except CloudStackError:
+                apis = None
+            if apis == []:
+                self._fail("stemcell upload", "this cloud does not offer getUploadParamsForTemplate (CloudStack < 4.6?)",
+                           "Use cloudstack.stemcell.upload_strategy: url (with stemcell.url.*) or volume.")
+            else:
+                self._pass("stemcell upload", "direct POST upload (getUploadParamsForTemplate)")
+        else:
+            self._pass("stemcell upload", f"strategy '{strategy}'")
+
+    # -- reporting ---------------------------------------------------------------
+
+    def _lookup(self, check: str, find: Callable, describe: Callable, fix: str):
+        try:
+            found = find()
+        except BoshError as err:
+            self._fail(check, err.message, fix)
+            return None
+        self._pass(check, describe(found))
+        return found
+
+    def _pass(self, check: str, detail: str) -> None:
+        self.findings.append(Finding(True, check, detail))
+
+    def _fail(self, check: str, detail: str, fix: str) -> None:
+        self.findings.append(Finding(False, check, detail, fix))
+
+
+def render(findings: list[Finding]) -> str:
+    lines = []
+    for f in findings:
+        lines.append(f"{'ok  ' if f.ok else 'FAIL'}  {f.check}: {f.detail}")
+        if f.fix:
+            lines.append(f"      fix: {f.fix}")
+    problems = sum(not f.ok for f in findings)
+    lines.append("valid: the cloud is ready for BOSH" if not problems else f"{problems} problem(s) found")
+    return "\n".join(lines)

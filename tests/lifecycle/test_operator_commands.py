@@ -1,0 +1,65 @@
+"""cloudstack-cpi validate and call against the simulator."""
+
+import json
+import subprocess
+import sys
+
+from cloudstack_cpi.operator.validate import Validator, render
+from tests.conftest import write_config
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "cloudstack_cpi.cli", *args], capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+def test_validate_passes_on_a_good_config(simulator, tmp_path):
+    config = write_config(tmp_path / "cpi.json", simulator.endpoint, simulator.api_key, simulator.secret_key,
+                          default_offer={"disk": "disk-10", "compute": "small"})
+    completed = _cli("validate", str(config))
+    assert completed.returncode == 0, completed.stdout
+    assert "valid: the cloud is ready for BOSH" in completed.stdout
+    assert "default_zone: 'zone-1'" in completed.stdout
+    assert simulator.secret_key not in completed.stdout + completed.stderr
+
+
+def test_validate_explains_each_problem(simulator, tmp_path):
+    config = write_config(tmp_path / "cpi.json", simulator.endpoint, simulator.api_key, simulator.secret_key,
+                          default_zone="nowhere", default_key_name="missing-key",
+                          default_offer={"disk": "no-such-offering"}, default_security_groups=["default"])
+    findings = Validator(str(config)).run()
+    failed = {f.check: f for f in findings if not f.ok}
+    assert "Zone 'nowhere' not found (available: zone-1, zone-2)" in failed["default_zone"].detail
+    assert "default_offer.disk" in failed and "disk-10" in failed["default_offer.disk"].detail
+    assert failed["default_key_name"].fix.startswith("Register it")
+    text = render(findings)
+    assert "fix:" in text and text.endswith("problem(s) found")
+
+
+def test_validate_reports_rejected_credentials(simulator, tmp_path):
+    config = write_config(tmp_path / "cpi.json", simulator.endpoint, simulator.api_key, "not-the-secret")
+    findings = Validator(str(config)).run()
+    assert [f.check for f in findings if not f.ok] == ["credentials"]
+    assert "rejected" in findings[-1].detail
+
+
+def test_validate_reports_an_unreachable_endpoint(tmp_path):
+    config = write_config(tmp_path / "cpi.json", "http://127.0.0.1:9/client/api", "k", "secret-value")
+    findings = Validator(str(config)).run()
+    assert findings[-1].check == "endpoint" and "cannot connect" in findings[-1].detail
+
+
+def test_validate_reports_a_broken_config_file(tmp_path):
+    path = tmp_path / "cpi.json"
+    path.write_text(json.dumps({"cloudstack": {"endpoint": "x"}}))
+    completed = _cli("validate", str(path))
+    assert completed.returncode == 1
+    assert "cloudstack.endpoint" in completed.stdout and "cloudstack.api_key" in completed.stdout
+
+
+def test_call_prints_result_and_errors(simulator, tmp_path):
+    config = write_config(tmp_path / "cpi.json", simulator.endpoint, simulator.api_key, simulator.secret_key)
+    info = _cli("call", "--config", str(config), "info")
+    assert info.returncode == 0 and json.loads(info.stdout)["api_version"] >= 2
+    bad = _cli("call", "--config", str(config), "no_such_method")
+    assert bad.returncode == 1 and "Bosh::Clouds::NotImplemented" in bad.stdout
