@@ -41,6 +41,13 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "CloudStackSimulator/1.0"
     sys_version = ""
 
+    def setup(self):
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
     def log_message(self, fmt, *args):  # request lines are logged by the API code, without secrets
         pass
 
@@ -56,9 +63,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        # headers and body in one write (avoids Nagle / delayed-ACK stalls)
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(body)
+        self.flush_headers()
 
     def _send_json(self, status: int, obj: dict, headers: dict | None = None) -> None:
         self._send(status, json.dumps(obj).encode("utf-8"), headers=headers)

@@ -54,7 +54,7 @@ class Simulator:
         self._server = server
         self.port = server.server_address[1]
         self._state.base_url = f"{self.scheme}://{self._public_host}:{self.port}"
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="cloudstack-simulator", daemon=True)
         self._thread.start()
         self._ticker = threading.Thread(target=self._tick_loop, name="cloudstack-simulator-jobs", daemon=True)

@@ -177,8 +177,7 @@ class Uploads:
                 _drain(h.rfile, body_left)
             else:
                 h.close_connection = True
-        h._send(status, text.encode(), "text/plain; charset=UTF-8",
-                headers={"Connection": "close"} if h.close_connection else None)
+        h._send(status, text.encode(), "text/plain; charset=UTF-8")
 
     def handle_upload(self, h, method: str, rest: str) -> None:
         if method != "POST":
