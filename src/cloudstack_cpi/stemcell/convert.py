@@ -252,7 +252,7 @@ def _spool(chunks: Iterable[bytes], spool: BinaryIO) -> None:
     """Copy chunks to ``spool``, leaving holes where chunks are all zeros."""
     size = 0
     for chunk in chunks:
-        if chunk == ZEROS[:len(chunk)]:
+        if _is_zero(chunk):
             spool.seek(len(chunk), os.SEEK_CUR)
         else:
             spool.write(chunk)
@@ -574,7 +574,7 @@ def _clusters(raw_chunks: Iterable[bytes], size: int | None, cluster_size: int,
     index = 0
     chunks = raw_chunks if size is None else _checked(raw_chunks, size, "raw source")
     for chunk in rechunk(chunks, aligned):
-        if chunk == ZEROS[:len(chunk)]:  # fast path: a whole chunk of zeros
+        if _is_zero(chunk):  # fast path: a whole chunk of zeros
             count = _ceil_div(len(chunk), cluster_size)
             for offset in range(count):
                 yield index + offset, None
@@ -582,7 +582,7 @@ def _clusters(raw_chunks: Iterable[bytes], size: int | None, cluster_size: int,
             continue
         for start in range(0, len(chunk), cluster_size):
             cluster = chunk[start:start + cluster_size]
-            yield index, (None if cluster == ZEROS[:len(cluster)] else cluster)
+            yield index, (None if _is_zero(cluster) else cluster)
             index += 1
 
 
@@ -590,6 +590,16 @@ def _clusters(raw_chunks: Iterable[bytes], size: int | None, cluster_size: int,
 
 ZEROS = bytes(max(CHUNK_SIZE, 1 << 21))  # shared, read-only source of zero bytes
 ZERO_VIEW = memoryview(ZEROS)
+
+
+@functools.lru_cache(maxsize=4)
+def _zero_bytes(length: int) -> bytes:
+    return bytes(length)
+
+
+def _is_zero(data: bytes) -> bool:
+    # bytes == bytes is a memcmp; the cache avoids building a zero buffer per call.
+    return data == _zero_bytes(len(data))
 
 
 def zeros(length: int, chunk_size: int = CHUNK_SIZE) -> Iterator[memoryview]:
