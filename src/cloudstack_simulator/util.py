@@ -1,6 +1,7 @@
 """Small helpers shared by the simulator modules."""
 from __future__ import annotations
 
+import errno
 import os
 import time
 from datetime import datetime, timezone
@@ -20,19 +21,44 @@ GiB = 1024 ** 3
 CHUNK = 1024 * 1024
 
 
+def _data_ranges(fd: int, end: int):
+    """(start, stop) ranges holding data, using SEEK_DATA/SEEK_HOLE when the platform supports it."""
+    if not hasattr(os, "SEEK_DATA"):
+        yield 0, end
+        return
+    pos = 0
+    try:
+        while pos < end:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:      # no data after pos
+                    return
+                raise
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+            yield data, hole
+            pos = hole
+    except OSError:
+        yield pos, end
+
+
 def sparse_copy(src: str, dst: str, size: int | None = None) -> None:
-    """Copy src to dst keeping holes (zero chunks are skipped with seek), then truncate to ``size``."""
+    """Copy src to dst keeping holes (only data ranges are read; zero chunks are skipped), then truncate to
+    ``size`` (default: the source size)."""
     with open(src, "rb") as fi, open(dst, "wb") as fo:
-        while True:
-            buf = fi.read(CHUNK)
-            if not buf:
-                break
-            if buf.count(0) == len(buf):
-                fo.seek(len(buf), os.SEEK_CUR)
-            else:
-                fo.write(buf)
-        end = fo.tell() if size is None else size
-        fo.truncate(end)
+        end = os.fstat(fi.fileno()).st_size
+        for start, stop in _data_ranges(fi.fileno(), end):
+            fi.seek(start)
+            pos = start
+            while pos < stop:
+                buf = fi.read(min(CHUNK, stop - pos))
+                if not buf:
+                    break
+                if buf.count(0) != len(buf):
+                    fo.seek(pos)
+                    fo.write(buf)
+                pos += len(buf)
+        fo.truncate(end if size is None else size)
 
 
 def make_sparse(path: str, size: int) -> None:
