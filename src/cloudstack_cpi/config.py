@@ -21,7 +21,7 @@ DIRECTOR_CONTEXT_KEYS = frozenset({"director_uuid", "request_id", "vm"})
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class Timeouts(_Model):
@@ -43,7 +43,7 @@ class Timeouts(_Model):
     http_connect: float = Field(10, gt=0, description="Connecting to the API endpoint.")
     http_read: float = Field(120, gt=0, description="Waiting for one API answer.")
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
 
 
 class DefaultOffers(_Model):

@@ -18,7 +18,7 @@ from .errors import CloudError
 
 
 class _Props(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, defer_build=True)
 
     def unknown_keys(self) -> list[str]:
         return sorted(self.model_extra or {})

@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-import traceback
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import errors
@@ -68,11 +66,19 @@ def _string(value: Any) -> str | None:
     return _cid(value)
 
 
-@dataclass(frozen=True)
 class Method:
-    target: str                    # "module:function" under cloudstack_cpi.actions
-    args: tuple[tuple[str, Callable[[Any], str | None]], ...]
-    required: int                  # trailing args beyond this may be omitted
+    """A CPI method: its handler ("module:function" under cloudstack_cpi.actions) and argument checks.
+
+    Plain classes rather than dataclasses here: ``dataclasses`` imports
+    ``inspect``, a cost every CPI call would pay.
+    """
+
+    __slots__ = ("target", "args", "required")
+
+    def __init__(self, target: str, args: tuple[tuple[str, Callable[[Any], str | None]], ...], required: int) -> None:
+        self.target = target
+        self.args = args
+        self.required = required  # trailing arguments beyond this many may be omitted
 
 
 def _m(target: str, *args: tuple[str, Callable], required: int | None = None) -> Method:
@@ -107,12 +113,14 @@ METHODS: dict[str, Method] = {
 }
 
 
-@dataclass(frozen=True)
 class Request:
-    method: str
-    arguments: list
-    context: dict
-    api_version: int  # 1 when the caller sent none
+    __slots__ = ("method", "arguments", "context", "api_version")
+
+    def __init__(self, method: str, arguments: list, context: dict, api_version: int) -> None:
+        self.method = method
+        self.arguments = arguments
+        self.context = context
+        self.api_version = api_version  # 1 when the caller sent none
 
     @classmethod
     def parse(cls, raw: bytes) -> "Request":
@@ -206,6 +214,8 @@ def handle(raw: bytes, config_path: str | None, log: Logger) -> dict:
         log.error(str(err))
         return _response(None, errors.CloudError(str(err), getattr(err, "is_transient", False)).to_wire(), log)
     except Exception as exc:  # noqa: BLE001 - the contract: every failure is one JSON answer
+        import traceback
+
         log.error(f"Unexpected error in {method}: {type(exc).__name__}: {exc}")
         for line in traceback.format_exc().rstrip().splitlines():
             log.error(line)
