@@ -1,0 +1,661 @@
+"""VM methods: create_vm, delete_vm, has_vm, reboot_vm, set_vm_metadata, calculate_vm_cloud_properties.
+
+create_vm works in two halves.  ``_plan`` resolves and checks everything the
+operator named (zone, offerings, template, networks, security groups, public
+IP, key pair, the user data size) without creating anything, so configuration
+mistakes cost nothing.  ``_Build`` then creates, remembering each resource so
+that a failure removes them all before the error goes back to the director.
+
+The VM is deployed stopped: its NICs' MAC addresses (and the addresses
+CloudStack picked for dynamic networks) go into the agent settings, which are
+set as user data before the first boot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import agent_settings, disk_hints, errors, lookups, models, tags
+from .. import networks as nets
+from ..cloudstack.errors import CloudStackError
+
+DEFAULT_CPU_SPEED = 2000           # MHz, for customized offerings when cpu_speed is not given
+TRANSITIONAL_STATES = frozenset({"Starting", "Stopping", "Migrating"})
+DISPLAY_NAME_MAX = 255
+_DISPLAY_NAME_BAD = re.compile(r"[^A-Za-z0-9 ._:/@+-]+")
+# A device id CloudStack never exceeds, and a volume id of full length: sizes the draft settings.
+_PLACEHOLDER_VOLUME = "ffffffff-ffff-ffff-ffff-ffffffffffff"
+_PLACEHOLDER_DEVICE = 99
+
+
+# -- handlers --------------------------------------------------------------------------------------------------
+
+
+def create_vm(ctx, agent_id, stemcell_cid, cloud_properties, networks, disk_cids=None, env=None):
+    """Create and start a VM running ``agent_id`` from the stemcell (a template id) on the given networks.
+
+    The VM lands in ``availability_zone``, else the zone of ``disk_cids`` (disk
+    locality), else ``cloudstack.default_zone``.  Its agent settings travel as
+    user data.  Answers ``[vm_cid, networks]`` (API v2, dynamic networks filled
+    in) or ``vm_cid`` (v1).  On failure nothing is left behind; capacity and
+    transient failures are ``VMCreationFailed`` with ``ok_to_retry``.
+    """
+    with _breadcrumb(f"Creating VM for agent '{agent_id}'"):
+        plan = _plan(ctx, agent_id, stemcell_cid, cloud_properties or {}, networks, disk_cids or [], env or {})
+        vm_id, answered = _Build(ctx, plan).run()
+    ctx.log.info(f"Created VM '{vm_id}' ({plan.vm_name}) for agent '{agent_id}' in zone '{plan.zone.get('name')}'")
+    return [vm_id, answered] if ctx.api_version >= 2 else vm_id
+
+
+def delete_vm(ctx, vm_cid):
+    """Delete the VM and its ephemeral disk; persistent disks survive (detached).
+
+    Idempotent: a VM that is already gone is success.  Public IPs statically
+    NATed to the VM are released from it first.
+    """
+    with _breadcrumb(f"Deleting VM '{vm_cid}'"):
+        client, cs = ctx.client, ctx.config.cloudstack
+        vm = lookups.vm(client, vm_cid)
+        if vm is None:
+            ctx.log.info(f"VM '{vm_cid}' is already gone")
+            return None
+        volumes = client.list_all("listVolumes", virtualmachineid=vm_cid, type="DATADISK", listall=True)
+        ephemeral = [v for v in volumes if _is_ephemeral(v)]
+        _release_static_nat(ctx, vm)
+        if not cs.expunge_vm:  # a destroyed but unexpunged VM keeps its data volumes attached
+            for volume in volumes:
+                _detach_volume(ctx, volume["id"])
+        _destroy(ctx, vm_cid, expunge=cs.expunge_vm)
+        for volume in ephemeral:
+            _delete_volume(ctx, volume["id"])
+    ctx.log.info(f"Deleted VM '{vm_cid}'")
+    return None
+
+
+def has_vm(ctx, vm_cid):
+    """True when the VM exists and is not destroyed or being expunged; never an error for an unknown id."""
+    with _breadcrumb(f"Looking for VM '{vm_cid}'"):
+        return lookups.vm(ctx.client, vm_cid) is not None
+
+
+def reboot_vm(ctx, vm_cid):
+    """Reboot a running VM, start a stopped one; wait until it runs.  A missing VM is ``VMNotFound``."""
+    with _breadcrumb(f"Rebooting VM '{vm_cid}'"):
+        client, timeout = ctx.client, ctx.config.cloudstack.timeout.reboot_vm
+        vm = _existing_vm(ctx, vm_cid)
+        if vm.get("state") in TRANSITIONAL_STATES:
+            vm = _wait_settled(ctx, vm_cid, timeout)
+        command = "rebootVirtualMachine" if vm.get("state") == "Running" else "startVirtualMachine"
+        result = client.run_job(command, id=vm_cid, timeout=timeout, what=f"{command} {vm_cid}")
+        _require_running(ctx, vm_cid, result)
+    return None
+
+
+def set_vm_metadata(ctx, vm_cid, metadata):
+    """Make the director's metadata the VM's tags (changing only what differs) and name it for humans.
+
+    The display name is ``name`` (``<instance group>/<id>``) when given, else
+    ``<job>/<index>``.  A missing VM is ``VMNotFound``.
+    """
+    with _breadcrumb(f"Setting metadata of VM '{vm_cid}'"):
+        client, cs = ctx.client, ctx.config.cloudstack
+        vm = _existing_vm(ctx, vm_cid)
+        tags.apply(client, "UserVm", vm_cid, metadata, timeout=cs.timeout.global_, existing=vm.get("tags"))
+        name = display_name(metadata)
+        if name and name != vm.get("displayname"):
+            client.call("updateVirtualMachine", id=vm_cid, displayname=name)
+    return None
+
+
+def calculate_vm_cloud_properties(ctx, vm_resources):
+    """cloud_properties for ``vm_resources`` ({cpu, ram, ephemeral_disk_size}).
+
+    The smallest fixed compute offering that is big enough, or the customized
+    ``cloudstack.default_offer.custom_compute`` with exact ``cpu``/``ram``; the
+    ephemeral disk from the default ephemeral (else custom) disk offering.
+    """
+    with _breadcrumb("Calculating VM cloud_properties"):
+        cpu, ram, disk = _resources(vm_resources)
+        client, offers = ctx.client, ctx.config.cloudstack.default_offer
+        offerings = client.list_all("listServiceOfferings")
+        if offers.custom_compute:
+            offering = lookups.pick(offerings, offers.custom_compute, kind="Compute offering")
+            if not offering.get("iscustomized"):
+                raise errors.CloudError(f"cloudstack.default_offer.custom_compute names '{offers.custom_compute}', "
+                                        "which is not a customized compute offering")
+            props: dict[str, Any] = {"compute_offering": _reference(offering, offerings), "cpu": cpu, "ram": ram}
+        else:
+            props = {"compute_offering": _reference(choose_offering(offerings, cpu, ram), offerings)}
+        if disk:
+            name = offers.ephemeral_disk or offers.custom_disk
+            _ephemeral_size(lookups.disk_offering(client, name), name, disk)
+            props.update(ephemeral_disk_offering=name, disk=disk)
+    return props
+
+
+# -- pure helpers ------------------------------------------------------------------------------------------------
+
+
+def choose_offering(offerings: list[dict], cpu: int, ram: int) -> dict:
+    """The smallest fixed offering (by memory, then CPUs) with at least ``cpu`` CPUs and ``ram`` MiB."""
+    fixed = [o for o in offerings if not o.get("iscustomized") and o.get("cpunumber") and o.get("memory")]
+    if not fixed:
+        raise errors.CloudError("No fixed-size compute offering exists: set cloudstack.default_offer.custom_compute "
+                                "to a customized offering")
+    fits = [o for o in fixed if int(o["cpunumber"]) >= cpu and int(o["memory"]) >= ram]
+    if not fits:
+        largest = max(fixed, key=lambda o: (int(o["memory"]), int(o["cpunumber"])))
+        raise errors.CloudError(
+            f"No compute offering has {cpu} CPUs and {ram} MiB: the largest is '{largest.get('name')}' "
+            f"({largest['cpunumber']} CPUs, {largest['memory']} MiB)"
+        )
+    return min(fits, key=lambda o: (int(o["memory"]), int(o["cpunumber"]), str(o.get("name"))))
+
+
+def display_name(metadata: dict) -> str | None:
+    """A human name for the VM from the director's metadata, reduced to what CloudStack keeps."""
+    name = metadata.get("name")
+    if not name:
+        job = metadata.get("job") or metadata.get("instance_group")
+        index = metadata.get("index")
+        if job is not None and index is not None:
+            name = f"{job}/{index}"
+        elif metadata.get("compiling"):
+            name = f"compiling/{metadata['compiling']}"
+    if not name:
+        return None
+    cleaned = _DISPLAY_NAME_BAD.sub("-", str(name)).strip()
+    return cleaned[:DISPLAY_NAME_MAX] or None
+
+
+def custom_details(offering: dict, props: models.VMCloudProperties) -> dict | None:
+    """details[0].* for a customized compute offering; None for a fixed one."""
+    if not offering.get("iscustomized"):
+        return None
+    missing = [key for key in ("cpu", "ram") if getattr(props, key) is None]
+    if missing:
+        raise errors.CloudError(f"Compute offering '{offering.get('name')}' is customized: set "
+                                f"{' and '.join(missing)} in the VM's cloud_properties")
+    return {"cpuNumber": props.cpu, "cpuSpeed": props.cpu_speed or DEFAULT_CPU_SPEED, "memory": props.ram}
+
+
+def _ephemeral_size(offering: dict, name: str, size_mib: int) -> int | None:
+    """The createVolume size (GiB) for a customized offering; None for a fixed one that is big enough."""
+    if offering.get("iscustomized"):
+        return lookups.gib(size_mib)
+    have = int(offering.get("disksize") or 0)
+    if have * 1024 < size_mib:
+        raise errors.CloudError(f"Disk offering '{name}' has {have} GiB, less than the ephemeral disk of {size_mib} "
+                                "MiB: choose a larger or a customized ephemeral_disk_offering")
+    return None
+
+
+def _reference(item: dict, catalogue: list[dict]) -> str:
+    """The item's name when it is unique, else its id (what cloud_properties may name)."""
+    name = item.get("name")
+    if name and sum(1 for other in catalogue if other.get("name") == name) == 1:
+        return name
+    return item["id"]
+
+
+def _resources(vm_resources: dict) -> tuple[int, int, int]:
+    values = []
+    for key, minimum in (("cpu", 1), ("ram", 1), ("ephemeral_disk_size", 0)):
+        value = vm_resources.get(key, 0 if minimum == 0 else None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise errors.CloudError(f"vm_resources.{key} must be an integer of at least {minimum}")
+        values.append(value)
+    return values[0], values[1], values[2]
+
+
+def _is_ephemeral(volume: dict) -> bool:
+    return tags.as_dict(volume).get(tags.ROLE_KEY) == tags.ROLE_EPHEMERAL
+
+
+@contextlib.contextmanager
+def _breadcrumb(what: str):
+    """Prefix errors with what the call was doing; CloudStack errors become CloudError."""
+    try:
+        yield
+    except errors.BoshError as err:
+        raise type(err)(f"{what}: {err.message}", err.ok_to_retry) from None
+    except CloudStackError as err:
+        raise errors.CloudError(f"{what}: {err}", err.is_transient) from None
+
+
+# -- shared steps --------------------------------------------------------------------------------------------------
+
+
+def _existing_vm(ctx, vm_cid: str) -> dict:
+    vm = lookups.vm(ctx.client, vm_cid)
+    if vm is None:
+        raise errors.VMNotFound(f"VM '{vm_cid}' not found")
+    return vm
+
+
+def _wait_settled(ctx, vm_cid: str, timeout: float) -> dict:
+    """Poll the VM until it leaves Starting/Stopping/Migrating."""
+    client = ctx.client
+    started = client.clock()
+    while True:
+        waited = client.clock() - started
+        client.sleep(client.poll.interval(waited))
+        vm = _existing_vm(ctx, vm_cid)
+        if vm.get("state") not in TRANSITIONAL_STATES:
+            return vm
+        if client.clock() - started >= timeout:
+            raise errors.CloudError(f"VM is still {vm.get('state')} after {timeout:g}s", ok_to_retry=True)
+
+
+def _require_running(ctx, vm_id: str, job_result: dict) -> None:
+    state = (job_result.get("virtualmachine") or {}).get("state")
+    if state != "Running":
+        vm = lookups.vm(ctx.client, vm_id) or {}
+        state = vm.get("state", "gone")
+    if state != "Running":
+        raise errors.VMCreationFailed(f"VM '{vm_id}' did not reach Running (state {state})", ok_to_retry=True)
+
+
+def _destroy(ctx, vm_id: str, *, expunge: bool) -> None:
+    client = ctx.client
+    try:
+        client.run_job("destroyVirtualMachine", id=vm_id, expunge=expunge,
+                       timeout=ctx.config.cloudstack.timeout.delete_vm, what=f"destroying VM {vm_id}")
+    except CloudStackError as err:
+        if err.errorcode == 431 and lookups.vm(client, vm_id) is None:
+            return  # gone meanwhile
+        raise
+
+
+def _release_static_nat(ctx, vm: dict) -> None:
+    """Disable static NAT on every public IP bound to the VM."""
+    client = ctx.client
+    addresses = client.list_all("listPublicIpAddresses", zoneid=vm.get("zoneid"), isstaticnat=True, listall=True)
+    for address in addresses:
+        if address.get("isstaticnat") and address.get("virtualmachineid") == vm["id"]:
+            ctx.log.info(f"Disabling static NAT of {address.get('ipaddress')} to VM '{vm['id']}'")
+            client.run_job("disableStaticNat", ipaddressid=address["id"], timeout=ctx.config.cloudstack.timeout.global_,
+                           what=f"disabling static NAT of {address.get('ipaddress')}")
+
+
+def _detach_volume(ctx, volume_id: str) -> None:
+    volume = lookups.volume(ctx.client, volume_id)
+    if volume is None or not volume.get("virtualmachineid"):
+        return
+    ctx.client.run_job("detachVolume", id=volume_id, timeout=ctx.config.cloudstack.timeout.detach_volume,
+                       what=f"detaching volume {volume_id}")
+
+
+def _delete_volume(ctx, volume_id: str) -> None:
+    """Delete a data volume, detaching it first if it is still attached; gone is fine."""
+    volume = lookups.volume(ctx.client, volume_id)
+    if volume is None:
+        return
+    if volume.get("virtualmachineid"):
+        _detach_volume(ctx, volume_id)
+    try:
+        ctx.client.call("deleteVolume", id=volume_id)
+    except CloudStackError as err:
+        if err.errorcode == 431 and lookups.volume(ctx.client, volume_id) is None:
+            return
+        raise
+
+
+# -- create_vm: plan ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    agent_id: str
+    env: dict
+    vm_name: str
+    props: models.VMCloudProperties
+    zone: dict
+    offering: dict
+    details: dict | None
+    template: dict
+    networks: list[nets.BoshNetwork]
+    order: list[nets.BoshNetwork]
+    placement: nets.Placement
+    public_ip: dict | None
+    nat_network_id: str | None
+    keypair: str | None
+    ephemeral_offering: dict | None
+    ephemeral_size_gib: int | None
+    affinity: list[tuple[str, str, str | None]] = field(default_factory=list)  # (name, type, existing id)
+
+    @property
+    def hypervisor(self) -> str | None:
+        return self.template.get("hypervisor")
+
+
+def _plan(ctx, agent_id, stemcell_cid, cloud_properties, networks, disk_cids, env) -> _Plan:
+    client, cs = ctx.client, ctx.config.cloudstack
+    props = models.parse(models.VMCloudProperties, cloud_properties, "VM cloud_properties")
+    if props.unknown_keys():
+        ctx.log.warning(f"Ignoring unknown VM cloud_properties: {', '.join(props.unknown_keys())}")
+    bosh_networks = nets.parse(networks)
+    order = nets.nic_order(bosh_networks)
+    zone = _zone(ctx, props, disk_cids)
+    offering_name = props.offering or cs.default_offer.compute
+    if not offering_name:
+        raise errors.CloudError("No compute offering: set compute_offering in the VM type's cloud_properties "
+                                "or cloudstack.default_offer.compute")
+    offering = lookups.service_offering(client, offering_name)
+    details = custom_details(offering, props)
+    if details is None and (props.cpu or props.ram):
+        ctx.log.warning(f"cpu/ram ignored: compute offering '{offering.get('name')}' has a fixed size")
+    template = _template(client, stemcell_cid, zone)
+    placement = nets.resolve(client, zone, bosh_networks, order, props.security_groups,
+                             cs.default_security_groups, ctx.log)
+    public_ip, nat_network_id = _public_ip(client, nets.vip(bosh_networks), zone, placement, order)
+    keypair = props.key_name or cs.default_key_name
+    if keypair:
+        lookups.pick(client.list_all("listSSHKeyPairs"), keypair, kind="Key pair")
+    ephemeral_offering, ephemeral_size = None, None
+    if props.disk:
+        name = props.ephemeral_disk_offering or cs.default_offer.ephemeral_disk or cs.default_offer.custom_disk
+        ephemeral_offering = lookups.disk_offering(client, name)
+        ephemeral_size = _ephemeral_size(ephemeral_offering, name, props.disk)
+    plan = _Plan(
+        agent_id=agent_id, env=env, vm_name=f"vm-{uuid.uuid4()}", props=props, zone=zone, offering=offering,
+        details=details, template=template, networks=bosh_networks, order=order, placement=placement,
+        public_ip=public_ip, nat_network_id=nat_network_id, keypair=keypair,
+        ephemeral_offering=ephemeral_offering, ephemeral_size_gib=ephemeral_size,
+        affinity=_affinity(ctx, props, env),
+    )
+    # The real settings exist only after deploy (MACs, dynamic IPs): size a draft with longest-possible stand-ins.
+    draft_ephemeral = disk_hints.disk_hint(_PLACEHOLDER_VOLUME, _PLACEHOLDER_DEVICE, plan.hypervisor) if props.disk else None
+    draft = _settings(ctx, plan, nets.placeholder_nics(order), draft_ephemeral)
+    agent_settings.check_size(agent_settings.encode(draft), cs.user_data_limit)
+    return plan
+
+
+def _zone(ctx, props: models.VMCloudProperties, disk_cids: list[str]) -> dict:
+    """availability_zone, else the persistent disks' zone, else cloudstack.default_zone."""
+    client, cs = ctx.client, ctx.config.cloudstack
+    disk_zones: dict[str, tuple[str, str]] = {}
+    for cid in disk_cids:
+        volume = lookups.volume(client, cid)
+        if volume is None:
+            raise errors.CloudError(f"Persistent disk '{cid}' not found")
+        disk_zones[cid] = (volume.get("zoneid"), volume.get("zonename") or volume.get("zoneid"))
+    zone_ids = {zone_id for zone_id, _ in disk_zones.values()}
+    if len(zone_ids) > 1:
+        where = ", ".join(f"{cid} in {name}" for cid, (_, name) in disk_zones.items())
+        raise errors.CloudError(f"Persistent disks are in different zones ({where}): a VM and its disks share one zone")
+    if props.availability_zone:
+        zone = lookups.zone(client, props.availability_zone)
+        if zone_ids and zone["id"] not in zone_ids:
+            cid, (_, name) = next(iter(disk_zones.items()))
+            raise errors.CloudError(f"availability_zone is '{props.availability_zone}' but persistent disk '{cid}' "
+                                    f"is in zone '{name}'")
+        return zone
+    if zone_ids:
+        return lookups.zone(client, next(iter(zone_ids)))
+    if cs.default_zone:
+        return lookups.zone(client, cs.default_zone)
+    raise errors.CloudError("No zone: set availability_zone in cloud_properties or cloudstack.default_zone")
+
+
+def _template(client, stemcell_cid: str, zone: dict) -> dict:
+    template = lookups.template(client, stemcell_cid, zone["id"])
+    if template is None:
+        raise errors.CloudError(f"Stemcell '{stemcell_cid}' (a template) not found in zone '{zone.get('name')}'")
+    if not template.get("isready"):
+        raise errors.CloudError(f"Stemcell '{stemcell_cid}' is not ready in zone '{zone.get('name')}' "
+                                f"(status: {template.get('status') or 'unknown'})")
+    return template
+
+
+def _public_ip(client, vip: nets.BoshNetwork | None, zone: dict, placement: nets.Placement,
+               order: list[nets.BoshNetwork]) -> tuple[dict | None, str | None]:
+    """The vip network's public IP (owned by the account, in the zone) and the network to NAT it to."""
+    if vip is None:
+        return None, None
+    owned = client.list_all("listPublicIpAddresses", zoneid=zone["id"], allocatedonly=True)
+    address = next((ip for ip in owned if ip.get("ipaddress") == vip.ip), None)
+    if address is None:
+        listing = ", ".join(sorted(ip.get("ipaddress", "?") for ip in owned)) or "none"
+        raise errors.CloudError(f"Public IP {vip.ip} of vip network '{vip.name}' is not allocated to this account in "
+                                f"zone '{zone.get('name')}' (allocated: {listing})")
+    network_id = address.get("associatednetworkid")
+    vm_networks = set(placement.network_ids.values())
+    if network_id and vm_networks and network_id not in vm_networks:
+        raise errors.CloudError(f"Public IP {vip.ip} belongs to network '{address.get('associatednetworkname') or network_id}', "
+                                "where the VM has no NIC: add that network to the VM or use another IP")
+    if not network_id and not placement.basic:
+        network_id = placement.network_ids[order[0].name]
+    return address, network_id
+
+
+def _affinity(ctx, props: models.VMCloudProperties, env: dict) -> list[tuple[str, str, str | None]]:
+    """(name, type, existing id) of the affinity groups the VM joins; missing ones are created by _Build."""
+    cs = ctx.config.cloudstack
+    wanted: list[tuple[str, str]] = []
+    if props.affinity_group:
+        wanted.append((props.affinity_group, props.affinity_group_type))
+    if cs.enable_auto_anti_affinity:
+        bosh = env.get("bosh") if isinstance(env.get("bosh"), dict) else {}
+        group = bosh.get("group")
+        if group and ctx.director_uuid:
+            wanted.append((f"{ctx.director_uuid}-{group}", cs.auto_anti_affinity_type))
+        else:
+            ctx.log.warning("enable_auto_anti_affinity is on but env.bosh.group or the director uuid is missing: "
+                            "no automatic anti-affinity group")
+    result = []
+    for name, kind in wanted:
+        found = _affinity_group(ctx.client, name)
+        if found and found.get("type") != kind:
+            ctx.log.warning(f"Affinity group '{name}' exists with type '{found.get('type')}', not '{kind}': using it")
+        result.append((name, kind, found["id"] if found else None))
+    return result
+
+
+def _affinity_group(client, name: str) -> dict | None:
+    return lookups.first(client.list("listAffinityGroups", name=name), name=name)
+
+
+def _settings(ctx, plan: _Plan, nics: dict[str, dict], ephemeral: dict | None) -> dict:
+    network_settings = agent_settings.network_settings(plan.networks, plan.order, nics, plan.props.routes)
+    return agent_settings.build(
+        agent_id=plan.agent_id, vm_name=plan.vm_name, networks=network_settings,
+        dns=agent_settings.default_dns(plan.order), hypervisor=plan.hypervisor, ephemeral=ephemeral,
+        env=plan.env, config=ctx.config,
+    )
+
+
+# -- create_vm: build ---------------------------------------------------------------------------------------------
+
+
+class _Build:
+    """Creates what the plan describes; on any failure removes what it created, then raises."""
+
+    def __init__(self, ctx, plan: _Plan) -> None:
+        self.ctx = ctx
+        self.plan = plan
+        self.client = ctx.client
+        self.cs = ctx.config.cloudstack
+        self.created_groups: list[str] = []
+        self.vm_ids: list[str] = []
+        self.volume_id: str | None = None
+        self.nat_attempted = False
+
+    def run(self) -> tuple[str, dict]:
+        try:
+            return self._create()
+        except (errors.BoshError, CloudStackError) as err:
+            raise self._failed(err) from None
+        except Exception:
+            self._cleanup()
+            raise
+
+    def _create(self) -> tuple[str, dict]:
+        plan = self.plan
+        group_ids = [self._affinity_group(name, kind, existing) for name, kind, existing in plan.affinity]
+        vm = self._deploy(group_ids)
+        vm_id = vm["id"]
+        nics = nets.match_nics(plan.placement, plan.order, vm.get("nic") or [])
+        self._tag_vm(vm_id)
+        ephemeral = self._ephemeral_disk(vm) if plan.ephemeral_offering else None
+        encoded = agent_settings.encode(_settings(self.ctx, plan, nics, ephemeral))
+        agent_settings.check_size(encoded, self.cs.user_data_limit)
+        self._set_user_data(vm_id, encoded)
+        started = self.client.run_job("startVirtualMachine", id=vm_id, timeout=self.cs.timeout.create_vm,
+                                      what=f"starting VM {vm_id}")
+        _require_running(self.ctx, vm_id, started)
+        if plan.public_ip:
+            self._static_nat(vm_id)
+        return vm_id, nets.result_networks(plan.networks, nics)
+
+    # -- steps
+
+    def _affinity_group(self, name: str, kind: str, existing: str | None) -> str:
+        if existing:
+            return existing
+        try:
+            result = self.client.run_job("createAffinityGroup", name=name, type=kind,
+                                         timeout=self.cs.timeout.global_, what=f"creating affinity group {name}")
+        except CloudStackError:
+            found = _affinity_group(self.client, name)  # another create_vm may have made it meanwhile
+            if found:
+                return found["id"]
+            raise
+        group_id = (result.get("affinitygroup") or {}).get("id")
+        self.created_groups.append(group_id)
+        self.ctx.log.info(f"Created affinity group '{name}' ({kind})")
+        return group_id
+
+    def _deploy(self, group_ids: list[str]) -> dict:
+        plan = self.plan
+        params: dict[str, Any] = {
+            "name": plan.vm_name, "displayname": plan.vm_name, "zoneid": plan.zone["id"],
+            "templateid": plan.template["id"], "serviceofferingid": plan.offering["id"], "startvm": False,
+            "keypair": plan.keypair, "affinitygroupids": group_ids or None, "details": plan.details,
+            "rootdisksize": lookups.gib(plan.props.root_disk_size) if plan.props.root_disk_size else None,
+            **nets.deploy_params(plan.placement, plan.order),
+        }
+        self.ctx.log.info(f"Deploying VM {plan.vm_name} (offering '{plan.offering.get('name')}', "
+                          f"template '{plan.template.get('name')}', zone '{plan.zone.get('name')}')")
+        try:
+            result = self.client.run_job("deployVirtualMachine", timeout=self.cs.timeout.create_vm,
+                                         what=f"deploying VM {plan.vm_name}", **params)
+        except CloudStackError as err:
+            if err.resource_id:
+                self.vm_ids.append(err.resource_id)
+            elif err.outcome_unknown:
+                self.vm_ids.extend(self._vms_named(plan.vm_name))
+            raise
+        vm = result.get("virtualmachine") or {}
+        if not vm.get("id"):
+            raise errors.VMCreationFailed(f"deployVirtualMachine answered no VM for {plan.vm_name}", ok_to_retry=True)
+        self.vm_ids.append(vm["id"])
+        return vm
+
+    def _vms_named(self, name: str) -> list[str]:
+        """After a lost answer: the VMs that deploy may have made anyway."""
+        found = self.client.list("listVirtualMachines", name=name, listall=True)
+        return [vm["id"] for vm in found if vm.get("name") == name]
+
+    def _tag_vm(self, vm_id: str) -> None:
+        wanted = {tags.AGENT_KEY: self.plan.agent_id}
+        if self.ctx.director_uuid:
+            wanted[tags.DIRECTOR_KEY] = self.ctx.director_uuid
+        self.client.run_job("createTags", resourceids=vm_id, resourcetype="UserVm", tags=wanted,
+                            timeout=self.cs.timeout.global_, what=f"tagging VM {vm_id}")
+
+    def _ephemeral_disk(self, vm: dict) -> dict:
+        plan = self.plan
+        try:
+            created = self.client.run_job(
+                "createVolume", name=f"{plan.vm_name}-ephemeral", zoneid=plan.zone["id"],
+                diskofferingid=plan.ephemeral_offering["id"], size=plan.ephemeral_size_gib,
+                timeout=self.cs.timeout.create_volume, what="creating the ephemeral disk",
+            )
+        except CloudStackError as err:
+            self.volume_id = err.resource_id
+            raise
+        self.volume_id = (created.get("volume") or {}).get("id")
+        marks = {tags.ROLE_KEY: tags.ROLE_EPHEMERAL}
+        if self.ctx.director_uuid:
+            marks[tags.DIRECTOR_KEY] = self.ctx.director_uuid
+        self.client.run_job("createTags", resourceids=self.volume_id, resourcetype="Volume", tags=marks,
+                            timeout=self.cs.timeout.global_, what=f"tagging volume {self.volume_id}")
+        attached = self.client.run_job("attachVolume", id=self.volume_id, virtualmachineid=vm["id"],
+                                       timeout=self.cs.timeout.attach_volume, what="attaching the ephemeral disk")
+        device_id = (attached.get("volume") or {}).get("deviceid")
+        if device_id is None:
+            raise errors.CloudError(f"attachVolume answered no device id for the ephemeral disk {self.volume_id}")
+        return disk_hints.disk_hint(self.volume_id, int(device_id), vm.get("hypervisor") or plan.hypervisor)
+
+    def _set_user_data(self, vm_id: str, encoded: str) -> None:
+        try:
+            self.client.call("updateVirtualMachine", id=vm_id, userdata=encoded)
+        except CloudStackError as err:
+            if err.errorcode == 431 and "user data" in err.errortext.lower():
+                raise errors.CloudError(
+                    f"CloudStack refused the agent settings ({len(encoded)} bytes of base64): {err.errortext}; "
+                    f"cloudstack.user_data_limit ({self.cs.user_data_limit}) must not exceed the cloud's "
+                    "vm.userdata.max.length"
+                ) from None
+            raise
+
+    def _static_nat(self, vm_id: str) -> None:
+        address = self.client.find("listPublicIpAddresses", id=self.plan.public_ip["id"]) or self.plan.public_ip
+        other = address.get("virtualmachineid")
+        if address.get("isstaticnat") and other != vm_id:
+            self.ctx.log.info(f"Public IP {address.get('ipaddress')} is statically NATed to VM '{other}': moving it")
+            self.client.run_job("disableStaticNat", ipaddressid=address["id"], timeout=self.cs.timeout.global_,
+                                what=f"disabling static NAT of {address.get('ipaddress')}")
+        self.nat_attempted = True
+        self.client.call("enableStaticNat", ipaddressid=address["id"], virtualmachineid=vm_id,
+                         networkid=self.plan.nat_network_id)
+
+    # -- failure
+
+    def _failed(self, err: Exception) -> errors.BoshError:
+        leftovers = self._cleanup()
+        note = f" (could not remove: {', '.join(leftovers)})" if leftovers else ""
+        if isinstance(err, errors.BoshError):
+            return type(err)(f"{err.message}{note}", err.ok_to_retry)
+        if err.is_transient:
+            return errors.VMCreationFailed(f"{err}{note}", ok_to_retry=True)
+        return errors.CloudError(f"{err}{note}")
+
+    def _cleanup(self) -> list[str]:
+        """Remove what this call created, newest first; answer what could not be removed."""
+        leftovers: list[str] = []
+        steps: list[tuple[str, Any]] = []
+        if self.nat_attempted and self.vm_ids:
+            steps.append((f"static NAT of {self.plan.public_ip.get('ipaddress')}", self._undo_static_nat))
+        for vm_id in reversed(self.vm_ids):
+            steps.append((f"VM {vm_id}", lambda vm_id=vm_id: _destroy(self.ctx, vm_id, expunge=True)))
+        if self.volume_id:
+            steps.append((f"volume {self.volume_id}", lambda: _delete_volume(self.ctx, self.volume_id)))
+        for group_id in self.created_groups:
+            steps.append((f"affinity group {group_id}", lambda group_id=group_id: self._delete_group(group_id)))
+        for label, step in steps:
+            try:
+                step()
+                self.ctx.log.info(f"Cleaned up {label}")
+            except (errors.BoshError, CloudStackError) as exc:
+                self.ctx.log.error(f"Cleaning up {label} failed: {exc}")
+                leftovers.append(label)
+        return leftovers
+
+    def _undo_static_nat(self) -> None:
+        address = self.client.find("listPublicIpAddresses", id=self.plan.public_ip["id"])
+        if address and address.get("isstaticnat") and address.get("virtualmachineid") in self.vm_ids:
+            self.client.run_job("disableStaticNat", ipaddressid=address["id"], timeout=self.cs.timeout.global_,
+                                what=f"disabling static NAT of {address.get('ipaddress')}")
+
+    def _delete_group(self, group_id: str) -> None:
+        group = self.client.find("listAffinityGroups", id=group_id)
+        if group is None or group.get("virtualmachineIds"):
+            return  # gone, or another VM joined it meanwhile
+        self.client.run_job("deleteAffinityGroup", id=group_id, timeout=self.cs.timeout.global_,
+                            what=f"deleting affinity group {group_id}")

@@ -1,0 +1,267 @@
+"""BOSH networks to CloudStack deploy parameters, per zone type.
+
+The director hands create_vm a map of BOSH networks (``manual``, ``dynamic``,
+``vip``).  Every manual or dynamic network becomes one NIC; at most one vip
+network names a public IP bound to the VM with static NAT afterwards.
+
+NIC order matters on CloudStack stemcells: the agent reads its settings
+through mdproxy4cs, which finds the virtual router by DHCP on ``eth0``.  So the
+first NIC must be on a network whose virtual router serves user data (not
+marked ``undiscoverable``), and it is also the VM's default NIC (CloudStack
+makes the first network of ``iptonetworklist`` the default one), so it must be
+the BOSH network that carries the default gateway.
+
+Zone types (cloudstack-api §6):
+
+- Basic: one guest network per zone, never named in the call (``networkids``
+  is refused); isolation by security groups; a static IP via ``ipaddress``.
+- Advanced without security groups: networks named by ``iptonetworklist``;
+  security groups are refused, so asking for them is an error here, before
+  anything is created.
+- Advanced with security groups: networks and security groups.
+
+Everything here is pure except ``resolve``, which looks names up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import lookups, models
+from .errors import CloudError
+
+MANUAL, DYNAMIC, VIP = "manual", "dynamic", "vip"
+NIC_TYPES = (MANUAL, DYNAMIC)
+
+# Long enough to stand for any real value when sizing the user data before the VM exists.
+PLACEHOLDER_NIC = {"macaddress": "ff:ff:ff:ff:ff:ff", "ipaddress": "255.255.255.255",
+                   "netmask": "255.255.255.255", "gateway": "255.255.255.255"}
+
+
+@dataclass(frozen=True)
+class BoshNetwork:
+    name: str
+    spec: dict                                  # as the director sent it
+    props: models.NetworkCloudProperties
+
+    @property
+    def type(self) -> str:
+        return self.spec.get("type") or MANUAL
+
+    @property
+    def ip(self) -> str | None:
+        return self.spec.get("ip") or None
+
+    @property
+    def defaults(self) -> list[str]:
+        value = self.spec.get("default") or []
+        return list(value) if isinstance(value, (list, tuple)) else []
+
+    @property
+    def discoverable(self) -> bool:
+        return not self.props.undiscoverable
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Networks and security groups resolved in one zone."""
+
+    basic: bool
+    network_ids: dict[str, str] = field(default_factory=dict)   # BOSH network name -> CloudStack network id
+    security_group_ids: list[str] = field(default_factory=list)
+
+
+def parse(networks: dict) -> list[BoshNetwork]:
+    """Validate the director's networks map; order is kept."""
+    parsed: list[BoshNetwork] = []
+    for name, spec in networks.items():
+        if not isinstance(spec, dict):
+            raise CloudError(f"Network '{name}' must be an object")
+        kind = spec.get("type") or MANUAL
+        if kind not in (MANUAL, DYNAMIC, VIP):
+            raise CloudError(f"Network '{name}' has type '{kind}': this CPI supports manual, dynamic and vip")
+        if kind in (MANUAL, VIP) and not spec.get("ip"):
+            raise CloudError(f"Network '{name}' is {kind} but has no ip")
+        props = models.parse(models.NetworkCloudProperties, spec.get("cloud_properties"),
+                             f"cloud_properties of network '{name}'")
+        parsed.append(BoshNetwork(name, spec, props))
+    vips = [n.name for n in parsed if n.type == VIP]
+    if len(vips) > 1:
+        raise CloudError(f"At most one vip network per VM, got {len(vips)}: {', '.join(vips)}")
+    if not any(n.type in NIC_TYPES for n in parsed):
+        raise CloudError("A VM needs at least one manual or dynamic network")
+    return parsed
+
+
+def vip(networks: list[BoshNetwork]) -> BoshNetwork | None:
+    return next((n for n in networks if n.type == VIP), None)
+
+
+def nic_order(networks: list[BoshNetwork]) -> list[BoshNetwork]:
+    """The manual/dynamic networks in NIC order: eth0 first.
+
+    eth0 is the default network (the one whose ``default`` holds "gateway",
+    else the first discoverable one); the other discoverable networks follow in
+    the director's order, then the undiscoverable ones.
+    """
+    nics = [n for n in networks if n.type in NIC_TYPES]
+    default = next((n for n in nics if "gateway" in n.defaults), None)
+    if default is not None and not default.discoverable:
+        raise CloudError(
+            f"Network '{default.name}' carries the default gateway but is marked undiscoverable: the default "
+            "network becomes eth0, which must reach the metadata service (remove undiscoverable or move "
+            "the default gateway to another network)"
+        )
+    if default is None:
+        default = next((n for n in nics if n.discoverable), None)
+        if default is None:
+            raise CloudError("Every network is marked undiscoverable: one must carry eth0 and the metadata service")
+    rest = [n for n in nics if n is not default]
+    return [default] + [n for n in rest if n.discoverable] + [n for n in rest if not n.discoverable]
+
+
+def dns_network(order: list[BoshNetwork]) -> BoshNetwork:
+    """The network whose DNS servers the VM uses: the one whose ``default`` holds "dns", else eth0's."""
+    return next((n for n in order if "dns" in n.defaults), order[0])
+
+
+def is_basic(zone: dict) -> bool:
+    return str(zone.get("networktype", "")).lower() == "basic"
+
+
+def requested_security_groups(networks: list[BoshNetwork], vm_groups: list[str]) -> list[str]:
+    """Security groups asked for anywhere: the VM's, else those of its networks (in order, once each)."""
+    if vm_groups:
+        return _unique(vm_groups)
+    return _unique(group for n in networks for group in n.props.security_groups)
+
+
+def security_groups(zone: dict, networks: list[BoshNetwork], vm_groups: list[str], defaults: list[str]) -> list[str]:
+    """The security groups (names or ids) the VM gets in this zone.
+
+    Precedence as in the other BOSH CPIs: the VM type's ``security_groups``,
+    else its networks', else ``cloudstack.default_security_groups``.  Zones
+    without security groups refuse any that were asked for in cloud_properties
+    (the config's defaults are for zones that have them and are ignored there).
+    """
+    requested = requested_security_groups(networks, vm_groups)
+    if not zone.get("securitygroupsenabled"):
+        if requested:
+            raise CloudError(
+                f"Zone '{zone.get('name')}' does not have security groups enabled, but security groups were "
+                f"requested ({', '.join(requested)}): remove security_groups from the VM type and network "
+                "cloud_properties for this zone"
+            )
+        return []
+    return requested or _unique(defaults)
+
+
+def check_zone(zone: dict, order: list[BoshNetwork]) -> None:
+    """Refuse what the zone type cannot do, before anything is created."""
+    if is_basic(zone):
+        if len(order) > 1:
+            names = ", ".join(n.name for n in order)
+            raise CloudError(
+                f"Zone '{zone.get('name')}' is a basic zone with one guest network: a VM can have only one "
+                f"manual or dynamic network there, got {len(order)} ({names})"
+            )
+        return
+    missing = [n.name for n in order if not n.props.name]
+    if missing:
+        raise CloudError(
+            f"Zone '{zone.get('name')}' is an advanced zone: network cloud_properties must name the CloudStack "
+            f"network (cloud_properties.name) for {', '.join(missing)}"
+        )
+
+
+def deploy_params(placement: Placement, order: list[BoshNetwork]) -> dict[str, Any]:
+    """deployVirtualMachine parameters for the NICs and security groups."""
+    params: dict[str, Any] = {}
+    if placement.basic:
+        only = order[0]
+        if only.type == MANUAL:
+            params["ipaddress"] = only.ip
+    else:
+        params["iptonetworklist"] = [
+            {"networkid": placement.network_ids[n.name], "ip": n.ip if n.type == MANUAL else None} for n in order
+        ]
+    if placement.security_group_ids:
+        params["securitygroupids"] = list(placement.security_group_ids)
+    return params
+
+
+def match_nics(placement: Placement, order: list[BoshNetwork], vm_nics: list[dict]) -> dict[str, dict]:
+    """Each NIC-bearing BOSH network's CloudStack NIC (by network id, in order; by position in basic zones)."""
+    nics = sorted(vm_nics, key=lambda nic: _int(nic.get("deviceid")))
+    matched: dict[str, dict] = {}
+    used: set[int] = set()
+    for position, network in enumerate(order):
+        wanted = None if placement.basic else placement.network_ids[network.name]
+        index = next((i for i, nic in enumerate(nics) if i not in used
+                      and (wanted is None or nic.get("networkid") == wanted)), None)
+        if index is None and placement.basic and position < len(nics):
+            index = position
+        if index is None:
+            raise CloudError(f"The new VM has no NIC on the CloudStack network of BOSH network '{network.name}'")
+        used.add(index)
+        matched[network.name] = nics[index]
+    return matched
+
+
+def placeholder_nics(order: list[BoshNetwork]) -> dict[str, dict]:
+    return {n.name: dict(PLACEHOLDER_NIC) for n in order}
+
+
+def result_networks(networks: list[BoshNetwork], nics: dict[str, dict]) -> dict[str, dict]:
+    """The networks create_vm answers (v2): as given, with what CloudStack chose for dynamic ones."""
+    result: dict[str, dict] = {}
+    for network in networks:
+        spec = dict(network.spec)
+        nic = nics.get(network.name)
+        if network.type == DYNAMIC and nic:
+            for key, nic_key in (("ip", "ipaddress"), ("netmask", "netmask"), ("gateway", "gateway")):
+                if nic.get(nic_key):
+                    spec[key] = nic[nic_key]
+        result[network.name] = spec
+    return result
+
+
+def resolve(client, zone: dict, networks: list[BoshNetwork], order: list[BoshNetwork], vm_groups: list[str],
+            default_groups: list[str], log) -> Placement:
+    """Look up the CloudStack networks and security groups for this zone (errors list what exists)."""
+    check_zone(zone, order)
+    basic = is_basic(zone)
+    groups = security_groups(zone, networks, vm_groups, default_groups)
+    network_ids: dict[str, str] = {}
+    if basic:
+        named = [n.name for n in order if n.props.name]
+        if named:
+            log.warning(f"Basic zone '{zone.get('name')}': cloud_properties.name of network(s) "
+                        f"{', '.join(named)} ignored (the zone has one guest network)")
+    else:
+        catalogue = client.list_all("listNetworks", zoneid=zone["id"])
+        for network in order:
+            found = lookups.pick(catalogue, network.props.name, kind="Network",
+                                 where=f"zone '{zone.get('name')}'")
+            network_ids[network.name] = found["id"]
+    group_ids: list[str] = []
+    if groups:
+        existing = client.list_all("listSecurityGroups")
+        group_ids = [lookups.pick(existing, group, kind="Security group")["id"] for group in groups]
+    return Placement(basic=basic, network_ids=network_ids, security_group_ids=_unique(group_ids))
+
+
+def _unique(items) -> list[str]:
+    seen: list[str] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

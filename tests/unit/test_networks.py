@@ -1,0 +1,236 @@
+"""BOSH networks to deploy parameters: validation, NIC order, zone types, NIC matching."""
+
+import pytest
+
+from cloudstack_cpi import networks as nets
+from cloudstack_cpi.errors import CloudError
+
+ADVANCED = {"id": "z1", "name": "zone-1", "networktype": "Advanced", "securitygroupsenabled": False}
+ADVANCED_SG = {"id": "z2", "name": "zone-sg", "networktype": "Advanced", "securitygroupsenabled": True}
+BASIC = {"id": "z3", "name": "basic-zone", "networktype": "Basic", "securitygroupsenabled": True}
+
+
+def manual(ip="10.1.0.10", name="bosh-isolated", default=("dns", "gateway"), **props):
+    return {"type": "manual", "ip": ip, "netmask": "255.255.255.0", "gateway": ip.rsplit(".", 1)[0] + ".1",
+            "dns": ["10.1.0.2"], "default": list(default), "cloud_properties": {"name": name, **props}}
+
+
+def dynamic(name="bosh-shared", default=(), **props):
+    return {"type": "dynamic", "default": list(default), "cloud_properties": {"name": name, **props}}
+
+
+def vip(ip="203.0.113.10"):
+    return {"type": "vip", "ip": ip, "cloud_properties": {}}
+
+
+class FakeLog:
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, message):
+        self.warnings.append(message)
+
+
+class FakeClient:
+    def __init__(self, networks=(), groups=()):
+        self.networks = list(networks)
+        self.groups = list(groups)
+        self.calls = []
+
+    def list_all(self, command, **params):
+        self.calls.append((command, params))
+        return {"listNetworks": self.networks, "listSecurityGroups": self.groups}[command]
+
+
+# -- parse ----------------------------------------------------------------------------------------------------
+
+
+def test_parse_keeps_order_and_cloud_properties():
+    parsed = nets.parse({"a": manual(), "b": dynamic(), "pub": vip()})
+    assert [n.name for n in parsed] == ["a", "b", "pub"]
+    assert [n.type for n in parsed] == ["manual", "dynamic", "vip"]
+    assert parsed[0].props.name == "bosh-isolated"
+    assert nets.vip(parsed).ip == "203.0.113.10"
+
+
+@pytest.mark.parametrize("networks, message", [
+    ({"a": {"type": "weird"}}, "type 'weird'"),
+    ({"a": {"type": "manual", "cloud_properties": {"name": "n"}}}, "manual but has no ip"),
+    ({"a": manual(), "v1": vip(), "v2": vip("203.0.113.11")}, "At most one vip network per VM, got 2: v1, v2"),
+    ({"v": vip()}, "at least one manual or dynamic network"),
+    ({"a": "not-an-object"}, "must be an object"),
+    ({"a": {**manual(), "cloud_properties": {"routes": [{"destination": "10.0.0.0"}]}}},
+     "cloud_properties of network 'a'"),
+])
+def test_parse_refuses_bad_networks(networks, message):
+    with pytest.raises(CloudError, match=message):
+        nets.parse(networks)
+
+
+def test_parse_accepts_go_cpi_cidr_routes():
+    parsed = nets.parse({"a": manual(routes=[{"cidr": "10.20.0.0/16", "gateway": "10.1.0.254"}])})
+    route = parsed[0].props.routes[0]
+    assert (route.destination, route.netmask, route.gateway) == ("10.20.0.0", "255.255.0.0", "10.1.0.254")
+
+
+# -- NIC order ------------------------------------------------------------------------------------------------
+
+
+def names(order):
+    return [n.name for n in order]
+
+
+def test_default_gateway_network_is_eth0_whatever_its_position():
+    parsed = nets.parse({"second": dynamic(), "main": manual(default=("gateway",)), "pub": vip()})
+    assert names(nets.nic_order(parsed)) == ["main", "second"]
+
+
+def test_without_default_gateway_the_first_discoverable_network_is_eth0():
+    parsed = nets.parse({"hidden": dynamic(undiscoverable=True), "a": manual(default=()), "b": dynamic("x")})
+    assert names(nets.nic_order(parsed)) == ["a", "b", "hidden"]
+
+
+def test_undiscoverable_networks_come_last():
+    parsed = nets.parse({"u1": dynamic("n1", undiscoverable=True), "main": manual(), "d": dynamic("n2"),
+                         "u2": dynamic("n3", undiscoverable=True)})
+    assert names(nets.nic_order(parsed)) == ["main", "d", "u1", "u2"]
+
+
+def test_undiscoverable_default_network_is_refused():
+    parsed = nets.parse({"main": manual(undiscoverable=True), "other": dynamic()})
+    with pytest.raises(CloudError, match="'main' carries the default gateway but is marked undiscoverable"):
+        nets.nic_order(parsed)
+
+
+def test_all_undiscoverable_is_refused():
+    parsed = nets.parse({"a": dynamic(undiscoverable=True)})
+    with pytest.raises(CloudError, match="Every network is marked undiscoverable"):
+        nets.nic_order(parsed)
+
+
+def test_dns_network_prefers_the_dns_default():
+    parsed = nets.parse({"main": manual(default=("gateway",)), "dnsnet": {**dynamic(), "default": ["dns"]}})
+    assert nets.dns_network(nets.nic_order(parsed)).name == "dnsnet"
+
+
+# -- security groups per zone type --------------------------------------------------------------------------
+
+
+def test_security_groups_refused_in_zone_without_them():
+    parsed = nets.parse({"a": manual(security_groups=["web"])})
+    with pytest.raises(CloudError, match="Zone 'zone-1' does not have security groups enabled.*\\(web\\)"):
+        nets.security_groups(ADVANCED, parsed, [], [])
+    with pytest.raises(CloudError, match="requested \\(vm-group\\)"):
+        nets.security_groups(ADVANCED, nets.parse({"a": manual()}), ["vm-group"], [])
+
+
+def test_config_default_groups_ignored_in_zone_without_them():
+    assert nets.security_groups(ADVANCED, nets.parse({"a": manual()}), [], ["default"]) == []
+
+
+def test_security_group_precedence_vm_then_networks_then_defaults():
+    parsed = nets.parse({"a": manual(security_groups=["n1", "n2"]), "b": dynamic(security_groups=["n2", "n3"])})
+    assert nets.security_groups(BASIC, parsed, ["vm1", "vm1"], ["d"]) == ["vm1"]
+    assert nets.security_groups(BASIC, parsed, [], ["d"]) == ["n1", "n2", "n3"]
+    assert nets.security_groups(ADVANCED_SG, nets.parse({"a": manual()}), [], ["d1", "d2"]) == ["d1", "d2"]
+
+
+# -- deploy parameters --------------------------------------------------------------------------------------
+
+
+def test_advanced_zone_uses_iptonetworklist_in_nic_order():
+    parsed = nets.parse({"dyn": dynamic("shared"), "main": manual(name="isolated"), "pub": vip()})
+    order = nets.nic_order(parsed)
+    client = FakeClient(networks=[{"id": "net-iso", "name": "isolated"}, {"id": "net-sh", "name": "shared"}])
+    placement = nets.resolve(client, ADVANCED, parsed, order, [], ["ignored-default"], FakeLog())
+    assert nets.deploy_params(placement, order) == {
+        "iptonetworklist": [{"networkid": "net-iso", "ip": "10.1.0.10"}, {"networkid": "net-sh", "ip": None}],
+    }
+    assert client.calls == [("listNetworks", {"zoneid": "z1"})]  # no security group lookup
+
+
+def test_advanced_zone_requires_network_names():
+    parsed = nets.parse({"main": {**manual(), "cloud_properties": {}}})
+    with pytest.raises(CloudError, match="advanced zone: network cloud_properties must name the CloudStack network.*main"):
+        nets.resolve(FakeClient(), ADVANCED, parsed, nets.nic_order(parsed), [], [], FakeLog())
+
+
+def test_advanced_zone_unknown_network_lists_what_exists():
+    parsed = nets.parse({"main": manual(name="nope")})
+    client = FakeClient(networks=[{"id": "n1", "name": "bosh-isolated"}, {"id": "n2", "name": "bosh-shared"}])
+    with pytest.raises(CloudError, match="Network 'nope' not found in zone 'zone-1' \\(available: bosh-isolated, bosh-shared\\)"):
+        nets.resolve(client, ADVANCED, parsed, nets.nic_order(parsed), [], [], FakeLog())
+
+
+def test_advanced_zone_with_security_groups_sends_networks_and_groups():
+    parsed = nets.parse({"main": manual(name="shared", security_groups=["web"])})
+    order = nets.nic_order(parsed)
+    client = FakeClient(networks=[{"id": "net-sh", "name": "shared"}],
+                        groups=[{"id": "sg-web", "name": "web"}, {"id": "sg-d", "name": "default"}])
+    placement = nets.resolve(client, ADVANCED_SG, parsed, order, [], [], FakeLog())
+    assert nets.deploy_params(placement, order) == {
+        "iptonetworklist": [{"networkid": "net-sh", "ip": "10.1.0.10"}], "securitygroupids": ["sg-web"]}
+
+
+def test_basic_zone_sends_no_network_and_a_manual_ip():
+    parsed = nets.parse({"main": manual(name="guest", security_groups=["bosh"])})
+    order = nets.nic_order(parsed)
+    log = FakeLog()
+    client = FakeClient(groups=[{"id": "sg-bosh", "name": "bosh"}, {"id": "sg-def", "name": "default"}])
+    placement = nets.resolve(client, BASIC, parsed, order, [], ["default"], log)
+    assert nets.deploy_params(placement, order) == {"ipaddress": "10.1.0.10", "securitygroupids": ["sg-bosh"]}
+    assert [c[0] for c in client.calls] == ["listSecurityGroups"]
+    assert "cloud_properties.name of network(s) main ignored" in log.warnings[0]
+
+
+def test_basic_zone_dynamic_network_uses_default_groups_by_id_or_name():
+    parsed = nets.parse({"main": {"type": "dynamic", "default": ["dns", "gateway"]}})
+    order = nets.nic_order(parsed)
+    client = FakeClient(groups=[{"id": "sg-bosh", "name": "bosh"}, {"id": "sg-def", "name": "default"}])
+    placement = nets.resolve(client, BASIC, parsed, order, [], ["sg-def", "bosh"], FakeLog())
+    assert nets.deploy_params(placement, order) == {"securitygroupids": ["sg-def", "sg-bosh"]}
+
+
+def test_basic_zone_allows_one_nic_only():
+    parsed = nets.parse({"a": manual(), "b": dynamic()})
+    with pytest.raises(CloudError, match="basic zone with one guest network.*got 2 \\(a, b\\)"):
+        nets.resolve(FakeClient(), BASIC, parsed, nets.nic_order(parsed), [], [], FakeLog())
+
+
+def test_unknown_security_group_is_named():
+    parsed = nets.parse({"a": manual()})
+    client = FakeClient(groups=[{"id": "sg-def", "name": "default"}])
+    with pytest.raises(CloudError, match="Security group 'web' not found \\(available: default\\)"):
+        nets.resolve(client, BASIC, parsed, nets.nic_order(parsed), ["web"], [], FakeLog())
+
+
+# -- after deploy -------------------------------------------------------------------------------------------
+
+
+def test_match_nics_by_network_id_and_fill_dynamic_results():
+    parsed = nets.parse({"main": manual(name="iso"), "dyn": dynamic("sh"), "pub": vip()})
+    order = nets.nic_order(parsed)
+    placement = nets.Placement(basic=False, network_ids={"main": "net-iso", "dyn": "net-sh"})
+    vm_nics = [
+        {"deviceid": "1", "networkid": "net-sh", "ipaddress": "10.2.0.17", "netmask": "255.255.255.0",
+         "gateway": "10.2.0.1", "macaddress": "02:00:00:00:00:02"},
+        {"deviceid": "0", "networkid": "net-iso", "ipaddress": "10.1.0.10", "netmask": "255.255.255.0",
+         "gateway": "10.1.0.1", "macaddress": "02:00:00:00:00:01"},
+    ]
+    matched = nets.match_nics(placement, order, vm_nics)
+    assert matched["main"]["macaddress"] == "02:00:00:00:00:01"
+    assert matched["dyn"]["macaddress"] == "02:00:00:00:00:02"
+    result = nets.result_networks(parsed, matched)
+    assert result["dyn"]["ip"] == "10.2.0.17" and result["dyn"]["gateway"] == "10.2.0.1"
+    assert result["dyn"]["cloud_properties"] == {"name": "sh"}
+    assert result["main"] == parsed[0].spec
+    assert result["pub"] == parsed[2].spec
+
+
+def test_match_nics_in_basic_zone_by_position_and_missing_nic_is_an_error():
+    parsed = nets.parse({"main": {"type": "dynamic"}})
+    order = nets.nic_order(parsed)
+    nic = {"deviceid": "0", "networkid": "guest", "macaddress": "02:00:00:00:00:09"}
+    assert nets.match_nics(nets.Placement(basic=True), order, [nic])["main"] is nic
+    with pytest.raises(CloudError, match="no NIC on the CloudStack network of BOSH network 'main'"):
+        nets.match_nics(nets.Placement(basic=False, network_ids={"main": "other"}), order, [nic])
