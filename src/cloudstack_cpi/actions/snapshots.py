@@ -1,0 +1,125 @@
+"""Snapshots of persistent disks (``director.enable_snapshots``): CloudStack volume snapshots.
+
+A snapshot CID is the CloudStack snapshot's id.  The director's metadata
+becomes the snapshot's tags (``index`` arrives as an integer and is kept as
+text), plus the director's uuid.  See docs/disks.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .. import lookups, tags
+from ..cloudstack.errors import CloudStackError
+from ..errors import CloudError, DiskNotFound
+from .disks import cloud_step, without_reserved
+
+NAME_PREFIX = "bosh-snapshot-"
+GONE_SNAPSHOT_STATES = frozenset({"Destroying", "Destroyed"})
+
+
+def snapshot_disk(ctx, disk_cid: str, metadata: dict | None = None) -> str:
+    """Snapshot a persistent disk and return the snapshot's CID.
+
+    BOSH: ``snapshot_disk(disk_cid, metadata)``.  Metadata (``deployment, job,
+    index, director_name, director_uuid, agent_id, instance_id`` and tags) is
+    kept as the snapshot's tags.  Missing disk: DiskNotFound.  A snapshot whose
+    tagging fails is deleted again.
+    """
+    what = f"Snapshotting disk '{disk_cid}'"
+    cs = ctx.config.cloudstack
+    with cloud_step(what):
+        if lookups.volume(ctx.client, disk_cid) is None:
+            raise DiskNotFound(f"{what}: disk not found")
+    name = NAME_PREFIX + str(uuid.uuid4())
+    try:
+        job = ctx.client.run_job("createSnapshot", timeout=cs.timeout.snapshot_volume,
+                                 what=f"snapshotting volume {disk_cid}", volumeid=disk_cid, name=name)
+    except CloudStackError as err:
+        leftovers = {err.resource_id} if err.resource_id else set()
+        if err.outcome_unknown or err.kind == "timeout":
+            leftovers |= _snapshots_named(ctx, disk_cid, name)
+        for snapshot_id in sorted(leftovers):
+            _discard(ctx, snapshot_id)
+        raise CloudError(f"{what}: {err}", ok_to_retry=err.is_transient) from None
+    snapshot_id = (job.get("snapshot") or {}).get("id")
+    if not snapshot_id:
+        found = _snapshots_named(ctx, disk_cid, name)
+        if len(found) != 1:
+            raise CloudError(f"{what}: createSnapshot answered without a snapshot and {len(found)} are named {name}")
+        snapshot_id = found.pop()
+    _tag(ctx, snapshot_id, snapshot_tags(ctx, metadata), what)
+    ctx.log.info(f"Created snapshot '{snapshot_id}' of disk '{disk_cid}'")
+    return snapshot_id
+
+
+def delete_snapshot(ctx, snapshot_cid: str) -> None:
+    """Delete a snapshot.
+
+    BOSH: ``delete_snapshot(snapshot_cid)``.  A snapshot that is already gone is
+    not an error.
+    """
+    what = f"Deleting snapshot '{snapshot_cid}'"
+    with cloud_step(what):
+        snapshot = _find(ctx, snapshot_cid)
+    if snapshot is None:
+        ctx.log.info(f"{what}: it does not exist (any more); nothing to do")
+        return None
+    try:
+        ctx.client.run_job("deleteSnapshot", timeout=ctx.config.cloudstack.timeout.delete_snapshot_volume,
+                           what=f"deleting snapshot {snapshot_cid}", id=snapshot_cid)
+    except CloudStackError as err:
+        with cloud_step(what):
+            if _find(ctx, snapshot_cid) is None:
+                ctx.log.info(f"{what}: it disappeared meanwhile ({err.errortext})")
+                return None
+        raise CloudError(f"{what}: {err}", ok_to_retry=err.is_transient) from None
+    ctx.log.info(f"Deleted snapshot '{snapshot_cid}'")
+    return None
+
+
+def snapshot_tags(ctx, metadata: dict[str, Any] | None) -> dict[str, str]:
+    """The snapshot's tags: the director's metadata as CloudStack accepts it, plus this director's uuid."""
+    wanted = tags.sanitise(without_reserved(ctx, metadata))
+    if ctx.director_uuid:
+        wanted[tags.DIRECTOR_KEY] = ctx.director_uuid
+    return wanted
+
+
+def _find(ctx, snapshot_cid: str) -> dict | None:
+    found = ctx.client.find("listSnapshots", id=snapshot_cid)
+    if found is None or found.get("state") in GONE_SNAPSHOT_STATES:
+        return None
+    return found
+
+
+def _tag(ctx, snapshot_id: str, wanted: dict[str, str], what: str) -> None:
+    if not wanted:
+        return
+    try:
+        ctx.client.run_job("createTags", timeout=ctx.config.cloudstack.timeout.global_,
+                           what=f"tagging snapshot {snapshot_id}", resourceids=snapshot_id, resourcetype="Snapshot",
+                           tags=wanted)
+    except CloudStackError as err:
+        _discard(ctx, snapshot_id)
+        raise CloudError(f"{what}: tagging snapshot '{snapshot_id}': {err}", ok_to_retry=err.is_transient) from None
+
+
+def _snapshots_named(ctx, disk_cid: str, name: str) -> set[str]:
+    try:
+        return {s["id"] for s in ctx.client.list("listSnapshots", volumeid=disk_cid, name=name)
+                if s.get("name") == name}
+    except CloudStackError as err:
+        ctx.log.warning(f"Looking for snapshot {name} after a failed create: {err}")
+        return set()
+
+
+def _discard(ctx, snapshot_id: str) -> None:
+    """Best-effort removal of a snapshot this call created; failures are logged, never raised."""
+    try:
+        ctx.client.run_job("deleteSnapshot", timeout=ctx.config.cloudstack.timeout.delete_snapshot_volume,
+                           what=f"deleting snapshot {snapshot_id}", id=snapshot_id)
+        ctx.log.info(f"Removed half-created snapshot '{snapshot_id}'")
+    except CloudStackError as err:
+        ctx.log.error(f"Could not remove half-created snapshot '{snapshot_id}' ({err}); delete it by hand")
