@@ -39,6 +39,44 @@ class CpiResult:
         return self.result
 
 
+SECRET_KEY_WORDS = ("password", "secret", "private_key", "certificate", "cert", "token")
+
+
+def _secret_leaves(value, under_secret_key=False):
+    """String values stored under secret-looking keys, at any depth."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _secret_leaves(item, under_secret_key or any(w in str(key).lower() for w in SECRET_KEY_WORDS))
+    elif isinstance(value, list):
+        for item in value:
+            yield from _secret_leaves(item, under_secret_key)
+    elif isinstance(value, str) and under_secret_key and len(value) >= 6:
+        yield value
+
+
+def secrets_of(config_path, payload) -> set[str]:
+    """What must never appear in any CPI output: config secrets, agent credentials, sensitive env values."""
+    found: set[str] = set()
+    try:
+        config = json.loads(Path(config_path).read_text())
+    except (OSError, ValueError):
+        config = {}
+    if isinstance(config, dict):
+        found.update(_secret_leaves(config))
+        mbus = (config.get("agent") or {}).get("mbus") if isinstance(config.get("agent"), dict) else None
+        if isinstance(mbus, str) and "@" in mbus:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(mbus).password
+            if password and len(password) >= 6:
+                found.add(password)
+    if isinstance(payload, dict) and payload.get("method") == "create_vm":
+        arguments = payload.get("arguments") or []
+        if len(arguments) > 5:
+            found.update(_secret_leaves(arguments[5]))
+    return found
+
+
 def run_cpi(payload, config_path, *, env=None, tmp="/tmp", timeout=300) -> CpiResult:
     data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     completed = subprocess.run(
@@ -50,6 +88,10 @@ def run_cpi(payload, config_path, *, env=None, tmp="/tmp", timeout=300) -> CpiRe
     )
     assert completed.returncode == 0, completed.stderr.decode()
     assert completed.stdout.count(b"\n") == 1 and completed.stdout.endswith(b"\n"), completed.stdout
+    output = completed.stdout + completed.stderr
+    for secret in secrets_of(config_path, payload):
+        assert secret.encode() not in output, f"a secret leaked into the CPI's output ({len(secret)} chars)"
+    assert b"signature=" not in output.lower(), "a request signature leaked into the CPI's output"
     return CpiResult(completed)
 
 
