@@ -284,3 +284,24 @@ def test_timeouts_are_passed_on_every_request(clock, stderr):
     responses.add_callback(responses.GET, URL, callback=callback)
     client.list("listZones")
     assert seen == [(3, 7)]
+
+
+@responses.activate
+def test_transport_errors_never_carry_the_request_url(client):
+    from urllib3.exceptions import MaxRetryError, SSLError as Urllib3SSLError
+
+    url_text = f"{URL}?apiKey=the-key&signature=abc%2Fdef&command=listZones"
+    cause = MaxRetryError(None, url_text, Urllib3SSLError("certificate verify failed"))
+    responses.get(URL, body=requests.exceptions.SSLError(cause))
+    with pytest.raises(CloudStackError) as caught:
+        client.list("listZones")
+    err = caught.value
+    assert err.kind == "tls" and not err.is_transient
+    assert "certificate verify failed" in str(err)
+    assert "the-key" not in str(err) and "signature" not in str(err)
+    assert len(responses.calls) == 1  # a refused certificate is not retried
+
+    responses.post(URL, body=requests.exceptions.ConnectionError(MaxRetryError(None, url_text, OSError("reset"))))
+    with pytest.raises(CloudStackError) as caught:
+        client.call("deployVirtualMachine", zoneid="z")
+    assert "signature" not in str(caught.value) and "reset" in str(caught.value)

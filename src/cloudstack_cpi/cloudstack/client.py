@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -252,15 +253,16 @@ class Client:
             else:
                 response = self.session.post(self.endpoint, data=params, timeout=self.timeout)
         except requests.exceptions.SSLError as exc:
-            raise CloudStackError(command, f"TLS error talking to {self.endpoint}: {_first_line(exc)}", kind="transport") from None
+            raise CloudStackError(command, f"TLS error talking to {self.endpoint}: {_transport_text(exc)}", kind="tls") from None
         except requests.exceptions.RequestException as exc:
             if _never_sent(exc):
                 raise CloudStackError(
-                    command, f"cannot connect to {self.endpoint}: {_first_line(exc)}", kind="transport"
+                    command, f"cannot connect to {self.endpoint}: {_transport_text(exc)}", kind="transport"
                 ) from None
             # The request may have reached the server: the outcome of a mutation is unknown.
             raise CloudStackError(
-                command, f"no answer from {self.endpoint}: {_first_line(exc)}", kind="transport", outcome_unknown=True
+                command, f"no answer from {self.endpoint}: {_transport_text(exc)}", kind="transport",
+                outcome_unknown=True,
             ) from None
         elapsed = self.clock() - started
         self.log.debug(f"CloudStack {command} -> HTTP {response.status_code} in {elapsed:.3f}s")
@@ -365,6 +367,17 @@ class Client:
         except CloudStackError as err:
             err.resource_id = err.resource_id or started.get("id")
             raise
+
+
+_QUERY_STRING = re.compile(r"\?\S*")
+
+
+def _transport_text(exc: BaseException) -> str:
+    """What went wrong on the way, without the request URL (its query holds the key and signature)."""
+    reason = exc.args[0] if exc.args else exc
+    reason = getattr(reason, "reason", None) or reason  # urllib3's MaxRetryError wraps the cause
+    text = _first_line(reason) if isinstance(reason, BaseException) else str(reason)
+    return _QUERY_STRING.sub("?<query redacted>", text)
 
 
 def _first_line(exc: BaseException) -> str:

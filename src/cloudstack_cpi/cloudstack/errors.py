@@ -12,7 +12,8 @@ class CloudStackError(Exception):
 
     ``kind`` says how it failed: ``api`` (the server answered with an error),
     ``job`` (an async job ended in failure), ``timeout`` (a job did not finish in
-    time), ``transport`` (no usable answer: connection, TLS, bad JSON).
+    time), ``transport`` (no usable answer: connection, bad JSON), ``tls`` (the
+    endpoint's certificate was refused: a configuration matter, never retried).
     ``outcome_unknown`` is true when a mutation may or may not have happened
     (the connection dropped after the request was sent): callers must look
     before trying again.
@@ -48,7 +49,7 @@ class CloudStackError(Exception):
             return f"{self.command} job {self.jobid} failed{code}: {self.errortext}"
         if self.kind == "timeout":
             return f"{self.command} job {self.jobid} timed out: {self.errortext}"
-        if self.kind == "transport":
+        if self.kind in ("transport", "tls"):
             return f"{self.command}: {self.errortext}"
         return f"{self.command} failed{code}: {self.errortext}"
 
