@@ -175,7 +175,7 @@ def paginate(ctx: Ctx, items: list) -> list:
 
 def list_response(ctx: Ctx, key: str, items: list[dict], keyword_fields=("name",)) -> dict:
     kw = ctx.s("keyword")
-    if kw:
+    if kw and keyword_fields:
         kl = kw.lower()
         items = [it for it in items if any(kl in str(it.get(f, "")).lower() for f in keyword_fields)]
     total = len(items)
