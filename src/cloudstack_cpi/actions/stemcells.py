@@ -1,0 +1,321 @@
+"""create_stemcell and delete_stemcell: stemcell images become CloudStack templates.
+
+The stemcell CID is the template's id (light stemcells: ``"<template id> light"``).
+How the bytes reach CloudStack (``cloudstack.stemcell.upload_strategy``) is
+described in docs/stemcells.md; the strategies live in ``cloudstack_cpi.stemcell``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from .. import lookups, models, tags
+from ..cloudstack.errors import CloudStackError
+from ..errors import CloudError
+from ..stemcell import ostypes, templates
+
+STRATEGIES = ("post", "url", "volume")
+# What cloud_properties' disk_format calls the formats image.detect reports.
+DISK_FORMAT_ALIASES = {"vhdx": "vhd", "vpc": "vhd", "img": "raw"}
+
+
+def create_stemcell(ctx, image_path: str, cloud_properties: dict, env: dict | None = None) -> str:
+    """Make the stemcell image a CloudStack template usable in every configured zone; return its CID.
+
+    BOSH contract: ``image_path`` is the ``image`` file extracted from the
+    stemcell tarball, ``cloud_properties`` the stemcell.MF cloud_properties,
+    ``env`` (CPI API v3) ``{"tags": {...}}`` to put on the new resource.  The
+    result is the stemcell CID the director later passes to create_vm and
+    delete_stemcell.  Nothing half-made may remain on failure.  Light
+    stemcells (cloud_properties naming an existing template) create nothing.
+    """
+    props = models.parse(models.StemcellCloudProperties, cloud_properties, "stemcell cloud_properties")
+    cs = ctx.config.cloudstack
+    client = ctx.client
+    light = props.template_id or props.template_name or props.light_template
+    zones = _stemcell_zones(client, cs)
+    if light:
+        return _light(ctx, light, zones)
+    from ..stemcell.image import ImageError
+
+    label = f"'{props.name or 'stemcell'} {props.version or ''}'".replace(" '", "'")
+    try:
+        return _create(ctx, image_path, props, env, zones)
+    except ImageError as err:
+        raise CloudError(f"Creating stemcell {label}: image {err}") from None
+    except CloudStackError as err:
+        raise CloudError(f"Creating stemcell {label}: {err}", err.is_transient) from None
+    except CloudError as err:
+        raise CloudError(f"Creating stemcell {label}: {err.message}", err.ok_to_retry) from None
+
+
+def delete_stemcell(ctx, stemcell_cid: str) -> None:
+    """Delete the stemcell's template in every zone and wait until it is gone.
+
+    BOSH contract: deleting a stemcell that no longer exists is not an error
+    (the director's ``delete-stemcell --force`` and the CLI expect that).
+    Light stemcells are references to templates the CPI did not create: they
+    are left alone.
+    """
+    if stemcell_cid.endswith(lookups.LIGHT_SUFFIX):
+        ctx.log.info(f"Stemcell '{stemcell_cid}' is a light stemcell: its template is left in place")
+        return None
+    cs = ctx.config.cloudstack
+    try:
+        if not templates.delete(ctx.client, stemcell_cid, timeout=cs.timeout.global_, log=ctx.log):
+            ctx.log.info(f"Stemcell '{stemcell_cid}': template already gone")
+    except CloudStackError as err:
+        raise CloudError(f"Deleting stemcell '{stemcell_cid}': {err}", err.is_transient) from None
+    except CloudError as err:
+        raise CloudError(f"Deleting stemcell '{stemcell_cid}': {err.message}") from None
+    return None
+
+
+# --- strategy choice ------------------------------------------------------------------------
+
+
+def choose_strategy(stemcell_config) -> str:
+    """``auto`` is ``url`` when a base URL is configured (a web server is there to use), else ``post``."""
+    strategy = stemcell_config.upload_strategy
+    if strategy == "auto":
+        return "url" if stemcell_config.url.base_url else "post"
+    return strategy
+
+
+# --- the work -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Made:
+    template_id: str | None = None
+
+
+def _create(ctx, image_path: str, props, env, zones: list[dict]) -> str:
+    from ..stemcell import upload_volume
+
+    cs = ctx.config.cloudstack
+    client, log = ctx.client, ctx.log
+    strategy = choose_strategy(cs.stemcell)
+    hypervisor = _hypervisor(client, props.hypervisor, zones)
+    info = _detect(image_path, props, log)
+    ostype = ostypes.choose(client.list_all("listOsTypes"), configured=cs.stemcell.os_type,
+                            os_distro=props.os_distro, os_type=props.os_type, architecture=props.architecture,
+                            stemcell_name=props.name)
+    naming = templates.naming(props.name, props.version)
+    log.info(f"Creating template {naming.name} ({hypervisor}, OS type '{ostype['description']}') with the "
+             f"{strategy} strategy; zones: {', '.join(z['name'] for z in zones)}")
+    waiter = templates.Waiter(client, log, timeout=cs.timeout.poll_template)
+    made = _Made()
+    work = upload_volume.WorkResources()
+    try:
+        if strategy == "volume":
+            zones = _volume(ctx, image_path, info, hypervisor, naming, ostype, zones, made, work)
+        else:
+            plan = _plan(info, hypervisor)
+            upload = _post if strategy == "post" else _url
+            upload(ctx, image_path, plan, hypervisor, naming, ostype, zones[0], made)
+        source = zones[0]
+        waiter.wait(made.template_id, source["id"], what="Waiting for the template", zone_name=source["name"])
+        tags.apply(client, "Template", made.template_id,
+                   templates.template_tags(naming, ctx.director_uuid, env), timeout=cs.timeout.global_, existing=[])
+        for zone in zones[1:]:
+            templates.copy_to(client, waiter, made.template_id, source, zone, timeout=cs.timeout.poll_template)
+    except BaseException as exc:
+        template_id = made.template_id or work.template_id
+        if template_id:
+            log.warning(f"Removing half-made template {template_id} after: {_one_line(exc)}")
+            templates.delete_quietly(client, template_id, timeout=cs.timeout.global_, log=log)
+        raise
+    finally:
+        upload_volume.cleanup(client, work, cs.timeout, log)
+    log.info(f"Stemcell template {made.template_id} ({naming.name}) is ready")
+    return made.template_id
+
+
+def _post(ctx, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -> None:
+    from ..stemcell import upload_post
+
+    cs = ctx.config.cloudstack
+    upload = upload_post.request_params(
+        ctx.client, name=naming.name, displaytext=naming.displaytext, format=plan.format, hypervisor=hypervisor,
+        zoneid=zone["id"], ostypeid=ostype["id"], bits=64, requireshvm=cs.stemcell.requires_hvm,
+        ispublic=cs.stemcell.public_visibility, passwordenabled=False, isextractable=True,
+    )
+    made.template_id = upload.template_id
+    session = upload_post.upload_session(ctx.client)
+    try:
+        upload_post.post(upload, plan, image_path, f"{naming.name}.{plan.extension}", session=session, log=ctx.log,
+                         timeout=(cs.timeout.http_connect, max(cs.timeout.http_read, 300.0)),
+                         tmpdir=upload_post.tmpdir_for(image_path))
+    finally:
+        session.close()
+
+
+def _url(ctx, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -> None:
+    from ..stemcell import upload_url
+
+    cs = ctx.config.cloudstack
+    settings = cs.stemcell.url
+    filename = f"{naming.name}.{plan.extension}"
+    with contextlib.ExitStack() as stack:
+        if settings.base_url:
+            if not settings.serve_directory:
+                raise CloudError("cloudstack.stemcell.url.base_url needs cloudstack.stemcell.url.serve_directory "
+                                 "(where the CPI puts the file the web server serves)")
+            upload_url.check_directory(settings.serve_directory)
+            stack.enter_context(upload_url.staged_file(image_path, plan, settings.serve_directory, filename, ctx.log))
+            url = upload_url.url_join(settings.base_url, filename)
+        else:
+            path = image_path
+            if not plan.passes_through:
+                path = stack.enter_context(upload_url.staged_file(
+                    image_path, plan, os.path.dirname(os.path.abspath(image_path)), filename, ctx.log))
+            server = stack.enter_context(upload_url.OneFileServer(
+                path, filename, listen_host=settings.listen_host, listen_port=settings.listen_port,
+                advertise_host=settings.advertise_host, endpoint=cs.endpoint, log=ctx.log))
+            url = server.url
+        response = ctx.client.call(
+            "registerTemplate", name=naming.name, displaytext=naming.displaytext, format=plan.format,
+            hypervisor=hypervisor, zoneid=zone["id"], ostypeid=ostype["id"], bits=64,
+            requireshvm=cs.stemcell.requires_hvm, ispublic=cs.stemcell.public_visibility, passwordenabled=False,
+            isextractable=True, url=url,
+        )
+        registered = response.get("template") or []
+        if isinstance(registered, dict):
+            registered = [registered]
+        if not registered or not registered[0].get("id"):
+            raise CloudError("registerTemplate answered without a template")
+        made.template_id = registered[0]["id"]
+        # The file must stay reachable until CloudStack has all of it.
+        templates.Waiter(ctx.client, ctx.log, timeout=cs.timeout.poll_template).wait(
+            made.template_id, zone["id"], what="Waiting for CloudStack to download the image", zone_name=zone["name"])
+
+
+def _volume(ctx, image_path, info, hypervisor, naming, ostype, zones, made: _Made, work) -> list[dict]:
+    from ..stemcell import convert, upload_volume
+
+    cs = ctx.config.cloudstack
+    settings = cs.stemcell.volume
+    client = ctx.client
+    if info.disk_format == "ova":
+        raise CloudError("the volume strategy writes a raw disk and cannot use an OVA; use post or url")
+    vm_id = upload_volume.own_vm_id(settings.vm_id, settings.metadata_url)
+    vm = lookups.vm(client, vm_id)
+    if vm is None:
+        raise CloudError(f"VM '{vm_id}' (cloudstack.stemcell.volume.vm_id or the metadata service) not found")
+    if str(vm.get("hypervisor", hypervisor)).lower() != hypervisor.lower():
+        raise CloudError(f"VM '{vm_id}' runs on {vm.get('hypervisor')}, the stemcell is for {hypervisor}: "
+                         "a template made from its volume would not fit")
+    home = lookups.pick(client.list("listZones"), vm["zoneid"], kind="Zone")
+    if home["id"] not in {z["id"] for z in zones}:
+        ctx.log.info(f"The template is made in zone '{home['name']}' (this VM's zone) and copied from there")
+    size = convert.raw_size(info)
+    if size is None:
+        info = info.resolve()
+        size = convert.raw_size(info)
+    offering = lookups.disk_offering(client, settings.disk_offering or cs.default_offer.custom_disk)
+    tmpdir = os.path.dirname(os.path.abspath(image_path))
+    made.template_id = upload_volume.run(
+        client, log=ctx.log, timeouts=cs.timeout, vm=vm, offering=offering, raw_size=size,
+        raw_chunks=lambda: convert.raw_stream(image_path, info, tmpdir=tmpdir), device_dir=settings.device_dir,
+        naming=naming, ostype_id=ostype["id"], requires_hvm=cs.stemcell.requires_hvm,
+        public=cs.stemcell.public_visibility, work=work, device_timeout=settings.device_timeout,
+    )
+    return [home] + [z for z in zones if z["id"] != home["id"]]
+
+
+# --- pieces -------------------------------------------------------------------------------------
+
+
+def _stemcell_zones(client, cs) -> list[dict]:
+    wanted = list(cs.stemcell.zones) or ([cs.default_zone] if cs.default_zone else [])
+    if not wanted:
+        raise CloudError("No zone for stemcells: set cloudstack.stemcell.zones or cloudstack.default_zone")
+    available = client.list("listZones")
+    zones: list[dict] = []
+    for name in wanted:
+        zone = lookups.pick(available, name, kind="Zone")
+        if zone["id"] not in {z["id"] for z in zones}:
+            zones.append(zone)
+    return zones
+
+
+def _hypervisor(client, stemcell_hypervisor: str | None, zones: list[dict]) -> str:
+    """CloudStack's name for the stemcell's hypervisor, checked against every zone's hypervisors."""
+    offered = {zone["id"]: _zone_hypervisors(client, zone) for zone in zones}
+    if stemcell_hypervisor:
+        hypervisor = templates.cloudstack_hypervisor(stemcell_hypervisor)
+    else:
+        first = [h for h in offered[zones[0]["id"]] if h.lower() in {"kvm", "xenserver", "vmware"}]
+        if len(first) != 1:
+            raise CloudError("The stemcell's cloud_properties name no hypervisor (xen, kvm or vmware) and zone "
+                             f"'{zones[0]['name']}' runs {', '.join(offered[zones[0]['id']]) or 'none'}")
+        hypervisor = first[0]
+    for zone in zones:
+        names = offered[zone["id"]]
+        if names is not None and hypervisor.lower() not in {n.lower() for n in names}:
+            raise CloudError(f"Zone '{zone['name']}' has no {hypervisor} hosts (its hypervisors: "
+                             f"{', '.join(names) or 'none'}); the stemcell is for {hypervisor}")
+    return hypervisor
+
+
+def _zone_hypervisors(client, zone: dict) -> list[str]:
+    return [str(item.get("name")) for item in client.list("listHypervisors", zoneid=zone["id"]) if item.get("name")]
+
+
+def _detect(image_path: str, props, log):
+    from ..stemcell import image as image_module
+
+    info = image_module.detect(image_path)
+    if not info.resolved:
+        log.info(f"Reading {image_path} once to tell a fixed VHD from a raw disk inside the {info.compression} stream")
+        info = info.resolve()
+    declared = (props.disk_format or "").lower()
+    declared = DISK_FORMAT_ALIASES.get(declared, declared)
+    if declared and declared != info.disk_format:
+        log.warning(f"cloud_properties.disk_format is '{props.disk_format}' but the image is {info.disk_format}; "
+                    "going by the image's bytes")
+    log.info(f"Image {image_path}: {info.disk_format}"
+             + (f" ({info.vhd_type})" if info.vhd_type else "")
+             + (f", {info.compression}-compressed" if info.compression else "")
+             + (f", in a tar ({info.member})" if info.container == "tar" and info.disk_format != "ova" else "")
+             + (f", virtual size {info.virtual_size} bytes" if info.virtual_size else ""))
+    return info
+
+
+def _plan(info, hypervisor: str):
+    from ..stemcell import convert
+    from ..stemcell.image import ImageError
+
+    try:
+        plan = convert.plan_upload(info, hypervisor)
+    except ImageError as err:
+        raise CloudError(str(err)) from None
+    return plan
+
+
+def _light(ctx, wanted: str, zones: list[dict]) -> str:
+    client = ctx.client
+    found: dict | None = None
+    problems = []
+    for zone in zones:
+        row = lookups.template(client, wanted, zone["id"])
+        if row is None:
+            problems.append(f"not found in zone '{zone['name']}'")
+        elif not (row.get("isready") is True or row.get("status") == templates.READY_STATUS):
+            problems.append(f"not ready in zone '{zone['name']}' (status: {row.get('status') or 'none'})")
+        elif found is not None and row.get("id") != found.get("id"):
+            problems.append(f"names another template in zone '{zone['name']}' ({row.get('id')})")
+        else:
+            found = found or row
+    if problems or found is None:
+        raise CloudError(f"Light stemcell: template '{wanted}' is {'; '.join(problems)}")
+    ctx.log.info(f"Light stemcell: using existing template {found['id']} ({found.get('name')})")
+    return f"{found['id']}{lookups.LIGHT_SUFFIX}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

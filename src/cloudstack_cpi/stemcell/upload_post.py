@@ -1,0 +1,121 @@
+"""The ``post`` strategy: CloudStack's direct upload (getUploadParamsForTemplate + a multipart POST).
+
+``getUploadParamsForTemplate`` creates the template record and answers a
+one-time ``postURL`` on the secondary storage VM plus ``signature``,
+``metadata`` and ``expires``, which go back as the headers ``X-signature``,
+``X-metadata`` and ``X-expires`` (spelt exactly so: some SSVM versions
+compare them case-sensitively).  The body is ``multipart/form-data`` with one
+file part and an exact ``Content-Length``; it is streamed from the image in
+1 MiB chunks, never read whole into memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from ..errors import CloudError
+from . import convert
+from .multipart import MultipartBody
+from .progress import ProgressMeter
+
+CONTENT_TYPES = {"gzip": "application/x-gzip", "bzip2": "application/x-bzip"}
+
+
+@dataclass(frozen=True)
+class UploadParams:
+    template_id: str
+    post_url: str
+    signature: str
+    metadata: str
+    expires: str
+
+    @classmethod
+    def from_response(cls, response: dict) -> "UploadParams":
+        params = response.get("getuploadparams") or response
+        try:
+            return cls(str(params["id"]), str(params["postURL"]), str(params["signature"]),
+                       str(params["metadata"]), str(params["expires"]))
+        except KeyError as missing:
+            raise CloudError(f"getUploadParamsForTemplate answered without {missing}") from None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-signature": self.signature, "X-metadata": self.metadata, "X-expires": self.expires}
+
+
+def request_params(client, **params: Any) -> UploadParams:
+    """Ask CloudStack for a signed upload slot (this creates the template record)."""
+    upload = UploadParams.from_response(client.call("getUploadParamsForTemplate", **params))
+    client.log.add_secret(upload.signature)
+    client.log.add_secret(upload.metadata)
+    return upload
+
+
+def content_type(plan: convert.UploadPlan) -> str:
+    if plan.compressed:
+        return CONTENT_TYPES.get(plan.info.compression or "", "application/octet-stream")
+    return "application/octet-stream"
+
+
+def post(upload: UploadParams, plan: convert.UploadPlan, image_path: str, filename: str, *,
+         session: requests.Session, log, timeout: tuple[float, float], tmpdir: str | None = None,
+         progress_interval: float = 5.0, clock: Callable[[], float] | None = None) -> None:
+    """Stream the planned bytes to ``postURL``; raise CloudError with the server's answer on failure."""
+    with convert.open_upload_stream(image_path, plan, tmpdir=tmpdir) as (stream, length):
+        meter_args = {"clock": clock} if clock else {}
+        meter = ProgressMeter(length, f"Uploading {filename}", log.info, interval=progress_interval, **meter_args)
+        consumed = [False]
+
+        def once():
+            # The stream can be read one time only; requests iterates the body once.
+            if consumed[0]:
+                raise CloudError("upload body requested twice (the HTTP client retried a streamed upload)")
+            consumed[0] = True
+            return stream
+
+        body = MultipartBody("file", filename, content_type(plan), once, length, progress=meter.update)
+        headers = {**upload.headers, "Content-Type": body.content_type, "Content-Length": str(body.content_length)}
+        log.info(f"Uploading {filename} ({length} bytes, {plan.format}, steps: {', '.join(plan.steps)}) "
+                 f"to {_origin(upload.post_url)}")
+        try:
+            response = session.post(upload.post_url, data=body, headers=headers, timeout=timeout)
+        except requests.exceptions.SSLError as exc:
+            raise CloudError(f"Uploading {filename} to {_origin(upload.post_url)}: TLS error: {_first_line(exc)} "
+                             "(cloudstack.ca_cert must also trust the secondary storage VM's certificate)") from None
+        except requests.exceptions.RequestException as exc:
+            raise CloudError(f"Uploading {filename} to {_origin(upload.post_url)}: {_first_line(exc)}", True) from None
+        except ValueError as exc:  # the image (ImageError) or the body length, found while streaming
+            raise CloudError(f"Uploading {filename}: {exc}") from None
+        meter.finish()
+    if response.status_code != 200:
+        text = " ".join(response.text.split())[:300] or response.reason
+        raise CloudError(f"Uploading {filename}: the secondary storage answered HTTP {response.status_code}: {text}")
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def upload_session(client) -> requests.Session:
+    """A session with the CPI's TLS settings (the API client's ``verify``: CA file or False)."""
+    session = requests.Session()
+    session.headers["User-Agent"] = "cloudstack-cpi"
+    session.verify = client.session.verify
+    return session
+
+
+def tmpdir_for(image_path: str) -> str:
+    return os.path.dirname(os.path.abspath(image_path))

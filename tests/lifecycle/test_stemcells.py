@@ -1,0 +1,233 @@
+"""create_stemcell / delete_stemcell through bin/cpi against the simulator: every strategy and format."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from cloudstack_cpi.stemcell import convert, image
+from cloudstack_simulator import Simulator
+from tests.conftest import Cpi, write_config
+from tests.simulator.helpers import Api
+from tests.unit.stemcell.stemcell_image_builders import (
+    MIB, compress, sample_blocks, write_dynamic_vhd, write_ova, write_raw,
+)
+
+KVM_PROPS = {"name": "bosh-cloudstack-kvm-ubuntu-jammy-go_agent", "version": "1.622", "infrastructure": "cloudstack",
+             "hypervisor": "kvm", "disk": 5120, "disk_format": "qcow2", "container_format": "bare",
+             "os_type": "linux", "os_distro": "ubuntu", "architecture": "x86_64", "auto_disk_config": True}
+XEN_PROPS = dict(KVM_PROPS, name="bosh-cloudstack-xen-ubuntu-jammy-go_agent", hypervisor="xen", disk_format="vhdx")
+VMWARE_PROPS = dict(KVM_PROPS, name="bosh-cloudstack-vmware-ubuntu-jammy-go_agent", hypervisor="vmware",
+                    disk_format="ova")
+SIZE = 6 * MIB
+
+
+def raw_image(tmp_path: Path) -> Path:
+    return write_raw(tmp_path / "root.img", SIZE, sample_blocks(SIZE))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def planned_sha256(path: Path, hypervisor: str) -> str:
+    """What the upload plan says CloudStack should receive for this image."""
+    plan = convert.plan_upload(image.detect(path, resolve=True), hypervisor)
+    digest = hashlib.sha256()
+    with convert.open_upload_stream(path, plan) as (stream, _length):
+        chunks = iter(lambda: stream.read(MIB), b"") if hasattr(stream, "read") else stream
+        for chunk in chunks:
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def rows(sim: Simulator, template_id: str) -> list[dict]:
+    return Api(sim).list("listTemplates", "template", templatefilter="self", id=template_id)
+
+
+def template_tags(sim: Simulator, template_id: str) -> dict[str, str]:
+    tags = Api(sim).list("listTags", "tag", resourcetype="Template", resourceid=template_id)
+    return {tag["key"]: tag["value"] for tag in tags}
+
+
+def configured(sim: Simulator, tmp_path: Path, default_zone="zone-1", **cloudstack) -> Cpi:
+    config = write_config(tmp_path / "cpi-stemcell.json", sim.endpoint, sim.api_key, sim.secret_key,
+                          default_zone=default_zone, **cloudstack)
+    return Cpi(config, tmp_path)
+
+
+NAMES = ("getUploadParamsForTemplate", "registerTemplate", "copyTemplate", "deleteTemplate", "createVolume",
+         "attachVolume", "detachVolume", "createSnapshot", "createTemplate", "deleteSnapshot", "deleteVolume")
+
+
+def commands(sim: Simulator) -> list[str]:
+    """API commands the simulator received, in CloudStack's spelling (the log has them lower-cased)."""
+    spelling = {name.lower(): name for name in NAMES}
+    return [spelling.get(command, command) for command, _ in sim.request_log]
+
+
+def test_post_kvm_from_raw_with_v3_tags_copy_and_repeated_delete(simulator, tmp_path):
+    image_path = raw_image(tmp_path)
+    cpi = configured(simulator, tmp_path, stemcell={"upload_strategy": "post", "zones": ["zone-1", "zone-2"]})
+    cid = cpi.ok("create_stemcell", str(image_path), KVM_PROPS, {"tags": {"team": "platform"}}, api_version=3)
+
+    by_zone = {row["zonename"]: row for row in rows(simulator, cid)}
+    assert set(by_zone) == {"zone-1", "zone-2"} and all(r["isready"] for r in by_zone.values())
+    row = by_zone["zone-1"]
+    assert (row["format"], row["hypervisor"], row["ostypename"]) == ("QCOW2", "KVM", "Ubuntu 22.04 LTS")
+    assert row["displaytext"] == "bosh-cloudstack-kvm-ubuntu-jammy-go_agent 1.622"
+    assert row["isextractable"] is True and row["passwordenabled"] is False
+    assert sha256(simulator.template_bytes(cid)) == planned_sha256(image_path, "kvm")
+    assert template_tags(simulator, cid) == {
+        "stemcell_name": KVM_PROPS["name"], "stemcell_version": "1.622", "director_uuid": "director-uuid-1",
+        "team": "platform"}
+    assert "copyTemplate" in commands(simulator) and commands(simulator).count("getUploadParamsForTemplate") == 1
+
+    assert cpi.ok("delete_stemcell", cid) is None
+    assert rows(simulator, cid) == [] and simulator.inventory()["templates"] == []
+    again = cpi.call("delete_stemcell", cid)
+    assert again.error is None and "already gone" in again.stderr
+
+
+def test_post_xenserver_bzip2_vhd_passes_through_in_a_basic_zone(basic_simulator, tmp_path):
+    vhd = write_dynamic_vhd(raw_image(tmp_path), tmp_path / "root.vhd")
+    image_path = compress(vhd, tmp_path / "image", "bzip2")  # what bosh-linux-stemcell-builder ships
+    cpi = configured(basic_simulator, tmp_path, default_zone="basic-zone")
+    cid = cpi.ok("create_stemcell", str(image_path), XEN_PROPS)
+
+    row = rows(basic_simulator, cid)[0]
+    assert (row["format"], row["hypervisor"], row["isready"]) == ("VHD", "XenServer", True)
+    assert sha256(basic_simulator.template_bytes(cid)) == sha256(image_path)  # uploaded as it is
+    assert sha256(image_path) == planned_sha256(image_path, "xen")
+    cpi.ok("delete_stemcell", cid)
+    assert basic_simulator.inventory()["templates"] == []
+
+
+def test_post_vmware_ova_in_a_vmware_zone(tmp_path):
+    scenario = json.loads((Path(image.__file__).parents[2] / "cloudstack_simulator" / "scenarios"
+                           / "advanced.json").read_text())
+    scenario["name"] = "vmware"
+    for zone in scenario["zones"]:
+        zone["hypervisors"] = ["VMware"]
+    scenario["templates"] = []
+    with Simulator(scenario) as sim:
+        ova = write_ova(tmp_path / "image")
+        cpi = configured(sim, tmp_path)
+        cid = cpi.ok("create_stemcell", str(ova), VMWARE_PROPS)
+        row = rows(sim, cid)[0]
+        assert (row["format"], row["hypervisor"]) == ("OVA", "VMware")
+        assert sha256(sim.template_bytes(cid)) == sha256(ova) == planned_sha256(ova, "vmware")
+
+        # A disk image cannot become an OVA: refused before anything is created.
+        failed = cpi.call("create_stemcell", str(raw_image(tmp_path)), VMWARE_PROPS)
+        assert failed.error["type"] == "Bosh::Clouds::CloudError"
+        assert "CloudStack wants OVA" in failed.error["message"]
+        cpi.ok("delete_stemcell", cid)
+        assert sim.inventory()["templates"] == []
+
+
+def test_url_strategy_with_the_built_in_server(simulator, tmp_path):
+    vhd = write_dynamic_vhd(raw_image(tmp_path), tmp_path / "root.vhd")
+    image_path = compress(vhd, tmp_path / "image", "gzip")  # converted to qcow2 for KVM, served from a temp file
+    cpi = configured(simulator, tmp_path, stemcell={"upload_strategy": "url", "url": {"listen_host": "127.0.0.1"}})
+    result = cpi.call("create_stemcell", str(image_path), KVM_PROPS)
+    cid = result.ok()
+    assert "registerTemplate" in commands(simulator) and "getUploadParamsForTemplate" not in commands(simulator)
+    assert "Serving " in result.stderr and "http://127.0.0.1:" in result.stderr
+    assert sha256(simulator.template_bytes(cid)) == planned_sha256(image_path, "kvm")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".cpi-")) == []  # temp file removed
+    cpi.ok("delete_stemcell", cid)
+
+
+def test_url_strategy_download_failure_reports_status_and_leaves_nothing(simulator, tmp_path):
+    serve = tmp_path / "www"
+    serve.mkdir()
+    image_path = raw_image(tmp_path)
+    # Nothing serves this directory at base_url: the secondary storage's download fails with HTTP 404.
+    cpi = configured(simulator, tmp_path, stemcell={"url": {"base_url": f"{simulator.endpoint.rsplit('/client', 1)[0]}"
+                                                                        "/nowhere", "serve_directory": str(serve)}})
+    failed = cpi.call("create_stemcell", str(image_path), KVM_PROPS)
+    assert failed.error["type"] == "Bosh::Clouds::CloudError"
+    assert "Failed to download template" in failed.error["message"] and "404" in failed.error["message"]
+    assert "registerTemplate" in commands(simulator)  # auto picked url because base_url is set
+    assert simulator.inventory()["templates"] == [] and list(serve.iterdir()) == []
+
+
+def test_volume_strategy_writes_onto_an_attached_volume(tmp_path):
+    devices = tmp_path / "devices"
+    with Simulator("advanced", device_dir=devices) as sim:
+        vm = Api(sim).deploy()
+        qcow2_source = raw_image(tmp_path)
+        cpi = configured(sim, tmp_path, stemcell={
+            "upload_strategy": "volume", "zones": ["zone-1", "zone-2"],
+            "volume": {"vm_id": vm["id"], "device_dir": str(devices / vm["id"])}})
+        result = cpi.call("create_stemcell", str(qcow2_source), KVM_PROPS)
+        cid = result.ok()
+        assert "/vdb (device id 1)" in result.stderr
+        stored = sim.template_bytes(cid)
+        with open(stored, "rb") as handle, open(qcow2_source, "rb") as source:
+            assert handle.read(SIZE) == source.read()  # the raw disk, then the rest of the 1 GiB volume
+            assert handle.read(MIB) == bytes(MIB)
+        assert {r["zonename"] for r in rows(sim, cid)} == {"zone-1", "zone-2"}
+        inventory = sim.inventory()
+        assert inventory["volumes"] == [] and inventory["snapshots"] == []  # work volume and snapshot removed
+        assert [c for c in commands(sim) if c in ("createVolume", "attachVolume", "detachVolume", "createSnapshot",
+                                                 "createTemplate", "deleteSnapshot", "deleteVolume")] == [
+            "createVolume", "attachVolume", "detachVolume", "createSnapshot", "createTemplate", "deleteSnapshot",
+            "deleteVolume"]
+        cpi.ok("delete_stemcell", cid)
+        assert sim.inventory()["templates"] == []
+
+
+def test_volume_strategy_cleans_up_when_the_device_never_appears(tmp_path):
+    with Simulator("advanced") as sim:  # no device_dir: attaching creates no device file
+        vm = Api(sim).deploy()
+        cpi = configured(sim, tmp_path, stemcell={"upload_strategy": "volume", "volume": {
+            "vm_id": vm["id"], "device_dir": str(tmp_path / "no-devices"), "device_timeout": 1}})
+        failed = cpi.call("create_stemcell", str(raw_image(tmp_path)), KVM_PROPS)
+        assert failed.error["type"] == "Bosh::Clouds::CloudError"
+        assert "did not appear" in failed.error["message"]
+        inventory = sim.inventory()
+        assert inventory["volumes"] == [] and inventory["templates"] == [] and inventory["snapshots"] == []
+
+
+def test_light_stemcell_is_found_not_created_and_survives_delete(simulator, tmp_path):
+    cpi = configured(simulator, tmp_path)
+    existing = Api(simulator).template("bosh-stemcell-existing")
+    for props in ({"template_name": "bosh-stemcell-existing"}, {"template_id": existing["id"]},
+                  {"light_template": "bosh-stemcell-existing"}):
+        assert cpi.ok("create_stemcell", "/dev/null", dict(KVM_PROPS, **props)) == f"{existing['id']} light"
+    assert cpi.ok("delete_stemcell", f"{existing['id']} light") is None
+    assert Api(simulator).template("bosh-stemcell-existing")["isready"] is True
+    assert not {"deleteTemplate", "getUploadParamsForTemplate", "registerTemplate"} & set(commands(simulator))
+
+    missing = cpi.call("create_stemcell", "/dev/null", dict(KVM_PROPS, template_name="no-such-template"))
+    assert missing.error["type"] == "Bosh::Clouds::CloudError" and "not found in zone 'zone-1'" in missing.error["message"]
+
+
+def test_zone_without_the_stemcells_hypervisor_is_refused(simulator, tmp_path):
+    cpi = configured(simulator, tmp_path)
+    failed = cpi.call("create_stemcell", str(raw_image(tmp_path)), XEN_PROPS)
+    assert failed.error["type"] == "Bosh::Clouds::CloudError"
+    assert "Zone 'zone-1' has no XenServer hosts (its hypervisors: KVM)" in failed.error["message"]
+    assert simulator.inventory()["templates"] == []
+
+
+def test_image_failing_after_the_template_exists_leaves_no_template(simulator, tmp_path):
+    """A dynamic VHD cut short: found while converting, after getUploadParamsForTemplate made the template."""
+    vhd = write_dynamic_vhd(raw_image(tmp_path), tmp_path / "root.vhd")
+    broken = tmp_path / "image"
+    broken.write_bytes(vhd.read_bytes()[: 3 * MIB])
+    cpi = configured(simulator, tmp_path, stemcell={"upload_strategy": "post"})
+    failed = cpi.call("create_stemcell", str(broken), KVM_PROPS)
+    assert failed.error["type"] == "Bosh::Clouds::CloudError"
+    assert "truncated" in failed.error["message"]
+    assert "getUploadParamsForTemplate" in commands(simulator) and "deleteTemplate" in commands(simulator)
+    assert simulator.inventory()["templates"] == []
