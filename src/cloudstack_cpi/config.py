@@ -81,6 +81,7 @@ class VolumeUpload(_Model):
         "http://data-server./latest/meta-data/vm-id", description="Metadata service URL that answers this VM's id."
     )
     disk_offering: str | None = Field(None, description="Disk offering for the work volume (default: default_offer.custom_disk).")
+    device_timeout: float = Field(120, gt=0, description="Seconds to wait for the attached work volume's block device to appear.")
 
 
 class StemcellConfig(_Model):
