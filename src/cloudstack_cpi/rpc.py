@@ -17,7 +17,7 @@ from typing import Any, Callable
 from . import errors
 from .log import Logger
 
-MAX_API_VERSION = 2
+MAX_API_VERSION = 3  # v3: create_stemcell takes env {"tags": ...}; v2 shapes apply for >= 2
 # Calls the director scopes to a VM created from a stemcell (context.vm.stemcell).
 STEMCELL_GATED = frozenset({"create_vm"})
 

@@ -23,20 +23,20 @@ def test_info_from_the_directors_bare_environment(config_path, tmp_path):
     result = run_cpi(INFO, config_path, tmp=tmp_path)
     assert set(result.response) == {"result", "error", "log"}
     assert result.response["error"] is None and result.response["log"] == ""
-    assert result.result["api_version"] == 2
+    assert result.result["api_version"] == 3
     assert "cloudstack-vhdx" in result.result["stemcell_formats"]
 
 
 def test_info_without_api_version_and_with_v1(config_path, tmp_path):
     for version in (None, 1):
         payload = dict(INFO, **({} if version is None else {"api_version": version}))
-        assert run_cpi(payload, config_path, tmp=tmp_path).result["api_version"] == 2
+        assert run_cpi(payload, config_path, tmp=tmp_path).result["api_version"] == 3
 
 
 def test_works_when_run_through_a_relative_path(config_path, tmp_path):
     completed = subprocess.run(["bin/cpi", str(config_path)], input=json.dumps(INFO).encode(),
                                capture_output=True, cwd=BIN_CPI.parent.parent, env=bare_env(tmp_path))
-    assert json.loads(completed.stdout)["result"]["api_version"] == 2
+    assert json.loads(completed.stdout)["result"]["api_version"] == 3
 
 
 @pytest.mark.parametrize("payload, error_type, fragment", [
@@ -76,7 +76,7 @@ def test_no_config_argument_still_answers(tmp_path):
     completed = subprocess.run([str(BIN_CPI)], input=json.dumps(INFO).encode(), capture_output=True,
                                env=bare_env(tmp_path))
     assert completed.returncode == 0
-    assert json.loads(completed.stdout)["result"]["api_version"] == 2
+    assert json.loads(completed.stdout)["result"]["api_version"] == 3
 
 
 def test_stderr_lines_carry_the_request_id(config_path, tmp_path):
@@ -90,4 +90,4 @@ def test_cloudstack_cpi_cpi_command_is_the_same_entry(config_path, tmp_path):
     import sys
     completed = subprocess.run([sys.executable, "-m", "cloudstack_cpi.cli", "cpi", str(config_path)],
                                input=json.dumps(INFO).encode(), capture_output=True)
-    assert json.loads(completed.stdout)["result"]["api_version"] == 2
+    assert json.loads(completed.stdout)["result"]["api_version"] == 3

@@ -27,7 +27,7 @@ def test_error_types_are_the_directors_ten():
 def test_info_shape():
     response, _ = call({"method": "info", "arguments": [], "context": {}})
     assert response["error"] is None and response["log"] == ""
-    assert response["result"]["api_version"] == 2
+    assert response["result"]["api_version"] == 3
     assert {"cloudstack-vhdx", "cloudstack-qcow2", "cloudstack-ova"} <= set(response["result"]["stemcell_formats"])
 
 
