@@ -39,6 +39,8 @@ def render_job(properties: dict, out_dir: Path) -> Path:
 
 @pytest.fixture
 def render(tmp_path):
+    if RUBY is None:
+        pytest.skip(needs_ruby.kwargs["reason"])
     counter = iter(range(1000))
 
     def _render(properties: dict) -> Path:
