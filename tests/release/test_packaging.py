@@ -19,16 +19,14 @@ from pathlib import Path
 import pytest
 
 from . import wheels
-from .conftest import RELEASE, ROOT, needs_ruby, render_job
+from .conftest import RELEASE, ROOT, RUBY, needs_ruby, render_job
 
 PACKAGE = RELEASE / "packages" / "cloudstack_cpi"
 INFO = {"method": "info", "arguments": [], "context": {"director_uuid": "d-1", "request_id": "cpi-1"}, "api_version": 1}
 
 
-@pytest.fixture(scope="module")
-def installation(tmp_path_factory):
+def _install(base: Path) -> Path:
     """~/.bosh/installations/<uuid>/ after bosh create-env compiled the packages."""
-    base = tmp_path_factory.mktemp("installation")
     packages, compile_dir = base / "packages", base / "compile" / "cloudstack_cpi"
     (packages / "python3" / "bin").mkdir(parents=True)
     interpreter = Path(getattr(sys, "_base_executable", sys.executable))
@@ -37,8 +35,7 @@ def installation(tmp_path_factory):
     blobs = compile_dir / "cloudstack_cpi"
     blobs.mkdir(parents=True)
     wheels.pack_project(ROOT, blobs)
-    for dist in [*wheels.dependency_closure("pydantic"), "pydantic", *wheels.dependency_closure("requests"),
-                 "requests", "click", "pip"]:
+    for dist in [*wheels.project_dependencies(ROOT), "pip"]:
         wheels.repack(dist, blobs)
     shutil.copy(PACKAGE / "packaging", compile_dir / "packaging")
 
@@ -56,7 +53,7 @@ def installation(tmp_path_factory):
     return base
 
 
-def test_packaging_installs_a_venv_with_the_cpi_from_the_blobs_only(installation):
+def _check_venv(installation):
     target = installation / "packages" / "cloudstack_cpi"
     python = target / "bin" / "python3"
     assert (target / "pyvenv.cfg").is_file()
@@ -104,8 +101,7 @@ def _run_cpi(installation, job, request, tmp_path):
     return json.loads(completed.stdout), completed.stderr.decode()
 
 
-@needs_ruby
-def test_rendered_bin_cpi_answers_info_from_the_installed_package(installation, tmp_path):
+def _check_info(installation, tmp_path):
     job = _create_env_job(installation, {"cloudstack": {
         "endpoint": "http://127.0.0.1:9/client/api", "api_key": "k", "secret_access_key": "s"}})
     response, _ = _run_cpi(installation, job, INFO, tmp_path)
@@ -117,8 +113,7 @@ def test_rendered_bin_cpi_answers_info_from_the_installed_package(installation, 
     assert isinstance(response["result"]["api_version"], int) and response["result"]["api_version"] >= 2
 
 
-@needs_ruby
-def test_rendered_bin_cpi_uses_the_rendered_config_against_the_simulator(installation, simulator, tmp_path):
+def _check_has_vm(installation, simulator, tmp_path):
     job = _create_env_job(installation, {
         "cloudstack": {"endpoint": simulator.endpoint, "api_key": simulator.api_key,
                        "secret_access_key": simulator.secret_key, "default_zone": "zone-1",
@@ -132,3 +127,13 @@ def test_rendered_bin_cpi_uses_the_rendered_config_against_the_simulator(install
     assert response["result"] is False
     assert stderr, "the CPI log goes to stderr, which bin/cpi leaves to the director"
     assert simulator.secret_key not in stderr and simulator.secret_key not in json.dumps(response)
+
+
+def test_packaged_cpi_installs_offline_and_answers_through_the_rendered_bin_cpi(tmp_path, simulator):
+    # One test, so that pytest-xdist workers do not each compile the package.
+    installation = _install(tmp_path / "installation")
+    _check_venv(installation)
+    if RUBY is None:
+        pytest.skip("installed and checked; " + needs_ruby.kwargs["reason"])
+    _check_info(installation, tmp_path)
+    _check_has_vm(installation, simulator, tmp_path)

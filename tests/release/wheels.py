@@ -93,6 +93,16 @@ def dependency_closure(dist_name: str) -> list[str]:
     return sorted(seen.values())
 
 
+def project_dependencies(root: Path) -> list[str]:
+    """pyproject.toml's runtime dependencies and everything they need, as installed here."""
+    names: dict[str, str] = {}
+    for spec in tomllib.loads((root / "pyproject.toml").read_text())["project"].get("dependencies", []):
+        name = Requirement(spec).name
+        for dist in [name, *dependency_closure(name)]:
+            names.setdefault(_normalize(dist), dist)
+    return sorted(names.values())
+
+
 def pack_project(root: Path, out_dir: Path) -> Path:
     """A wheel of this checkout: the packages pyproject.toml names, with its metadata."""
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
