@@ -27,7 +27,8 @@ class FakeCloud:
 
     ``fail[command] = (errorcode, text)`` makes a command fail: async commands as a
     failed job (carrying the new resource's id), sync ones as an API error.  A
-    ``fail`` value of ``"drop"`` processes the command and then loses the answer.
+    ``fail`` value of ``"drop"`` processes the command and then loses the answer;
+    ``"pending"`` leaves an async command's job running forever.
     """
 
     ASYNC = {"deployVirtualMachine", "startVirtualMachine", "rebootVirtualMachine", "destroyVirtualMachine",
@@ -88,7 +89,9 @@ class FakeCloud:
             return self._json(command, result)
         jobid = f"job-{next(self.ids)}"
         instance = (result.pop("_instance", None) if isinstance(result, dict) else None)
-        if failure:
+        if failure == "pending":
+            self.jobs[jobid] = {"jobid": jobid, "jobstatus": 0, "jobinstanceid": instance}
+        elif failure:
             code, text = failure
             self.jobs[jobid] = {"jobid": jobid, "jobstatus": 2, "jobresultcode": code, "jobinstanceid": instance,
                                 "jobresult": {"errorcode": code, "errortext": text}}
@@ -496,6 +499,25 @@ def test_lost_deploy_answer_finds_the_vm_by_name_and_destroys_it(cloud, ctx):
     name = cloud.params("deployVirtualMachine")[0]["name"]
     assert any(p.get("name") == name for p in cloud.params("listVirtualMachines"))
     assert cloud.mutations() == ["deployVirtualMachine", "destroyVirtualMachine"]
+    assert_nothing_left(cloud)
+
+
+def test_start_job_timeout_is_retryable_and_cleans_up(cloud, tmp_path):
+    ctx = make_ctx(tmp_path, timeout={"create_vm": 0.01})
+    cloud.fail["startVirtualMachine"] = "pending"
+    with pytest.raises(errors.VMCreationFailed, match="did not finish within 0.01s") as raised:
+        create(ctx, {"disk": 1024})
+    assert raised.value.ok_to_retry is True
+    assert_nothing_left(cloud)
+
+
+def test_vm_that_does_not_reach_running_is_retryable_and_cleaned_up(cloud, ctx, monkeypatch):
+    def start_but_stay_stopped(p):
+        return {"virtualmachine": cloud._vm(cloud.vms[p["id"]]), "_instance": p["id"]}
+    monkeypatch.setattr(cloud, "startVirtualMachine", start_but_stay_stopped)
+    with pytest.raises(errors.VMCreationFailed, match="did not reach Running \\(state Stopped\\)") as raised:
+        create(ctx)
+    assert raised.value.ok_to_retry is True
     assert_nothing_left(cloud)
 
 
