@@ -5,6 +5,9 @@ from __future__ import annotations
 # CloudStack answers lack of capacity with these codes (ApiErrorCode): the same
 # request may succeed later or elsewhere, so BOSH may retry.
 CAPACITY_CODES = frozenset({533, 534, 535})
+# Throttled (429), unavailable (503) and internal errors (530) may pass when the operation is tried again.
+TRANSIENT_CODES = frozenset({429, 503, 530})
+TRANSIENT_HTTP = frozenset({500, 502, 503, 504})
 
 
 class CloudStackError(Exception):
@@ -59,5 +62,11 @@ class CloudStackError(Exception):
 
     @property
     def is_transient(self) -> bool:
-        """Worth trying the whole operation again later."""
-        return self.is_capacity or self.kind in ("transport", "timeout") or self.errorcode in (429, 530)
+        """Worth trying the whole operation again later.
+
+        Server-side failures (HTTP 500/502/503/504: an overloaded or restarting
+        management server, a proxy in front of it) are, like 429 and 530; a 4xx
+        answer about the request itself is not.
+        """
+        return (self.is_capacity or self.kind in ("transport", "timeout") or self.errorcode in TRANSIENT_CODES
+                or self.http_status in TRANSIENT_HTTP)
