@@ -30,6 +30,8 @@ _DISPLAY_NAME_BAD = re.compile(r"[^A-Za-z0-9 ._:/@+-]+")
 # A device id CloudStack never exceeds, and a volume id of full length: sizes the draft settings.
 _PLACEHOLDER_VOLUME = "ffffffff-ffff-ffff-ffff-ffffffffffff"
 _PLACEHOLDER_DEVICE = 99
+CLEANUP_ATTEMPTS = 4               # tries per half-created resource when create_vm fails
+CLEANUP_PAUSE = 0.5                # seconds, times the attempt number, between them
 
 
 # -- handlers --------------------------------------------------------------------------------------------------
@@ -266,8 +268,9 @@ def _destroy(ctx, vm_id: str, *, expunge: bool) -> None:
         client.run_job("destroyVirtualMachine", id=vm_id, expunge=expunge,
                        timeout=ctx.config.cloudstack.timeout.delete_vm, what=f"destroying VM {vm_id}")
     except CloudStackError as err:
-        if err.errorcode == 431 and lookups.vm(client, vm_id) is None:
-            return  # gone meanwhile
+        # 431: gone meanwhile; a lost answer (outcome_unknown) may have been the destroy itself: look.
+        if (err.errorcode == 431 or err.outcome_unknown) and lookups.vm(client, vm_id) is None:
+            return
         raise
 
 
@@ -639,12 +642,21 @@ class _Build:
         for group_id in self.created_groups:
             steps.append((f"affinity group {group_id}", lambda group_id=group_id: self._delete_group(group_id)))
         for label, step in steps:
-            try:
-                step()
-                self.ctx.log.info(f"Cleaned up {label}")
-            except (errors.BoshError, CloudStackError) as exc:
-                self.ctx.log.error(f"Cleaning up {label} failed: {exc}")
-                leftovers.append(label)
+            # Each step looks before it acts, so repeating one after a failed or lost mutation is safe; the
+            # director never learns these ids, so giving up at the first 5xx or dropped answer would leak them.
+            for attempt in range(1, CLEANUP_ATTEMPTS + 1):
+                try:
+                    step()
+                    self.ctx.log.info(f"Cleaned up {label}")
+                    break
+                except (errors.BoshError, CloudStackError) as exc:
+                    if attempt < CLEANUP_ATTEMPTS and isinstance(exc, CloudStackError) and exc.is_transient:
+                        self.ctx.log.warning(f"Cleaning up {label} failed ({exc}); trying again")
+                        self.client.sleep(CLEANUP_PAUSE * attempt)
+                        continue
+                    self.ctx.log.error(f"Cleaning up {label} failed: {exc}")
+                    leftovers.append(label)
+                    break
         return leftovers
 
     def _undo_static_nat(self) -> None:
