@@ -23,6 +23,8 @@ from ..errors import CloudError, DiskNotFound, NotSupported, VMNotFound
 NAME_PREFIX = "bosh-disk-"
 GIB = 1024 ** 3
 RESERVED_TAGS = frozenset({tags.DIRECTOR_KEY.lower(), tags.ROLE_KEY.lower()})
+DISCARD_ATTEMPTS = 4      # tries to remove a half-created volume
+DISCARD_PAUSE = 0.5       # seconds, times the attempt number, between them
 
 
 # -- the BOSH methods ------------------------------------------------------------------------
@@ -77,7 +79,7 @@ def delete_disk(ctx, disk_cid: str) -> None:
         if _volume_gone(ctx, disk_cid, what):
             ctx.log.info(f"{what}: it disappeared meanwhile ({err.errortext})")
             return None
-        raise CloudError(f"{what}: {err}") from None
+        raise CloudError(f"{what}: {err}", ok_to_retry=err.is_transient) from None
     ctx.log.info(f"Deleted disk '{disk_cid}'")
     return None
 
@@ -152,7 +154,7 @@ def detach_disk(ctx, vm_cid: str, disk_cid: str) -> None:
         if now is None or now.get("virtualmachineid") != vm_cid:
             ctx.log.info(f"{what}: it is detached now ({err.errortext})")
             return None
-        raise CloudError(f"{what}: {err}") from None
+        raise CloudError(f"{what}: {err}", ok_to_retry=err.is_transient) from None
     ctx.log.info(f"Detached disk '{disk_cid}' from VM '{vm_cid}'")
     return None
 
@@ -440,13 +442,34 @@ def _volumes_named(ctx, name: str) -> set[str]:
 
 
 def discard_volume(ctx, volume_id: str) -> None:
-    """Best-effort removal of a volume this call created; failures are logged, never raised."""
+    """Best-effort removal of a volume this call created; failures are logged, never raised.
+
+    The director never learns this volume's id, so a transient failure (5xx, a lost answer) is tried again a
+    few times, looking first whether the volume is gone already.
+    """
+    for attempt in range(1, DISCARD_ATTEMPTS + 1):
+        try:
+            ctx.client.run_job("deleteVolume", timeout=ctx.config.cloudstack.timeout.delete_volume,
+                               what=f"deleting volume {volume_id}", id=volume_id)
+            ctx.log.info(f"Removed half-created volume '{volume_id}'")
+            return
+        except CloudStackError as err:
+            if err.is_transient and _surely_gone(ctx, volume_id):  # e.g. the delete's answer was lost
+                ctx.log.info(f"Removed half-created volume '{volume_id}' ({err.errortext})")
+                return
+            if attempt < DISCARD_ATTEMPTS and err.is_transient:
+                ctx.log.warning(f"Removing half-created volume '{volume_id}' failed ({err}); trying again")
+                ctx.client.sleep(DISCARD_PAUSE * attempt)
+                continue
+            ctx.log.error(f"Could not remove half-created volume '{volume_id}' ({err}); delete it by hand")
+            return
+
+
+def _surely_gone(ctx, volume_id: str) -> bool:
     try:
-        ctx.client.run_job("deleteVolume", timeout=ctx.config.cloudstack.timeout.delete_volume,
-                           what=f"deleting volume {volume_id}", id=volume_id)
-        ctx.log.info(f"Removed half-created volume '{volume_id}'")
-    except CloudStackError as err:
-        ctx.log.error(f"Could not remove half-created volume '{volume_id}' ({err}); delete it by hand")
+        return lookups.volume(ctx.client, volume_id) is None
+    except CloudStackError:
+        return False
 
 
 def _volume_gone(ctx, disk_cid: str, what: str) -> bool:
