@@ -564,6 +564,11 @@ class _Build:
         found = self.client.list("listVirtualMachines", name=name, listall=True)
         return [vm["id"] for vm in found if vm.get("name") == name]
 
+    def _volume_named(self, name: str) -> str | None:
+        """After a lost createVolume answer: the volume it may have made anyway."""
+        found = self.client.list("listVolumes", name=name, listall=True)
+        return next((volume["id"] for volume in found if volume.get("name") == name), None)
+
     def _tag_vm(self, vm_id: str) -> None:
         wanted = {tags.AGENT_KEY: self.plan.agent_id}
         if self.ctx.director_uuid:
@@ -581,6 +586,8 @@ class _Build:
             )
         except CloudStackError as err:
             self.volume_id = err.resource_id
+            if not self.volume_id and err.outcome_unknown:  # the answer was lost: the volume may exist anyway
+                self.volume_id = self._volume_named(f"{plan.vm_name}-ephemeral")
             raise
         self.volume_id = (created.get("volume") or {}).get("id")
         marks = {tags.ROLE_KEY: tags.ROLE_EPHEMERAL}
