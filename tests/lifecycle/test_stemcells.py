@@ -109,6 +109,10 @@ def test_post_xenserver_bzip2_vhd_passes_through_in_a_basic_zone(basic_simulator
     cpi.ok("delete_stemcell", cid)
     assert basic_simulator.inventory()["templates"] == []
 
+    raw = raw_image(tmp_path)  # a raw disk becomes a fixed VHD on the way
+    converted = basic_simulator.template_bytes(cpi.ok("create_stemcell", str(raw), XEN_PROPS)).read_bytes()
+    assert converted[:-512] == raw.read_bytes() and converted[-512:].startswith(b"conectix")
+
 
 def test_post_vmware_ova_in_a_vmware_zone(tmp_path):
     scenario = json.loads((Path(image.__file__).parents[2] / "cloudstack_simulator" / "scenarios"

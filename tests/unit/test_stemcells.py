@@ -344,6 +344,17 @@ def test_upload_refused_deletes_the_template(tmp_path):
     assert "deleteTemplate" in cloud.commands()
 
 
+@responses.activate
+def test_without_a_hypervisor_the_zones_only_one_is_used(tmp_path):
+    responses.add(responses.POST, UPLOAD.post_url, body="upload successful.")
+    cloud = FakeCloud(["Download Complete"])
+    props = {key: value for key, value in PROPS.items() if key != "hypervisor"}
+    assert stemcells.create_stemcell(fake_ctx(cloud), str(qcow2_file(tmp_path / "image")), props) == "tpl-1"
+    assert dict(cloud.calls)["getUploadParamsForTemplate"]["hypervisor"] == "KVM"
+    tags = dict(cloud.calls)["createTags"]["tags"]
+    assert tags == {"stemcell_name": "bosh-kvm", "stemcell_version": "1", "director_uuid": "dir-1"}
+
+
 def test_light_stemcell_cids_are_not_deleted():
     cloud = FakeCloud(["Download Complete"])
     assert stemcells.delete_stemcell(fake_ctx(cloud), "tpl-1 light") is None

@@ -248,10 +248,11 @@ def _hypervisor(client, stemcell_hypervisor: str | None, zones: list[dict]) -> s
     if stemcell_hypervisor:
         hypervisor = templates.cloudstack_hypervisor(stemcell_hypervisor)
     else:
-        first = [h for h in offered[zones[0]["id"]] if h.lower() in {"kvm", "xenserver", "vmware"}]
+        names = offered[zones[0]["id"]] or []
+        first = [h for h in names if h.lower() in {"kvm", "xenserver", "vmware"}]
         if len(first) != 1:
             raise CloudError("The stemcell's cloud_properties name no hypervisor (xen, kvm or vmware) and zone "
-                             f"'{zones[0]['name']}' runs {', '.join(offered[zones[0]['id']]) or 'none'}")
+                             f"'{zones[0]['name']}' runs {', '.join(names) or 'unknown hypervisors'}")
         hypervisor = first[0]
     for zone in zones:
         names = offered[zone["id"]]
@@ -261,8 +262,16 @@ def _hypervisor(client, stemcell_hypervisor: str | None, zones: list[dict]) -> s
     return hypervisor
 
 
-def _zone_hypervisors(client, zone: dict) -> list[str]:
-    return [str(item.get("name")) for item in client.list("listHypervisors", zoneid=zone["id"]) if item.get("name")]
+def _zone_hypervisors(client, zone: dict) -> list[str] | None:
+    """The zone's hypervisors; None when the account may not ask (the check is then left to CloudStack)."""
+    try:
+        items = client.list("listHypervisors", zoneid=zone["id"])
+    except CloudStackError as err:
+        if err.errorcode in (401, 432, 531):
+            client.log.warning(f"Cannot list the hypervisors of zone '{zone['name']}' ({err}); not checking them")
+            return None
+        raise
+    return [str(item.get("name")) for item in items if item.get("name")]
 
 
 def _detect(image_path: str, props, log):

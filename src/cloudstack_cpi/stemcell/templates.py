@@ -50,10 +50,6 @@ class Naming:
     stemcell_name: str
     version: str
 
-    @property
-    def file_stem(self) -> str:
-        return self.name
-
 
 def naming(stemcell_name: str | None, version: str | None, unique: str | None = None) -> Naming:
     """``bosh-...-go_agent-1.622-1a2b3c4d``: the stemcell's name and version plus a short unique part.
@@ -161,28 +157,29 @@ def copy_to(client, waiter: Waiter, template_id: str, source_zone: dict, zone: d
 def delete(client, template_id: str, *, timeout: float, log) -> bool:
     """Delete the template in every zone and wait; False when it was already gone.
 
-    ``deleteTemplate`` without a zone removes all zones' copies; rows that
-    remain afterwards (older clouds, cross-zone oddities) are deleted zone by
-    zone.
+    ``deleteTemplate`` without a zone removes every zone's copy; if the cloud
+    refuses that, the template is deleted zone by zone from the rows listed
+    first.
     """
-    if not rows(client, template_id):
+    existing = rows(client, template_id)
+    if not existing:
         return False
     what = f"deleting template {template_id}"
     try:
         client.run_job("deleteTemplate", timeout=timeout, what=what, id=template_id)
     except CloudStackError as err:
-        if not _gone(err):
+        if _gone(err):
+            return True
+        if err.kind == "timeout":
             raise
-    for row in rows(client, template_id):
-        try:
-            client.run_job("deleteTemplate", timeout=timeout, what=what, id=template_id, zoneid=row.get("zoneid"))
-        except CloudStackError as err:
-            if not _gone(err):
-                raise
-    left = rows(client, template_id)
-    if left:
-        zones = ", ".join(str(r.get("zonename") or r.get("zoneid")) for r in left)
-        raise CloudError(f"Deleting template {template_id}: still present in zone(s) {zones}")
+        log.warning(f"Deleting template {template_id} in all zones failed ({err}); deleting it zone by zone")
+        for row in existing:
+            try:
+                client.run_job("deleteTemplate", timeout=timeout, what=what, id=template_id,
+                               zoneid=row.get("zoneid"))
+            except CloudStackError as zone_err:
+                if not _gone(zone_err):
+                    raise
     log.info(f"Deleted template {template_id}")
     return True
 
