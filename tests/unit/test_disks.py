@@ -84,9 +84,18 @@ def test_failed_tagging_removes_the_volume(cloud, ctx):
     assert cloud.commands()[-1] == "deleteVolume"
 
 
+def test_removing_a_half_created_volume_survives_a_transient_failure(cloud, ctx):
+    cloud.fail("createTags", 530, "tag service down")
+    cloud.fail("deleteVolume", 530, "Internal error executing command", job=False, times=1)
+    with pytest.raises(CloudError, match="tag service down"):
+        disks.create_disk(ctx, 4096, {}, None)
+    assert cloud.data_volumes() == []
+    assert cloud.commands().count("deleteVolume") == 2
+    assert "trying again" in ctx.stderr.getvalue()
+
+
 def test_failed_create_job_removes_what_it_left(cloud, ctx):
     cloud.fail("createVolume", 535, "Maximum number of resources of type 'volume' for account has exceeded")
-    cloud.volumes_before = dict(cloud.volumes)
     with pytest.raises(CloudError) as caught:
         disks.create_disk(ctx, 4096, {}, None)
     assert type(caught.value) is CloudError and "has exceeded" in caught.value.message

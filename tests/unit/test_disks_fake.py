@@ -53,7 +53,7 @@ class FakeCloud:
         self.tags: list[dict] = []
         self.jobs: dict[str, dict] = {}
         self.calls: list[tuple[str, dict]] = []
-        self.failures: dict[str, tuple[int, str, bool]] = {}
+        self.failures: dict[str, list] = {}
         self.max_data_volumes = max_data_volumes
         self._seq = itertools.count(1)
 
@@ -85,9 +85,19 @@ class FakeCloud:
             self.tags.append({"resourcetype": "Volume", "resourceid": volume_id, "key": "cpi_role", "value": role})
         return volume_id
 
-    def fail(self, command: str, code: int, text: str, *, job: bool = True) -> None:
-        """Make ``command`` fail from now on: as a failed async job (``job``) or as an API error."""
-        self.failures[command.lower()] = (code, text, job)
+    def fail(self, command: str, code: int, text: str, *, job: bool = True, times: int | None = None) -> None:
+        """Make ``command`` fail (``times`` times, or from now on): as a failed async job or as an API error."""
+        self.failures[command.lower()] = [code, text, job, times]
+
+    def _failure(self, command: str, *, job: bool) -> tuple[int, str] | None:
+        failure = self.failures.get(command.lower())
+        if failure is None or failure[2] != job:
+            return None
+        if failure[3] is not None:
+            failure[3] -= 1
+            if failure[3] <= 0:
+                del self.failures[command.lower()]
+        return failure[0], failure[1]
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -124,9 +134,9 @@ class FakeCloud:
         self.calls.append((command, params))
         handler = getattr(self, f"_cmd_{command}")
         try:
-            failure = self.failures.get(command.lower())
-            if failure and not failure[2]:
-                raise ApiFailure(failure[0], failure[1])
+            failure = self._failure(command, job=False)
+            if failure:
+                raise ApiFailure(*failure)
             body = handler(params)
         except ApiFailure as err:
             return err.code, {}, json.dumps({f"{command.lower()}response": {"errorcode": err.code,
@@ -135,8 +145,8 @@ class FakeCloud:
 
     def _job(self, command: str, instance_id: str | None, work, *, create: bool = False) -> dict:
         job_id = self.new_id("job")
-        failure = self.failures.get(command.lower())
-        if failure and failure[2]:
+        failure = self._failure(command, job=True)
+        if failure:
             self.jobs[job_id] = {"jobstatus": 2, "jobresultcode": failure[0], "jobinstanceid": instance_id,
                                  "jobresult": {"errorcode": failure[0], "errortext": failure[1]}}
         else:

@@ -52,6 +52,15 @@ def test_failed_tagging_removes_the_snapshot(cloud, ctx):
     assert cloud.commands()[-1] == "deleteSnapshot"
 
 
+def test_removing_a_half_created_snapshot_survives_a_transient_failure(cloud, ctx):
+    cloud.fail("createTags", 530, "tags unavailable")
+    cloud.fail("deleteSnapshot", 530, "Internal error executing command", times=1)
+    with pytest.raises(CloudError, match="tags unavailable"):
+        snapshots.snapshot_disk(ctx, cloud.add_volume(), METADATA)
+    assert cloud.snapshots == {}
+    assert cloud.commands().count("deleteSnapshot") == 2
+
+
 def test_cloudstack_refusal_is_a_cloud_error_with_its_text(cloud, ctx):
     disk = cloud.add_volume(state="Allocated")
     with pytest.raises(CloudError, match=f"Snapshotting disk '{disk}': .*not in Ready state but Allocated"):
