@@ -33,7 +33,8 @@ class FakeCloud:
 
     ASYNC = {"deployVirtualMachine", "startVirtualMachine", "rebootVirtualMachine", "destroyVirtualMachine",
              "createVolume", "attachVolume", "detachVolume", "createTags", "deleteTags", "disableStaticNat",
-             "createAffinityGroup", "deleteAffinityGroup"}
+             "createAffinityGroup", "deleteAffinityGroup", "createLoadBalancerRule", "deleteLoadBalancerRule",
+             "assignToLoadBalancerRule", "removeFromLoadBalancerRule", "createFirewallRule", "deleteFirewallRule"}
 
     def __init__(self, zone_type="Advanced", sg=False):
         self.calls: list[tuple[str, dict]] = []
@@ -53,7 +54,11 @@ class FakeCloud:
         self.networks = [{"id": "net-iso", "name": "bosh-isolated"}, {"id": "net-sh", "name": "bosh-shared"}]
         self.groups = [{"id": "sg-default", "name": "default"}, {"id": "sg-bosh", "name": "bosh"}]
         self.ips = {"ip-1": {"id": "ip-1", "ipaddress": "203.0.113.10", "associatednetworkid": "net-iso",
+                             "isstaticnat": False, "zoneid": "zone-1-id"},
+                    "ip-2": {"id": "ip-2", "ipaddress": "203.0.113.11", "associatednetworkid": "net-iso",
                              "isstaticnat": False, "zoneid": "zone-1-id"}}
+        self.rules: dict[str, dict] = {}
+        self.firewall: dict[str, dict] = {}
         self.vms: dict[str, dict] = {}
         self.volumes: dict[str, dict] = {}
         self.affinity: dict[str, dict] = {}
@@ -84,7 +89,13 @@ class FakeCloud:
         if failure and command not in self.ASYNC:
             code, text = failure
             return code, {}, json.dumps({f"{command.lower()}response": {"errorcode": code, "errortext": text}})
-        result = getattr(self, command)(params)
+        if failure and failure != "pending" and command.startswith(("destroy", "delete", "detach", "remove")):
+            result = {"_instance": params.get("id")}  # a failed removal leaves the resource as it was
+        else:
+            result = getattr(self, command)(params)
+        if isinstance(result, tuple):  # (errorcode, text): refused before any job starts
+            code, text = result
+            return code, {}, json.dumps({f"{command.lower()}response": {"errorcode": code, "errortext": text}})
         if command not in self.ASYNC:
             return self._json(command, result)
         jobid = f"job-{next(self.ids)}"
@@ -223,8 +234,12 @@ class FakeCloud:
                 ip.update(isstaticnat=False, virtualmachineid=None)
         return {"virtualmachine": {**self._vm(vm), "state": "Expunging"}, "_instance": vm["id"]}
 
+    def _taggable(self, resource_type):
+        return {"UserVm": self.vms, "Volume": self.volumes, "LoadBalancer": self.rules,
+                "FirewallRule": self.firewall}[resource_type]
+
     def createTags(self, p):
-        target = self.vms if p["resourcetype"] == "UserVm" else self.volumes
+        target = self._taggable(p["resourcetype"])
         i = 0
         while f"tags[{i}].key" in p:
             target[p["resourceids"]]["tags"].append({"key": p[f"tags[{i}].key"], "value": p[f"tags[{i}].value"]})
@@ -232,7 +247,7 @@ class FakeCloud:
         return {"success": True}
 
     def deleteTags(self, p):
-        target = self.vms if p["resourcetype"] == "UserVm" else self.volumes
+        target = self._taggable(p["resourcetype"])
         keys = {p[k] for k in p if k.endswith(".key")}
         resource = target[p["resourceids"]]
         resource["tags"] = [t for t in resource["tags"] if t["key"] not in keys]
@@ -276,6 +291,67 @@ class FakeCloud:
     def disableStaticNat(self, p):
         self.ips[p["ipaddressid"]].update(isstaticnat=False, virtualmachineid=None)
         return {"success": True}
+
+
+    # -- load balancer and firewall rules
+
+    def listLoadBalancerRules(self, p):
+        items = list(self.rules.values())
+        for key in ("id", "publicipid", "name"):
+            if key in p:
+                items = [r for r in items if r[key] == p[key]]
+        if "virtualmachineid" in p:
+            items = [r for r in items if p["virtualmachineid"] in r["_vms"]]
+        return self._list("loadbalancerrule", [self._vm(r) for r in items])
+
+    def createLoadBalancerRule(self, p):
+        if any(r["publicipid"] == p["publicipid"] and r["publicport"] == p["publicport"] for r in self.rules.values()):
+            return 537, f"The range specified, {p['publicport']}, conflicts with an existing rule"
+        rid = f"lb-{next(self.ids)}"
+        self.rules[rid] = {"id": rid, "name": p["name"], "publicipid": p["publicipid"],
+                           "publicip": self.ips[p["publicipid"]]["ipaddress"], "publicport": p["publicport"],
+                           "privateport": p["privateport"], "algorithm": p["algorithm"],
+                           "networkid": p.get("networkid"), "tags": [], "_vms": [], "_openfirewall": p.get("openfirewall")}
+        return {"loadbalancer": self._vm(self.rules[rid]), "_instance": rid}
+
+    def deleteLoadBalancerRule(self, p):
+        if p["id"] not in self.rules:
+            return 431, f"Unable to find load balancer rule {p['id']}"
+        self.rules.pop(p["id"])
+        return {"success": True}
+
+    def assignToLoadBalancerRule(self, p):
+        if p["id"] not in self.rules:
+            return 431, f"Unable to find load balancer rule {p['id']}"
+        self.rules[p["id"]]["_vms"].append(p["virtualmachineids"])
+        return {"success": True}
+
+    def removeFromLoadBalancerRule(self, p):
+        self.rules[p["id"]]["_vms"].remove(p["virtualmachineids"])
+        return {"success": True}
+
+    def listLoadBalancerRuleInstances(self, p):
+        members = [self._vm(self.vms[v]) for v in self.rules[p["id"]]["_vms"] if v in self.vms]
+        return self._list("loadbalancerruleinstance", members)
+
+    def createFirewallRule(self, p):
+        if any(f["ipaddressid"] == p["ipaddressid"] and f["startport"] == p["startport"] for f in self.firewall.values()):
+            return 537, "conflicts with an existing firewall rule"
+        fid = f"fw-{next(self.ids)}"
+        self.firewall[fid] = {"id": fid, "ipaddressid": p["ipaddressid"], "protocol": p["protocol"],
+                              "startport": p["startport"], "endport": p["endport"], "tags": []}
+        return {"firewallrule": dict(self.firewall[fid]), "_instance": fid}
+
+    def deleteFirewallRule(self, p):
+        self.firewall.pop(p["id"])
+        return {"success": True}
+
+    def listFirewallRules(self, p):
+        items = list(self.firewall.values())
+        for key in ("id", "ipaddressid"):
+            if key in p:
+                items = [f for f in items if f[key] == p[key]]
+        return self._list("firewallrule", [dict(f) for f in items])
 
 
 @pytest.fixture
@@ -388,7 +464,7 @@ def test_unknown_stemcell_is_named(cloud, ctx):
 def test_missing_public_ip_is_refused_before_creating(cloud, ctx):
     networks = {**NETWORKS, "public": {"type": "vip", "ip": "198.51.100.99", "cloud_properties": {}}}
     with pytest.raises(errors.CloudError, match="Public IP 198.51.100.99 of vip network 'public' is not allocated"
-                                                ".*\\(allocated: 203.0.113.10\\)"):
+                                                ".*\\(allocated: 203.0.113.10, 203.0.113.11\\)"):
         create(ctx, networks=networks)
     assert cloud.mutations() == []
 
@@ -534,6 +610,7 @@ def test_cleanup_failure_is_reported_with_the_leftover(cloud, ctx):
     with pytest.raises(errors.VMCreationFailed) as raised:
         create(ctx)
     assert "could not remove: VM vm-id-" in raised.value.message
+    assert list(cloud.vms) == [raised.value.message.split("could not remove: VM ")[1].rstrip(")")]
 
 
 # -- delete_vm / has_vm / reboot_vm / set_vm_metadata ---------------------------------------------------------
@@ -547,6 +624,7 @@ def test_delete_vm_releases_nat_destroys_and_deletes_only_the_ephemeral_disk(clo
     cloud.calls.clear()
     assert vms.delete_vm(ctx, vm_id) is None
     assert cloud.mutations() == ["disableStaticNat", "destroyVirtualMachine", "deleteVolume"]
+    assert "listLoadBalancerRules" not in cloud.commands()  # created without lbs: no rule to leave
     assert cloud.params("destroyVirtualMachine")[0]["expunge"] == "true"
     assert list(cloud.volumes) == ["persistent"] and "virtualmachineid" not in cloud.volumes["persistent"]
     assert vms.has_vm(ctx, vm_id) is False

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import agent_settings, disk_hints, errors, lookups, models, tags
+from .. import agent_settings, disk_hints, errors, loadbalancers, lookups, models, tags
 from .. import networks as nets
 from ..cloudstack.errors import CloudStackError
 
@@ -57,7 +57,8 @@ def delete_vm(ctx, vm_cid):
     """Delete the VM and its ephemeral disk; persistent disks survive (detached).
 
     Idempotent: a VM that is already gone is success.  Public IPs statically
-    NATed to the VM are released from it first.
+    NATed to the VM are released and the VM leaves its load balancer rules
+    first (a rule the CPI created goes with its last member).
     """
     with _breadcrumb(f"Deleting VM '{vm_cid}'"):
         client, cs = ctx.client, ctx.config.cloudstack
@@ -68,6 +69,8 @@ def delete_vm(ctx, vm_cid):
         volumes = client.list_all("listVolumes", virtualmachineid=vm_cid, type="DATADISK", listall=True)
         ephemeral = [v for v in volumes if _is_ephemeral(v)]
         _release_static_nat(ctx, vm)
+        if loadbalancers.is_member(vm):
+            loadbalancers.leave(ctx, vm_cid)
         if not cs.expunge_vm:  # a destroyed but unexpunged VM keeps its data volumes attached
             for volume in volumes:
                 _detach_volume(ctx, volume["id"])
@@ -329,6 +332,7 @@ class _Plan:
     keypair: str | None
     ephemeral_offering: dict | None
     ephemeral_size_gib: int | None
+    lb_targets: list[loadbalancers.Target] = field(default_factory=list)
     affinity: list[tuple[str, str, str | None]] = field(default_factory=list)  # (name, type, existing id)
 
     @property
@@ -355,7 +359,10 @@ def _plan(ctx, agent_id, stemcell_cid, cloud_properties, networks, disk_cids, en
     template = _template(client, stemcell_cid, zone)
     placement = nets.resolve(client, zone, bosh_networks, order, props.security_groups,
                              cs.default_security_groups, ctx.log)
-    public_ip, nat_network_id = _public_ip(client, nets.vip(bosh_networks), zone, placement, order)
+    vip = nets.vip(bosh_networks)
+    public_ip, nat_network_id = _public_ip(client, vip, zone, placement, order)
+    lb_targets = loadbalancers.resolve(client, props.lbs, zone, set(placement.network_ids.values()),
+                                       placement.network_ids.get(order[0].name), vip.ip if vip else None)
     keypair = props.key_name or cs.default_key_name
     if keypair:
         lookups.pick(client.list_all("listSSHKeyPairs"), keypair, kind="Key pair")
@@ -368,7 +375,7 @@ def _plan(ctx, agent_id, stemcell_cid, cloud_properties, networks, disk_cids, en
         agent_id=agent_id, env=env, vm_name=f"vm-{uuid.uuid4()}", props=props, zone=zone, offering=offering,
         details=details, template=template, networks=bosh_networks, order=order, placement=placement,
         public_ip=public_ip, nat_network_id=nat_network_id, keypair=keypair,
-        ephemeral_offering=ephemeral_offering, ephemeral_size_gib=ephemeral_size,
+        ephemeral_offering=ephemeral_offering, ephemeral_size_gib=ephemeral_size, lb_targets=lb_targets,
         affinity=_affinity(ctx, props, env),
     )
     # The real settings exist only after deploy (MACs, dynamic IPs): size a draft with longest-possible stand-ins.
@@ -487,6 +494,8 @@ class _Build:
         self.vm_ids: list[str] = []
         self.volume_id: str | None = None
         self.nat_attempted = False
+        self.lb_record = loadbalancers.Record()
+        self.lb_attempted = False
 
     def run(self) -> tuple[str, dict]:
         try:
@@ -513,6 +522,9 @@ class _Build:
         _require_running(self.ctx, vm_id, started)
         if plan.public_ip:
             self._static_nat(vm_id)
+        if plan.lb_targets:
+            self.lb_attempted = True
+            loadbalancers.join(self.ctx, vm_id, plan.lb_targets, self.lb_record)
         return vm_id, nets.result_networks(plan.networks, nics)
 
     # -- steps
@@ -571,6 +583,8 @@ class _Build:
 
     def _tag_vm(self, vm_id: str) -> None:
         wanted = {tags.AGENT_KEY: self.plan.agent_id}
+        if self.plan.lb_targets:
+            wanted[loadbalancers.MEMBER_KEY] = loadbalancers.CREATED_VALUE
         if self.ctx.director_uuid:
             wanted[tags.DIRECTOR_KEY] = self.ctx.director_uuid
         self.client.run_job("createTags", resourceids=vm_id, resourcetype="UserVm", tags=wanted,
@@ -640,6 +654,11 @@ class _Build:
         """Remove what this call created, newest first; answer what could not be removed."""
         leftovers: list[str] = []
         steps: list[tuple[str, Any]] = []
+        if self.lb_attempted:
+            for vm_id in self.vm_ids:
+                steps.append((f"load balancer membership of VM {vm_id}",
+                               lambda vm_id=vm_id: loadbalancers.leave(self.ctx, vm_id)))
+            steps.append(("load balancer rules created for the VM", lambda: loadbalancers.undo(self.ctx, self.lb_record)))
         if self.nat_attempted and self.vm_ids:
             steps.append((f"static NAT of {self.plan.public_ip.get('ipaddress')}", self._undo_static_nat))
         for vm_id in reversed(self.vm_ids):
