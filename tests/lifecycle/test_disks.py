@@ -49,7 +49,7 @@ class Cloud:
     def commands(self) -> list[str]:
         return [command.lower() for command, _ in self.sim.request_log]
 
-    def kvm_hint(self, disk: str, device: int, path: str) -> dict:
+    def expected_hint(self, disk: str, device: int, path: str) -> dict:
         hint = {"path": path, "volume_id": str(device)}
         if self.hypervisor == "KVM":
             hint["id"] = disk.replace("-", "")[:20]
@@ -87,7 +87,7 @@ def test_bosh_lifecycle_order(cloud):
     assert cpi.ok("has_disk", disk) is True
 
     hint = cpi.ok("attach_disk", vm, disk)
-    assert hint == cloud.kvm_hint(disk, 2, "/dev/sdc")  # device 1 is the ephemeral disk, 3 the CD-ROM
+    assert hint == cloud.expected_hint(disk, 2, "/dev/sdc")  # device 1 is the ephemeral disk, 3 the CD-ROM
     assert cpi.ok("set_disk_metadata", disk, {"deployment": "dep", "instance_index": "0",
                                                "attached_at": "2026-01-01T00:00:00Z"}) is None
     assert {"deployment": "dep", "instance_index": "0"}.items() <= {
@@ -119,7 +119,7 @@ def test_reattach_resize_update_and_repeated_calls(cloud):
 
     cloud.sim.clear_request_log()
     assert cpi.ok("attach_disk", vm1, disk, api_version=1) is None
-    assert cpi.ok("attach_disk", vm1, disk) == cloud.kvm_hint(disk, 2, "/dev/sdc")  # already there: same hint
+    assert cpi.ok("attach_disk", vm1, disk) == cloud.expected_hint(disk, 2, "/dev/sdc")  # already there: same hint
     assert cloud.commands().count("attachvolume") == 1
     error = cloud.error("attach_disk", vm2, disk)
     assert error["type"] == CLOUD_ERROR and vm1 in error["message"] and vm2 in error["message"]
@@ -127,7 +127,7 @@ def test_reattach_resize_update_and_repeated_calls(cloud):
     assert error["message"] == f"Deleting disk '{disk}': it is attached to VM '{vm1}'; detach it first"
     assert cpi.ok("detach_disk", vm1, disk) is None
     assert cpi.ok("detach_disk", vm1, disk) is None
-    assert cpi.ok("attach_disk", vm2, disk) == cloud.kvm_hint(disk, 2, "/dev/sdc")
+    assert cpi.ok("attach_disk", vm2, disk) == cloud.expected_hint(disk, 2, "/dev/sdc")
     assert cpi.ok("delete_vm", vm2) is None  # detaches the persistent disk, which survives
     assert cpi.ok("detach_disk", vm2, disk) is None  # VM gone, disk attached to nothing
 

@@ -8,7 +8,10 @@ import pytest
 from cloudstack_cpi import tags
 from cloudstack_cpi.actions import disks
 from cloudstack_cpi.errors import CloudError, DiskNotFound, NotSupported, VMNotFound
-from tests.unit.test_disks_fake import GIB, cloud, ctx, make_ctx  # noqa: F401 - fixtures
+from tests.unit import test_disks_fake as fake
+from tests.unit.test_disks_fake import GIB
+
+cloud, ctx, make_ctx = fake.cloud, fake.ctx, fake.make_ctx  # the fake CloudStack's fixtures
 
 
 # -- create_disk ---------------------------------------------------------------------------------
@@ -140,13 +143,11 @@ def test_destroyed_volumes_do_not_count(cloud, ctx, state):
 
 
 def test_delete_that_races_with_another_delete_is_fine(cloud, ctx):
-    from tests.unit.test_disks_fake import ApiFailure
-
     disk = cloud.add_volume()
 
     def someone_else_was_faster(params):
         cloud.volumes.pop(disk)
-        raise ApiFailure(431, "Unable to find volume")
+        raise fake.ApiFailure(431, "Unable to find volume")
 
     cloud._cmd_deleteVolume = someone_else_was_faster
     assert disks.delete_disk(ctx, disk) is None

@@ -7,7 +7,9 @@ import pytest
 from cloudstack_cpi import tags
 from cloudstack_cpi.actions import snapshots
 from cloudstack_cpi.errors import CloudError, DiskNotFound
-from tests.unit.test_disks_fake import cloud, ctx, make_ctx  # noqa: F401 - fixtures
+from tests.unit import test_disks_fake as fake
+
+cloud, ctx, make_ctx = fake.cloud, fake.ctx, fake.make_ctx  # the fake CloudStack's fixtures
 
 # What the director sends (api/snapshot_manager.rb): index is an integer.
 METADATA = {"deployment": "cf", "job": "database", "index": 0, "director_name": "bosh-1",
