@@ -6,8 +6,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 from cloudstack_cpi.stemcell import convert, image
 from cloudstack_simulator import Simulator
 from tests.conftest import Cpi, write_config

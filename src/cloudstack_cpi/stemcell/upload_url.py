@@ -17,7 +17,6 @@ import contextlib
 import os
 import re
 import secrets
-import shutil
 import socket
 import tempfile
 import threading
@@ -235,8 +234,3 @@ def check_directory(directory: str) -> None:
     if not os.access(directory, os.W_OK):
         raise CloudError(f"cloudstack.stemcell.url.serve_directory '{directory}' is not writable")
 
-
-def free_space_ok(directory: str, needed: int | None) -> bool:
-    if not needed:
-        return True
-    return shutil.disk_usage(directory).free > needed

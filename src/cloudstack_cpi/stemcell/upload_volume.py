@@ -15,7 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import lookups
@@ -121,7 +121,6 @@ class WorkResources:
     attached: bool = False
     snapshot_id: str | None = None
     template_id: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def run(client, *, log, timeouts, vm: dict, offering: dict, raw_size: int, raw_chunks: Callable[[], Iterable[bytes]],
