@@ -661,6 +661,16 @@ def test_reboot_vm_reboots_running_and_starts_stopped(cloud, ctx):
         vms.reboot_vm(ctx, "v9")
 
 
+def test_reboot_vm_that_stays_stopped_is_a_cloud_error(cloud, ctx, monkeypatch):
+    cloud.vms["v1"] = {"id": "v1", "state": "Stopped", "nic": [], "tags": [], "_groups": []}
+    monkeypatch.setattr(cloud, "startVirtualMachine",
+                        lambda p: {"virtualmachine": cloud._vm(cloud.vms[p["id"]]), "_instance": p["id"]})
+    with pytest.raises(errors.CloudError, match="Rebooting VM 'v1': VM 'v1' did not reach Running \\(state Stopped\\)") \
+            as raised:
+        vms.reboot_vm(ctx, "v1")
+    assert type(raised.value) is errors.CloudError
+
+
 def test_set_vm_metadata_tags_changes_only_and_names_the_vm(cloud, ctx):
     cloud.vms["v1"] = {"id": "v1", "state": "Running", "nic": [], "displayname": "vm-x", "_groups": [],
                        "tags": [{"key": "deployment", "value": "old"}, {"key": "agent_id", "value": "a"}]}

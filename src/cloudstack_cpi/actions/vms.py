@@ -96,7 +96,7 @@ def reboot_vm(ctx, vm_cid):
             vm = _wait_settled(ctx, vm_cid, timeout)
         command = "rebootVirtualMachine" if vm.get("state") == "Running" else "startVirtualMachine"
         result = client.run_job(command, id=vm_cid, timeout=timeout, what=f"{command} {vm_cid}")
-        _require_running(ctx, vm_cid, result)
+        _require_running(ctx, vm_cid, result, errors.CloudError)
     return None
 
 
@@ -256,13 +256,14 @@ def _wait_settled(ctx, vm_cid: str, timeout: float) -> dict:
             raise errors.CloudError(f"VM is still {vm.get('state')} after {timeout:g}s", ok_to_retry=True)
 
 
-def _require_running(ctx, vm_id: str, job_result: dict) -> None:
+def _require_running(ctx, vm_id: str, job_result: dict, error: type[errors.BoshError] = errors.VMCreationFailed) -> None:
+    """The job's VM (or, failing that, the listed VM) must be Running; ``error`` (retryable) otherwise."""
     state = (job_result.get("virtualmachine") or {}).get("state")
     if state != "Running":
         vm = lookups.vm(ctx.client, vm_id) or {}
         state = vm.get("state", "gone")
     if state != "Running":
-        raise errors.VMCreationFailed(f"VM '{vm_id}' did not reach Running (state {state})", ok_to_retry=True)
+        raise error(f"VM '{vm_id}' did not reach Running (state {state})", ok_to_retry=True)
 
 
 def _destroy(ctx, vm_id: str, *, expunge: bool) -> None:
