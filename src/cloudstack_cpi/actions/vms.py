@@ -29,7 +29,7 @@ DISPLAY_NAME_MAX = 255
 _DISPLAY_NAME_BAD = re.compile(r"[^A-Za-z0-9 ._:/@+-]+")
 # A device id CloudStack never exceeds, and a volume id of full length: sizes the draft settings.
 _PLACEHOLDER_VOLUME = "ffffffff-ffff-ffff-ffff-ffffffffffff"
-_PLACEHOLDER_DEVICE = 99
+_PLACEHOLDER_DEVICE = 25                # "z": the last letter, and two digits
 CLEANUP_ATTEMPTS = 4               # tries per half-created resource when create_vm fails
 CLEANUP_PAUSE = 0.5                # seconds, times the attempt number, between them
 
