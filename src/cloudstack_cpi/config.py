@@ -7,7 +7,6 @@ override the file (multi-CPI: the director merges cpi-config properties into
 the context).  Errors name the field path, never its value.
 """
 
-from __future__ import annotations
 
 import json
 from typing import Any, Literal

@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import agent_settings, disk_hints, errors, loadbalancers, lookups, models, tags
-from .. import networks as nets
+from .. import disk_hints, errors, lookups, tags
 from ..cloudstack.errors import CloudStackError
+from ..lazy import lazy_import
+
+# Only create_vm (and delete_vm of a load balancer member) needs these: has_vm,
+# reboot_vm and the metadata calls must not pay for importing them.
+agent_settings = lazy_import("cloudstack_cpi.agent_settings")
+loadbalancers = lazy_import("cloudstack_cpi.loadbalancers")
+models = lazy_import("cloudstack_cpi.models")
+nets = lazy_import("cloudstack_cpi.networks")
+uuid = lazy_import("uuid")
 
 DEFAULT_CPU_SPEED = 2000           # MHz, for customized offerings when cpu_speed is not given
 TRANSITIONAL_STATES = frozenset({"Starting", "Stopping", "Migrating"})
