@@ -63,3 +63,10 @@ def test_call_prints_result_and_errors(simulator, tmp_path):
     assert info.returncode == 0 and json.loads(info.stdout)["api_version"] >= 2
     bad = _cli("call", "--config", str(config), "no_such_method")
     assert bad.returncode == 1 and "Bosh::Clouds::NotImplemented" in bad.stdout
+
+
+def test_lifecycle_against_the_embedded_simulator_passes_and_leaves_nothing():
+    completed = _cli("lifecycle")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "lifecycle PASSED: 20 calls, 0 failed" in completed.stdout
+    assert "simulator still holds" not in completed.stdout
