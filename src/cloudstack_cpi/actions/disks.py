@@ -16,15 +16,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from .. import disk_hints, lookups, models, tags
+from .. import cleanup, disk_hints, lookups, models, tags
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError, DiskNotFound, NotSupported, VMNotFound
 
 NAME_PREFIX = "bosh-disk-"
 GIB = 1024 ** 3
 RESERVED_TAGS = frozenset({tags.DIRECTOR_KEY.lower(), tags.ROLE_KEY.lower()})
-DISCARD_ATTEMPTS = 4      # tries to remove a half-created volume
-DISCARD_PAUSE = 0.5       # seconds, times the attempt number, between them
 
 
 # -- the BOSH methods ------------------------------------------------------------------------
@@ -442,34 +440,13 @@ def _volumes_named(ctx, name: str) -> set[str]:
 
 
 def discard_volume(ctx, volume_id: str) -> None:
-    """Best-effort removal of a volume this call created; failures are logged, never raised.
-
-    The director never learns this volume's id, so a transient failure (5xx, a lost answer) is tried again a
-    few times, looking first whether the volume is gone already.
-    """
-    for attempt in range(1, DISCARD_ATTEMPTS + 1):
-        try:
-            ctx.client.run_job("deleteVolume", timeout=ctx.config.cloudstack.timeout.delete_volume,
-                               what=f"deleting volume {volume_id}", id=volume_id)
-            ctx.log.info(f"Removed half-created volume '{volume_id}'")
-            return
-        except CloudStackError as err:
-            if err.is_transient and _surely_gone(ctx, volume_id):  # e.g. the delete's answer was lost
-                ctx.log.info(f"Removed half-created volume '{volume_id}' ({err.errortext})")
-                return
-            if attempt < DISCARD_ATTEMPTS and err.is_transient:
-                ctx.log.warning(f"Removing half-created volume '{volume_id}' failed ({err}); trying again")
-                ctx.client.sleep(DISCARD_PAUSE * attempt)
-                continue
-            ctx.log.error(f"Could not remove half-created volume '{volume_id}' ({err}); delete it by hand")
-            return
-
-
-def _surely_gone(ctx, volume_id: str) -> bool:
-    try:
-        return lookups.volume(ctx.client, volume_id) is None
-    except CloudStackError:
-        return False
+    """Best-effort removal of a volume this call created; failures are logged, never raised."""
+    cleanup.remove(
+        ctx, f"half-created volume '{volume_id}'",
+        lambda: ctx.client.run_job("deleteVolume", timeout=ctx.config.cloudstack.timeout.delete_volume,
+                                   what=f"deleting volume {volume_id}", id=volume_id),
+        gone=lambda: lookups.volume(ctx.client, volume_id) is None,
+    )
 
 
 def _volume_gone(ctx, disk_cid: str, what: str) -> bool:

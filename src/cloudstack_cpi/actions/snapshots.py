@@ -10,10 +10,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .. import lookups, tags
+from .. import cleanup, lookups, tags
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError, DiskNotFound
-from .disks import DISCARD_ATTEMPTS, DISCARD_PAUSE, cloud_step, without_reserved
+from .disks import cloud_step, without_reserved
 
 NAME_PREFIX = "bosh-snapshot-"
 GONE_SNAPSHOT_STATES = frozenset({"Destroying", "Destroyed"})
@@ -116,28 +116,11 @@ def _snapshots_named(ctx, disk_cid: str, name: str) -> set[str]:
 
 
 def _discard(ctx, snapshot_id: str) -> None:
-    """Best-effort removal of a snapshot this call created; failures are logged, never raised.
+    """Best-effort removal of a snapshot this call created; failures are logged, never raised."""
+    cleanup.remove(
+        ctx, f"half-created snapshot '{snapshot_id}'",
+        lambda: ctx.client.run_job("deleteSnapshot", timeout=ctx.config.cloudstack.timeout.delete_snapshot_volume,
+                                   what=f"deleting snapshot {snapshot_id}", id=snapshot_id),
+        gone=lambda: _find(ctx, snapshot_id) is None,
+    )
 
-    The director never learns this snapshot's id, so a transient failure (5xx, a lost answer) is tried again
-    a few times, looking first whether the snapshot is gone already.
-    """
-    for attempt in range(1, DISCARD_ATTEMPTS + 1):
-        try:
-            ctx.client.run_job("deleteSnapshot", timeout=ctx.config.cloudstack.timeout.delete_snapshot_volume,
-                               what=f"deleting snapshot {snapshot_id}", id=snapshot_id)
-            ctx.log.info(f"Removed half-created snapshot '{snapshot_id}'")
-            return
-        except CloudStackError as err:
-            try:  # e.g. the delete's answer was lost
-                gone = err.is_transient and _find(ctx, snapshot_id) is None
-            except CloudStackError:
-                gone = False
-            if gone:
-                ctx.log.info(f"Removed half-created snapshot '{snapshot_id}' ({err.errortext})")
-                return
-            if attempt < DISCARD_ATTEMPTS and err.is_transient:
-                ctx.log.warning(f"Removing half-created snapshot '{snapshot_id}' failed ({err}); trying again")
-                ctx.client.sleep(DISCARD_PAUSE * attempt)
-                continue
-            ctx.log.error(f"Could not remove half-created snapshot '{snapshot_id}' ({err}); delete it by hand")
-            return

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import disk_hints, errors, lookups, tags
+from .. import cleanup, disk_hints, errors, lookups, tags
 from ..cloudstack.errors import CloudStackError
 from ..lazy import lazy_import
 
@@ -37,8 +37,6 @@ _DISPLAY_NAME_BAD = re.compile(r"[^A-Za-z0-9 ._:/@+-]+")
 # A device id CloudStack never exceeds, and a volume id of full length: sizes the draft settings.
 _PLACEHOLDER_VOLUME = "ffffffff-ffff-ffff-ffff-ffffffffffff"
 _PLACEHOLDER_DEVICE = 25                # "z": the last letter, and two digits
-CLEANUP_ATTEMPTS = 4               # tries per half-created resource when create_vm fails
-CLEANUP_PAUSE = 0.5                # seconds, times the attempt number, between them
 
 
 # -- handlers --------------------------------------------------------------------------------------------------
@@ -676,21 +674,9 @@ class _Build:
         for group_id in self.created_groups:
             steps.append((f"affinity group {group_id}", lambda group_id=group_id: self._delete_group(group_id)))
         for label, step in steps:
-            # Each step looks before it acts, so repeating one after a failed or lost mutation is safe; the
-            # director never learns these ids, so giving up at the first 5xx or dropped answer would leak them.
-            for attempt in range(1, CLEANUP_ATTEMPTS + 1):
-                try:
-                    step()
-                    self.ctx.log.info(f"Cleaned up {label}")
-                    break
-                except (errors.BoshError, CloudStackError) as exc:
-                    if attempt < CLEANUP_ATTEMPTS and isinstance(exc, CloudStackError) and exc.is_transient:
-                        self.ctx.log.warning(f"Cleaning up {label} failed ({exc}); trying again")
-                        self.client.sleep(CLEANUP_PAUSE * attempt)
-                        continue
-                    self.ctx.log.error(f"Cleaning up {label} failed: {exc}")
-                    leftovers.append(label)
-                    break
+            # Each step looks before it acts, so repeating one after a failed or lost mutation is safe.
+            if not cleanup.remove(self.ctx, label, step):
+                leftovers.append(label)
         return leftovers
 
     def _undo_static_nat(self) -> None:
