@@ -233,3 +233,54 @@ def test_image_failing_after_the_template_exists_leaves_no_template(simulator, t
     assert "truncated" in failed.error["message"]
     assert "getUploadParamsForTemplate" in commands(simulator) and "deleteTemplate" in commands(simulator)
     assert simulator.inventory()["templates"] == []
+
+
+def _vmware_scenario() -> dict:
+    scenario = json.loads((Path(image.__file__).parents[2] / "cloudstack_simulator" / "scenarios"
+                           / "advanced.json").read_text())
+    scenario["name"] = "vmware-url"
+    for zone in scenario["zones"]:
+        zone["hypervisors"] = ["VMware"]
+    scenario["templates"] = []
+    return scenario
+
+
+def test_url_strategy_for_xenserver_and_vmware_stemcells(basic_simulator, tmp_path):
+    vhd = write_dynamic_vhd(raw_image(tmp_path), tmp_path / "root.vhd")
+    xen_image = compress(vhd, tmp_path / "image", "bzip2")
+    built_in = {"upload_strategy": "url", "url": {"listen_host": "127.0.0.1"}}
+    xen = configured(basic_simulator, tmp_path, default_zone="basic-zone", stemcell=built_in)
+    cid = xen.ok("create_stemcell", str(xen_image), XEN_PROPS)
+    assert (rows(basic_simulator, cid)[0]["format"], rows(basic_simulator, cid)[0]["hypervisor"]) == ("VHD", "XenServer")
+    assert sha256(basic_simulator.template_bytes(cid)) == sha256(xen_image)
+    xen.ok("delete_stemcell", cid)
+
+    with Simulator(_vmware_scenario()) as sim:
+        ova = write_ova(tmp_path / "vmware-image")
+        vmware = configured(sim, tmp_path, stemcell=built_in)
+        cid = vmware.ok("create_stemcell", str(ova), VMWARE_PROPS)
+        assert rows(sim, cid)[0]["format"] == "OVA"
+        assert sha256(sim.template_bytes(cid)) == sha256(ova)
+        vmware.ok("delete_stemcell", cid)
+        assert sim.inventory()["templates"] == []
+
+
+def test_volume_strategy_for_a_xenserver_stemcell(tmp_path):
+    devices = tmp_path / "devices"
+    with Simulator("basic", device_dir=devices) as sim:
+        api = Api(sim)
+        zone = api.zone("basic-zone")
+        template = api.list("listTemplates", "template", templatefilter="executable", zoneid=zone["id"])[0]
+        vm = api.acall("deployVirtualMachine", zoneid=zone["id"], serviceofferingid=api.offering("small")["id"],
+                       templateid=template["id"])["virtualmachine"]
+        raw = raw_image(tmp_path)
+        xen_image = compress(write_dynamic_vhd(raw, tmp_path / "root.vhd"), tmp_path / "image", "bzip2")
+        cpi = configured(sim, tmp_path, default_zone="basic-zone", stemcell={
+            "upload_strategy": "volume", "volume": {"vm_id": vm["id"], "device_dir": str(devices / vm["id"])}})
+        cid = cpi.ok("create_stemcell", str(xen_image), XEN_PROPS)
+        with open(sim.template_bytes(cid), "rb") as stored:
+            assert stored.read(SIZE) == raw.read_bytes()  # the VHD's raw disk, written onto the work volume
+        inventory = sim.inventory()
+        assert inventory["volumes"] == [] and inventory["snapshots"] == []
+        cpi.ok("delete_stemcell", cid)
+        assert sim.inventory()["templates"] == []
