@@ -13,6 +13,8 @@ RESULTS = {
 
 
 class FakeRunner:
+    on_log_line = None
+
     def __init__(self, fail_at=None, interrupt_at=None):
         self.calls = []
         self.fail_at, self.interrupt_at = fail_at, interrupt_at
@@ -65,3 +67,39 @@ def test_ctrl_c_still_cleans_up():
     assert Lifecycle(runner, _target(), out=out, tty=False).run() is False
     assert [m for m, _ in runner.calls][-3:] == ["delete_disk", "delete_vm", "delete_stemcell"]
     assert "interrupted: cleaning up" in out.getvalue()
+
+
+def test_progress_lines_become_a_bar_on_a_terminal():
+    from cloudstack_cpi.operator.lifecycle import progress_bar
+
+    line = "[cpi-1] 2026-11-23T23:40:00Z INFO create_stemcell: Uploading image: 512.0 MiB of 1.0 GiB (50%), 9 MiB/s"
+    assert progress_bar(line) == "[############............]  50% Uploading image: 512.0 MiB of 1.0 GiB"
+    assert progress_bar("Created VM 'x'") is None
+
+    class Streaming(FakeRunner):
+        def call(self, method, *arguments):
+            if method == "create_stemcell" and self.on_log_line:
+                self.on_log_line(line)
+            return super().call(method, *arguments)
+
+    out = io.StringIO()
+    Lifecycle(Streaming(), _target(), out=out, tty=True).run()
+    assert "[############............]  50%" in out.getvalue()
+
+    plain = io.StringIO()
+    Lifecycle(Streaming(), _target(), out=plain, tty=False).run()
+    assert "50%" not in plain.getvalue() and "\r" not in plain.getvalue()
+
+
+def test_the_runner_streams_stderr_lines_as_they_come(tmp_path):
+    from cloudstack_cpi.operator.runner import CpiRunner
+
+    config = tmp_path / "cpi.json"
+    config.write_text('{"cloudstack": {"endpoint": "http://127.0.0.1:9/client/api", "api_key": "k", '
+                      '"secret_access_key": "secret-value"}}')
+    seen = []
+    runner = CpiRunner(str(config), on_log_line=seen.append)
+    outcome = runner.call("has_vm", 5)
+    assert outcome.error["type"] == "Bosh::Clouds::CpiError"
+    assert any("argument 1 (vm_cid)" in line for line in seen)
+    assert outcome.stderr.strip().splitlines() == seen

@@ -7,6 +7,7 @@ it created, also when a step fails or the operator presses Ctrl-C.
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from collections.abc import Callable
@@ -60,6 +61,9 @@ class Lifecycle:
         self.tty = out.isatty() if tty is None else tty
         self.steps: list[Step] = []
         self.created: dict[str, str] = {}  # kind -> cid, removed in reverse order on the way out
+        self._running = ""
+        if self.tty:
+            runner.on_log_line = self._progress
 
     # -- the scenario -------------------------------------------------------
 
@@ -144,10 +148,13 @@ class Lifecycle:
     # -- calls and output -----------------------------------------------------
 
     def expect(self, method: str, *arguments: Any, check: Callable[[Any], bool] | None = None) -> Any:
+        self._running = method
         if self.tty:
             self.out.write(f"  … {method:<24} running\r")
             self.out.flush()
         outcome = self.runner.call(method, *arguments)
+        if self.tty:
+            self.out.write("\r\033[K")
         ok = outcome.error is None and (check is None or check(outcome.result))
         if outcome.error:
             detail = f"{outcome.error['type']}: {outcome.error['message']}"
@@ -184,6 +191,13 @@ class Lifecycle:
             if ok:
                 del self.created[kind]
 
+    def _progress(self, line: str) -> None:
+        """On a terminal, a long step's progress lines (uploads, copies) become a bar on the step's line."""
+        bar = progress_bar(line)
+        if bar:
+            self.out.write(f"\r\033[K  … {self._running:<24} {bar}")
+            self.out.flush()
+
     def _header(self) -> None:
         self._line(f"{'step':<28} {'':<4} {'time':>7}  result")
 
@@ -215,6 +229,22 @@ class Lifecycle:
     @property
     def passed(self) -> bool:
         return bool(self.steps) and all(s.ok for s in self.steps) and not self.created
+
+
+_PERCENT = re.compile(r"\((\d{1,3})%\)")
+
+
+def progress_bar(log_line: str, width: int = 24) -> str | None:
+    """``[######......] 50% Uploading image: 512.0 MiB of 1.0 GiB`` from a CPI progress line, else None."""
+    match = _PERCENT.search(log_line)
+    if not match:
+        return None
+    percent = min(100, int(match.group(1)))
+    filled = width * percent // 100
+    message = log_line.split(": ", 1)[-1] if ": " in log_line else log_line
+    message = message.split(" INFO ", 1)[-1]
+    label = message.split(" (", 1)[0][-48:]
+    return f"[{'#' * filled}{'.' * (width - filled)}] {percent:>3}% {label}"
 
 
 def _describe(result: Any) -> str:

@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,27 @@ class CpiRunner:
     stemcell_api_version: int = 3
     api_version: int = 2
     history: list[CallOutcome] = field(default_factory=list)
+    on_log_line: Callable[[str], None] | None = None  # sees each stderr line as it is written (progress)
     _counter: int = 0
+
+    def _spawn(self, request: bytes) -> tuple[bytes, str, int]:
+        """Run bin/cpi; stderr is read line by line as it comes, like the director does."""
+        process = subprocess.Popen([*cpi_command(), self.config_path], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=director_env())
+        lines: list[str] = []
+
+        def read_stderr() -> None:
+            for raw in process.stderr:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                lines.append(line)
+                if self.on_log_line is not None:
+                    self.on_log_line(line)
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        stdout, _ = process.communicate(request)
+        reader.join()
+        return stdout, "\n".join(lines) + ("\n" if lines else ""), process.returncode
 
     def call(self, method: str, *arguments: Any) -> CallOutcome:
         self._counter += 1
@@ -69,17 +91,14 @@ class CpiRunner:
             "api_version": self.api_version,
         }
         started = time.monotonic()
-        completed = subprocess.run(
-            [*cpi_command(), self.config_path], input=json.dumps(request).encode(), capture_output=True,
-            env=director_env(),
-        )
+        stdout, stderr, returncode = self._spawn(json.dumps(request).encode())
         seconds = time.monotonic() - started
         try:
-            response = json.loads(completed.stdout)
+            response = json.loads(stdout)
         except ValueError:
             response = {"result": None, "log": "", "error": {
                 "type": "InvalidResponse", "ok_to_retry": False,
-                "message": f"bin/cpi exited {completed.returncode} without a JSON answer"}}
-        outcome = CallOutcome(method, list(arguments), response, completed.stderr.decode("utf-8", "replace"), seconds)
+                "message": f"bin/cpi exited {returncode} without a JSON answer"}}
+        outcome = CallOutcome(method, list(arguments), response, stderr, seconds)
         self.history.append(outcome)
         return outcome
