@@ -74,7 +74,15 @@ class CpiRunner:
 
         reader = threading.Thread(target=read_stderr, daemon=True)
         reader.start()
-        stdout, _ = process.communicate(request)
+        # Not communicate(): it would read stderr too, racing the reader for the lines.  The CPI reads all
+        # of stdin before it writes anything, so writing the request first cannot deadlock.
+        try:
+            process.stdin.write(request)
+            process.stdin.close()
+        except BrokenPipeError:
+            pass
+        stdout = process.stdout.read()
+        process.wait()
         reader.join()
         return stdout, "\n".join(lines) + ("\n" if lines else ""), process.returncode
 
