@@ -6,6 +6,7 @@ simulator, so requests that pass the argument checks reach real handlers).
 """
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -93,9 +94,12 @@ def test_corpus_through_bin_cpi(simulator, tmp_path):
     config = write_config(tmp_path / "cpi.json", simulator.endpoint, simulator.api_key, simulator.secret_key,
                           api_retries=1)
     template_id = _existing_template(simulator)
+    cases = corpus(template_id)
+    # Independent calls, as a director's workers would make them: run them side by side.
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda case: run_cpi(case[0], config, tmp=tmp_path), cases))
     failures = []
-    for payload, expected, fragment in corpus(template_id):
-        result = run_cpi(payload, config, tmp=tmp_path)
+    for (payload, expected, fragment), result in zip(cases, results):
         label = payload[:80]
         error = result.error
         assert set(result.response) == {"result", "error", "log"} and isinstance(result.response["log"], str)
