@@ -284,3 +284,25 @@ def test_volume_strategy_for_a_xenserver_stemcell(tmp_path):
         assert inventory["volumes"] == [] and inventory["snapshots"] == []
         cpi.ok("delete_stemcell", cid)
         assert sim.inventory()["templates"] == []
+
+
+def test_volume_strategy_for_a_vmware_ova(tmp_path):
+    from tests.unit.stemcell.test_vmdk import ova, stream_optimized
+
+    scenario = _vmware_scenario()
+    scenario["templates"] = [dict(t, hypervisor="VMware", format="OVA") for t in json.loads(
+        (Path(image.__file__).parents[2] / "cloudstack_simulator" / "scenarios" / "advanced.json").read_text()
+    )["templates"]]
+    devices = tmp_path / "devices"
+    with Simulator(scenario, device_dir=devices) as sim:
+        vm = Api(sim).deploy()
+        raw = raw_image(tmp_path).read_bytes()
+        image_path = ova(tmp_path / "image", stream_optimized(raw))
+        cpi = configured(sim, tmp_path, stemcell={
+            "upload_strategy": "volume", "volume": {"vm_id": vm["id"], "device_dir": str(devices / vm["id"])}})
+        cid = cpi.ok("create_stemcell", str(image_path), VMWARE_PROPS)
+        with open(sim.template_bytes(cid), "rb") as stored:
+            assert stored.read(len(raw)) == raw  # the VMDK's raw disk, written onto the work volume
+        assert sim.inventory()["volumes"] == [] and sim.inventory()["snapshots"] == []
+        cpi.ok("delete_stemcell", cid)
+        assert sim.inventory()["templates"] == []

@@ -199,8 +199,6 @@ def _volume(ctx, image_path, info, hypervisor, naming, ostype, zones, made: _Mad
     cs = ctx.config.cloudstack
     settings = cs.stemcell.volume
     client = ctx.client
-    if info.disk_format == "ova":
-        raise CloudError("the volume strategy writes a raw disk and cannot use an OVA; use post or url")
     vm_id = upload_volume.own_vm_id(settings.vm_id, settings.metadata_url)
     vm = lookups.vm(client, vm_id)
     if vm is None:

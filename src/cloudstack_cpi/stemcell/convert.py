@@ -201,12 +201,16 @@ def raw_size(info: ImageInfo) -> int | None:
     """Size of the raw disk behind ``info`` (None if only a streaming pass can tell)."""
     if info.disk_format == "raw":
         return info.payload_size
+    if info.disk_format == "ova":
+        from . import vmdk
+
+        return vmdk.capacity(info)  # the VMDK header is exact; the OVF's capacity may be rounded
     return info.virtual_size if info.disk_format in ("qcow2", "vhd") else None
 
 
 def raw_stream(path: str | os.PathLike[str], info: ImageInfo, *, tmpdir: str | None = None,
                chunk_size: int = CHUNK_SIZE) -> Chunks:
-    """The raw disk bytes of ``info`` (qcow2, VHD or raw), exactly its virtual size.
+    """The raw disk bytes of ``info`` (qcow2, VHD, raw, or an OVA's stream-optimised VMDK), exactly its size.
 
     Unallocated qcow2 clusters and VHD blocks come out as zeros.  A qcow2 or
     dynamic VHD inside a compressed stream is first spooled to a temporary
@@ -231,6 +235,14 @@ def _raw_source(path: str, info: ImageInfo, tmpdir: str | None,
         with _random_access(path, info, tmpdir) as source:
             reader = _qcow2_chunks if info.disk_format == "qcow2" else _dynamic_vhd_chunks
             yield (lambda: rechunk(reader(source, path, chunk_size), chunk_size)), info.virtual_size
+    elif info.disk_format == "ova":
+        from . import vmdk
+
+        def ova_chunks() -> Chunks:
+            with vmdk.open_ova_disk(info) as disk:
+                yield from rechunk(vmdk.raw_chunks(disk, path, chunk_size), chunk_size)
+
+        yield ova_chunks, vmdk.capacity(info)
     else:
         raise ImageError(f"{path}: a {info.disk_format} image has no single raw disk to stream")
 
