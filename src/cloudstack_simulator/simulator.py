@@ -1,7 +1,6 @@
 """The ``Simulator`` object: state + HTTP server in a daemon thread."""
 from __future__ import annotations
 
-import os
 import shutil
 import ssl
 import tempfile

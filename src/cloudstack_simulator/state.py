@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .errors import ApiError, param_error
+from .errors import param_error
 from .jobs import Job, JobManager
 from .util import GiB, now_str, public
 

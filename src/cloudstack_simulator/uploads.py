@@ -16,7 +16,6 @@ import urllib.error
 import urllib.request
 import zipfile
 from datetime import datetime, timezone
-from pathlib import Path
 
 from .signing import parse_expires
 from .util import CHUNK

@@ -1,7 +1,6 @@
 """bin/cpi as the director runs it: bare environment, piped JSON, one document on stdout, exit 0."""
 
 import json
-import os
 import subprocess
 
 import pytest

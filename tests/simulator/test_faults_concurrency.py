@@ -7,7 +7,7 @@ import requests
 
 from cloudstack_simulator import FaultConfig, Simulator
 
-from .helpers import Api, ApiError, JobFailed
+from .helpers import Api, JobFailed
 
 
 def _outcomes(seed):

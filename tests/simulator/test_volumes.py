@@ -5,7 +5,7 @@ import pytest
 
 from cloudstack_simulator import Simulator
 
-from .helpers import Api, ApiError, JobFailed
+from .helpers import Api, ApiError
 
 GiB = 1024 ** 3
 

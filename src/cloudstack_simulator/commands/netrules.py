@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import ApiError, invalid_uuid, param_error
-from ..util import now_str, public
+from ..util import public
 from . import by_ids, command, list_response
 
 ADDR = "org.apache.cloudstack.api.command.user.address."
@@ -170,10 +170,9 @@ def enable_static_nat(ctx):
 
 @command("disableStaticNat", NAT + "DisableStaticNatCmd")
 def disable_static_nat(ctx):
-    st = ctx.state
     ip = find_ip(ctx, "ipaddressid")
     if not ip["isstaticnat"]:
-        raise param_error(f"Specified IP address id is not associated with any vm Id")
+        raise param_error("Specified IP address id is not associated with any vm Id")
 
     def complete():
         ip["isstaticnat"] = False
@@ -318,7 +317,6 @@ def assign_to_load_balancer_rule(ctx):
 
 @command("removeFromLoadBalancerRule", LB + "RemoveFromLoadBalancerRuleCmd")
 def remove_from_load_balancer_rule(ctx):
-    st = ctx.state
     rule = find_lb(ctx)
     vms = _vm_list(ctx)
     for vm in vms:
@@ -370,7 +368,7 @@ def create_firewall_rule(ctx):
             if not 1 <= p <= 65535:
                 raise param_error(f"Invalid port range {start}-{end}")
         if start > end:
-            raise param_error(f"Start port can't be bigger than end port")
+            raise param_error("Start port can't be bigger than end port")
         for r in st.fwrules.values():
             if r["ipaddressid"] == ip["id"] and r["protocol"] == proto and r.get("startport") is not None \
                     and not (end < int(r["startport"]) or start > int(r["endport"])):

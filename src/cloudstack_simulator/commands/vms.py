@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import ipaddress
 import math
 import re
@@ -12,7 +11,6 @@ from urllib.parse import unquote
 from ..errors import ApiError, invalid_uuid, param_error
 from ..util import GiB, now_str, public
 from . import by_ids, command, list_response
-from .catalog import render_affinity
 
 VMCMD = "org.apache.cloudstack.api.command.user.vm."
 HIDDEN_STATES = ("Destroyed", "Expunging")

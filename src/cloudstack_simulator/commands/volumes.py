@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 from datetime import datetime, timezone
 
-from ..errors import ApiError, invalid_uuid, param_error
+from ..errors import invalid_uuid, param_error
 from ..util import GiB, make_sparse, now_str, public, sparse_copy
 from . import by_ids, command, list_response
 
