@@ -21,15 +21,22 @@ from .errors import CloudError
 from .networks import DYNAMIC, VIP, BoshNetwork, dns_network
 
 
-def network_settings(networks: list[BoshNetwork], order: list[BoshNetwork], nics: dict[str, dict],
+def network_settings(networks: list[BoshNetwork], nics: dict[str, dict],
                      vm_routes: dict[str, list]) -> dict[str, dict]:
-    """Each BOSH network as the agent wants it: the director's fields plus mac, use_dhcp, routes, alias.
+    """Each BOSH network as the agent wants it: the director's fields plus mac, use_dhcp and routes.
 
     ``nics`` maps NIC-bearing network names to their CloudStack NIC (``macaddress``,
     ``ipaddress``, ``netmask``, ``gateway``).  Network cloud_properties are CPI
     input, not agent settings, and are left out.
+
+    The agent matches a network to its interface by ``mac``.  No network carries
+    an ``alias``: bosh-agent configures a network with an alias statically
+    whatever its type, so a dynamic network would get a static copy of an
+    address, and a second dynamic NIC the default network's address (bosh-agent
+    platform/net/interface_configuration_creator.go, settings/service.go
+    resolveNetwork).  Which NIC is eth0 matters to the deploy (the default NIC),
+    not to what the agent reads.
     """
-    alias = {n.name: f"eth{i}" for i, n in enumerate(order)}
     result: dict[str, dict] = {}
     for network in networks:
         entry = {key: value for key, value in network.spec.items() if key != "cloud_properties"}
@@ -43,7 +50,6 @@ def network_settings(networks: list[BoshNetwork], order: list[BoshNetwork], nics
             if nic.get("macaddress"):
                 entry["mac"] = nic["macaddress"]
             entry["use_dhcp"] = network.type == DYNAMIC
-            entry["alias"] = alias[network.name]
             routes = [_route(r) for r in network.props.routes] + [_route(r) for r in vm_routes.get(network.name, [])]
             if routes:
                 entry["routes"] = routes

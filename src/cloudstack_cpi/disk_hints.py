@@ -1,26 +1,52 @@
-"""Where the stemcell's agent will find a disk, from CloudStack's device id.
+"""Where the stemcell's agent will find a disk: the attach_disk hint and the ephemeral disk setting.
 
-CloudStack stemcells configure the agent with ``DevicePathResolutionType:
-virtio``: it first globs ``/dev/disk/by-id/*<first 20 chars of id>`` (waiting
-for it to appear), then falls back to ``path``, trying ``/dev/sdX`` as
-``/dev/xvdX``, ``/dev/vdX`` and ``/dev/sdX``.  So:
+CloudStack stemcells run the agent with ``DevicePathResolutionType: virtio``
+and no disk-id transform.  For a persistent disk the agent first globs
+``/dev/disk/by-id/*<disk CID>`` for 500 ms: the CID is the 36-character volume
+UUID, which never matches a CloudStack disk (see below), so that step always
+fails.  It then resolves ``path``: a ``/dev/sdX`` path is tried as
+``/dev/xvdX``, ``/dev/vdX`` and ``/dev/sdX``; any other path is used as it is,
+following it when it is a symlink.  The ``id`` key of a hint is read into a
+field that this resolver never uses, so hints carry no ``id``.
+(bosh-agent: infrastructure/devicepathresolver/virtio_device_path_resolver.go,
+id_device_path_resolver.go, mapped_device_path_resolver.go;
+settings/settings.go populatePersistentDiskSettings.)
 
-- KVM: libvirt gives each disk the serial "volume UUID without dashes, first 20
-  characters"; the by-id lookup finds it whatever order the guest saw the disks
-  in (virtio names follow attach order, not CloudStack's device id).
-- XenServer: the device id is the Xen userdevice, so id 1 is ``xvdb``; no by-id
-  entry exists, so ``id`` is left out (otherwise the agent waits for it first).
-- VMware: SCSI disks in unit order; the CD-ROM (id 3) is on IDE and takes no
-  SCSI slot, so ids above 3 move down one letter.
+- KVM: a guest names virtio disks in the order it finds them (``vda``, ``vdb``,
+  ...), not by CloudStack's device id, and the order changes: a hot-plugged
+  disk takes the lowest free name, after a restart the names follow the PCI
+  slots, and device id 3 (the CD-ROM, on IDE) never takes a virtio name.  A
+  name is therefore not a stable hint.  CloudStack gives every KVM disk the
+  serial "volume UUID without dashes, first 20 characters"
+  (LibvirtComputingResource.diskUuidToSerial), and udev links each disk
+  under ``/dev/disk/by-id/`` by that serial: ``virtio-<serial>`` on the
+  virtio bus, ``scsi-0QEMU_QEMU_HARDDISK_<serial>`` on virtio-scsi (a VM whose
+  root disk controller is ``scsi``: hot-plugged data disks go on the root
+  disk's bus, KVMStorageProcessor.attachOrDetachDisk).  The hint's path is that
+  link, which names the same disk whatever the order.
+- XenServer: the device id is the VBD's userdevice, and the PV block driver
+  names a disk by it (userdevice 4 is ``xvde``) whatever the attach order.
+- VMware: SCSI disks; the CD-ROM (id 3) sits on the IDE controller and takes
+  no SCSI name, so ids above 3 move down one letter.  Linux names SCSI disks in
+  probe order, so this holds while the data disks' ids are contiguous (see
+  docs/disks.md for what remains).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 KVM = "kvm"
 XEN = "xenserver"
 VMWARE = "vmware"
 
 SYSTEM_DISK = {KVM: "/dev/vda", XEN: "/dev/xvda", VMWARE: "/dev/sda"}
+CDROM_DEVICE_ID = 3
+SERIAL_LENGTH = 20  # virtio-blk serials hold at most 20 bytes (VIRTIO_BLK_ID_BYTES)
+BY_ID = "/dev/disk/by-id/"
+KVM_LINK_PREFIX = {"virtio": "virtio-", "scsi": "scsi-0QEMU_QEMU_HARDDISK_"}
+# The longest hint any disk can get, to size the agent settings before the disk exists.
+_LONGEST_VOLUME = "ffffffff-ffff-ffff-ffff-ffffffffffff"
 
 
 def hypervisor_family(hypervisor: str | None) -> str:
@@ -33,25 +59,51 @@ def hypervisor_family(hypervisor: str | None) -> str:
 
 
 def kvm_serial(volume_id: str) -> str:
-    return volume_id.replace("-", "")[:20]
+    """The disk serial CloudStack gives a KVM volume (LibvirtComputingResource.diskUuidToSerial)."""
+    return str(volume_id).replace("-", "")[:SERIAL_LENGTH]
+
+
+def kvm_bus(vm_details: Mapping[str, object] | None) -> str:
+    """``scsi`` when the VM's root disk is on virtio-scsi (detail ``rootDiskController``), else ``virtio``."""
+    for key, value in (vm_details or {}).items():
+        if str(key).lower() == "rootdiskcontroller" and str(value).strip().lower() == "scsi":
+            return "scsi"
+    return "virtio"
+
+
+def kvm_path(volume_id: str, vm_details: Mapping[str, object] | None = None) -> str:
+    return f"{BY_ID}{KVM_LINK_PREFIX[kvm_bus(vm_details)]}{kvm_serial(volume_id)}"
 
 
 def device_letter(device_id: int, hypervisor: str | None) -> str:
     position = int(device_id)
-    if hypervisor_family(hypervisor) == VMWARE and position > 3:
+    if hypervisor_family(hypervisor) == VMWARE and position > CDROM_DEVICE_ID:
         position -= 1
     return chr(ord("a") + position)
 
 
-def disk_hint(volume_id: str, device_id: int, hypervisor: str | None) -> dict:
-    """The v2 attach_disk result (and the ephemeral disk's agent setting)."""
-    hint = {
-        "path": f"/dev/sd{device_letter(device_id, hypervisor)}",
-        "volume_id": str(device_id),
-    }
+def disk_hint(volume_id: str, device_id: int, hypervisor: str | None,
+              vm_details: Mapping[str, object] | None = None) -> dict:
+    """The v2 attach_disk result (and the ephemeral disk's agent setting).
+
+    ``vm_details`` are the VM's ``details`` as listVirtualMachines answers them
+    (they hold ``rootDiskController`` when a template or VM sets it).
+    """
+    family = hypervisor_family(hypervisor)
+    if family == KVM:
+        path = kvm_path(volume_id, vm_details)
+    elif family == XEN:
+        path = f"/dev/xvd{device_letter(device_id, hypervisor)}"
+    else:
+        path = f"/dev/sd{device_letter(device_id, hypervisor)}"
+    return {"path": path, "volume_id": str(device_id)}
+
+
+def longest_hint(hypervisor: str | None) -> dict:
+    """A hint at least as long as any real one for this hypervisor: sizes the draft agent settings."""
     if hypervisor_family(hypervisor) == KVM:
-        hint["id"] = kvm_serial(volume_id)
-    return hint
+        return disk_hint(_LONGEST_VOLUME, 25, hypervisor, {"rootDiskController": "scsi"})
+    return disk_hint(_LONGEST_VOLUME, 25, hypervisor)  # "z", two digits
 
 
 def system_disk(hypervisor: str | None) -> str:

@@ -49,11 +49,14 @@ class Cloud:
     def commands(self) -> list[str]:
         return [command.lower() for command, _ in self.sim.request_log]
 
-    def expected_hint(self, disk: str, device: int, path: str) -> dict:
-        hint = {"path": path, "volume_id": str(device)}
+    def expected_hint(self, disk: str, device: int) -> dict:
+        """KVM: the udev link of the disk serial CloudStack sets (LibvirtComputingResource.diskUuidToSerial);
+        XenServer: the PV name of the VBD's userdevice, which is the device id."""
         if self.hypervisor == "KVM":
-            hint["id"] = disk.replace("-", "")[:20]
-        return hint
+            path = "/dev/disk/by-id/virtio-" + disk.replace("-", "")[:20]
+        else:
+            path = "/dev/xvd" + "abcdefghijklmnop"[device]
+        return {"path": path, "volume_id": str(device)}
 
     def assert_nothing_left(self) -> None:
         inventory = self.sim.inventory()
@@ -87,7 +90,7 @@ def test_bosh_lifecycle_order(cloud):
     assert cpi.ok("has_disk", disk) is True
 
     hint = cpi.ok("attach_disk", vm, disk)
-    assert hint == cloud.expected_hint(disk, 2, "/dev/sdc")  # device 1 is the ephemeral disk, 3 the CD-ROM
+    assert hint == cloud.expected_hint(disk, 2)  # device 1 is the ephemeral disk, 3 the CD-ROM
     assert cpi.ok("set_disk_metadata", disk, {"deployment": "dep", "instance_index": "0",
                                                "attached_at": "2026-01-01T00:00:00Z"}) is None
     assert {"deployment": "dep", "instance_index": "0"}.items() <= {
@@ -119,7 +122,7 @@ def test_reattach_resize_update_and_repeated_calls(cloud):
 
     cloud.sim.clear_request_log()
     assert cpi.ok("attach_disk", vm1, disk, api_version=1) is None
-    assert cpi.ok("attach_disk", vm1, disk) == cloud.expected_hint(disk, 2, "/dev/sdc")  # already there: same hint
+    assert cpi.ok("attach_disk", vm1, disk) == cloud.expected_hint(disk, 2)  # already there: same hint
     assert cloud.commands().count("attachvolume") == 1
     error = cloud.error("attach_disk", vm2, disk)
     assert error["type"] == CLOUD_ERROR and vm1 in error["message"] and vm2 in error["message"]
@@ -127,7 +130,7 @@ def test_reattach_resize_update_and_repeated_calls(cloud):
     assert error["message"] == f"Deleting disk '{disk}': it is attached to VM '{vm1}'; detach it first"
     assert cpi.ok("detach_disk", vm1, disk) is None
     assert cpi.ok("detach_disk", vm1, disk) is None
-    assert cpi.ok("attach_disk", vm2, disk) == cloud.expected_hint(disk, 2, "/dev/sdc")
+    assert cpi.ok("attach_disk", vm2, disk) == cloud.expected_hint(disk, 2)
     assert cpi.ok("delete_vm", vm2) is None  # detaches the persistent disk, which survives
     assert cpi.ok("detach_disk", vm2, disk) is None  # VM gone, disk attached to nothing
 

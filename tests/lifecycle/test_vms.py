@@ -57,7 +57,7 @@ def test_two_nics_and_a_vip_with_an_ephemeral_disk(cpi, simulator):
     assert settings["agent_id"] == "agent-007" and settings["vm"]["name"] == vm["name"]
     assert settings["networks"]["private"]["mac"] == nics["bosh-isolated"]["macaddress"]
     assert settings["networks"]["second"]["mac"] == nics["bosh-shared"]["macaddress"]
-    assert settings["networks"]["private"]["alias"] == "eth0" and settings["networks"]["second"]["alias"] == "eth1"
+    assert "alias" not in settings["networks"]["private"] and "alias" not in settings["networks"]["second"]
     assert settings["networks"]["second"]["use_dhcp"] is True
     assert settings["networks"]["second"]["ip"] == nics["bosh-shared"]["ipaddress"]
     assert settings["networks"]["private"]["routes"] == [
@@ -71,8 +71,8 @@ def test_two_nics_and_a_vip_with_an_ephemeral_disk(cpi, simulator):
     volumes = Api(simulator).list("listVolumes", "volume", virtualmachineid=vm_id, type="DATADISK")
     assert len(volumes) == 1 and volumes[0]["size"] == 3 * 1024 ** 3
     ephemeral = settings["disks"]["ephemeral"]
-    assert ephemeral["path"] == f"/dev/sd{chr(ord('a') + int(volumes[0]['deviceid']))}"
-    assert ephemeral["id"] == volumes[0]["id"].replace("-", "")[:20]
+    assert ephemeral == {"path": "/dev/disk/by-id/virtio-" + volumes[0]["id"].replace("-", "")[:20],
+                         "volume_id": str(volumes[0]["deviceid"])}
     assert settings["disks"]["system"] == "/dev/vda" and settings["disks"]["persistent"] == {}
 
     address = Api(simulator).list("listPublicIpAddresses", "publicipaddress", ipaddress="203.0.113.10")[0]

@@ -8,6 +8,7 @@ import pytest
 from cloudstack_cpi import agent_settings, config, models
 from cloudstack_cpi import networks as nets
 from cloudstack_cpi.errors import CloudError
+from tests import agent_model
 
 CONFIG = config.parse({
     "cloudstack": {"endpoint": "http://cs.test/client/api", "api_key": "k", "secret_access_key": "s"},
@@ -33,22 +34,45 @@ NICS = {
 def network_settings(vm_routes=None):
     parsed = nets.parse(NETWORKS)
     order = nets.nic_order(parsed)
-    return parsed, order, agent_settings.network_settings(parsed, order, NICS, vm_routes or {})
+    return parsed, order, agent_settings.network_settings(parsed, NICS, vm_routes or {})
 
 
-def test_networks_carry_mac_dhcp_alias_and_routes_but_not_cloud_properties():
+def test_networks_carry_mac_dhcp_and_routes_but_no_alias_nor_cloud_properties():
     vm_routes = models.VMCloudProperties.model_validate(
         {"routes": {"dyn": [{"cidr": "172.16.0.0/12", "gateway": "10.2.0.254"}]}}).routes
     _, _, settings = network_settings(vm_routes)
     main, dyn, pub = settings["main"], settings["dyn"], settings["pub"]
     assert main == {"type": "manual", "ip": "10.1.0.10", "netmask": "255.255.255.0", "gateway": "10.1.0.1",
                     "dns": ["10.1.0.2"], "default": ["dns", "gateway"], "prefix": "24",
-                    "mac": "02:00:00:00:00:01", "use_dhcp": False, "alias": "eth0",
+                    "mac": "02:00:00:00:00:01", "use_dhcp": False,
                     "routes": [{"destination": "10.9.0.0", "netmask": "255.255.0.0", "gateway": "10.1.0.254"}]}
     assert dyn["ip"] == "10.2.0.33" and dyn["gateway"] == "10.2.0.1" and dyn["netmask"] == "255.255.255.0"
-    assert dyn["mac"] == "02:00:00:00:00:02" and dyn["use_dhcp"] is True and dyn["alias"] == "eth1"
+    assert dyn["mac"] == "02:00:00:00:00:02" and dyn["use_dhcp"] is True and "alias" not in dyn
     assert dyn["routes"] == [{"destination": "172.16.0.0", "netmask": "255.240.0.0", "gateway": "10.2.0.254"}]
     assert pub == {"type": "vip", "ip": "203.0.113.10"}
+
+
+@pytest.mark.parametrize("eth0, eth1", [("main", "dyn"), ("dyn", "main")])
+def test_the_agent_configures_dynamic_nics_by_dhcp_and_manual_ones_statically(eth0, eth1):
+    """bosh-agent (interface_configuration_creator.go) gives DHCP only to a network without ``alias``, and
+    settings/service.go overwrites the address of every DHCP network with the default route's: with the
+    alias of earlier versions, eth1 (dynamic) came up static with eth0's address."""
+    _, _, settings = network_settings()
+    by_mac = {NICS[eth0]["macaddress"]: "eth0", NICS[eth1]["macaddress"]: "eth1"}
+    resolved = agent_model.resolved_networks(settings, default_ip=NICS[eth0]["ipaddress"])
+    configs = {c.name: c for c in agent_model.interface_configurations(resolved, by_mac)}
+    assert set(configs) == {"eth0", "eth1"}
+    main, dyn = configs[by_mac[NICS["main"]["macaddress"]]], configs[by_mac[NICS["dyn"]["macaddress"]]]
+    assert not main.dhcp and main.address == "10.1.0.10"
+    assert main.routes == [{"destination": "10.9.0.0", "netmask": "255.255.0.0", "gateway": "10.1.0.254"}]
+    assert dyn.dhcp
+
+
+def test_a_single_dynamic_nic_uses_dhcp():
+    parsed = nets.parse({"dyn": NETWORKS["dyn"]})
+    settings = agent_settings.network_settings(parsed, {"dyn": NICS["dyn"]}, {})
+    (config_,) = agent_model.interface_configurations(settings, {NICS["dyn"]["macaddress"]: "eth0"})
+    assert config_.name == "eth0" and config_.dhcp
 
 
 def test_document_has_what_the_agent_reads():

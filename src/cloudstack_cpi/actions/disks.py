@@ -483,7 +483,7 @@ def _attach(ctx, vm_cid: str, disk_cid: str, what: str) -> dict:
 def _hint(ctx, disk_cid: str, volume: Mapping[str, Any], vm: Mapping[str, Any]) -> dict | None:
     if ctx.api_version < 2:
         return None
-    return disk_hints.disk_hint(disk_cid, int(volume["deviceid"]), vm.get("hypervisor"))
+    return disk_hints.disk_hint(disk_cid, int(volume["deviceid"]), vm.get("hypervisor"), vm.get("details"))
 
 
 def _resize(ctx, disk_cid: str, params: dict, what: str) -> None:

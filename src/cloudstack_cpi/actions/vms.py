@@ -34,9 +34,6 @@ DEFAULT_CPU_SPEED = 2000           # MHz, for customized offerings when cpu_spee
 TRANSITIONAL_STATES = frozenset({"Starting", "Stopping", "Migrating"})
 DISPLAY_NAME_MAX = 255
 _DISPLAY_NAME_BAD = re.compile(r"[^A-Za-z0-9 ._:/@+-]+")
-# A device id CloudStack never exceeds, and a volume id of full length: sizes the draft settings.
-_PLACEHOLDER_VOLUME = "ffffffff-ffff-ffff-ffff-ffffffffffff"
-_PLACEHOLDER_DEVICE = 25                # "z": the last letter, and two digits
 
 
 # -- handlers --------------------------------------------------------------------------------------------------
@@ -385,7 +382,7 @@ def _plan(ctx, agent_id, stemcell_cid, cloud_properties, networks, disk_cids, en
         affinity=_affinity(ctx, props, env),
     )
     # The real settings exist only after deploy (MACs, dynamic IPs): size a draft with longest-possible stand-ins.
-    draft_ephemeral = disk_hints.disk_hint(_PLACEHOLDER_VOLUME, _PLACEHOLDER_DEVICE, plan.hypervisor) if props.disk else None
+    draft_ephemeral = disk_hints.longest_hint(plan.hypervisor) if props.disk else None
     draft = _settings(ctx, plan, nets.placeholder_nics(order), draft_ephemeral)
     agent_settings.check_size(agent_settings.encode(draft), cs.user_data_limit)
     return plan
@@ -477,7 +474,7 @@ def _affinity_group(client, name: str) -> dict | None:
 
 
 def _settings(ctx, plan: _Plan, nics: dict[str, dict], ephemeral: dict | None) -> dict:
-    network_settings = agent_settings.network_settings(plan.networks, plan.order, nics, plan.props.routes)
+    network_settings = agent_settings.network_settings(plan.networks, nics, plan.props.routes)
     return agent_settings.build(
         agent_id=plan.agent_id, vm_name=plan.vm_name, networks=network_settings,
         dns=agent_settings.default_dns(plan.order), hypervisor=plan.hypervisor, ephemeral=ephemeral,
@@ -620,7 +617,8 @@ class _Build:
         device_id = (attached.get("volume") or {}).get("deviceid")
         if device_id is None:
             raise errors.CloudError(f"attachVolume answered no device id for the ephemeral disk {self.volume_id}")
-        return disk_hints.disk_hint(self.volume_id, int(device_id), vm.get("hypervisor") or plan.hypervisor)
+        return disk_hints.disk_hint(self.volume_id, int(device_id), vm.get("hypervisor") or plan.hypervisor,
+                                    vm.get("details"))
 
     def _set_user_data(self, vm_id: str, encoded: str) -> None:
         try:
