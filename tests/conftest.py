@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Property tests draw the same examples on every run and every clone (derandomize, no example database), so
+# a fresh clone passes or fails the same way every time; every failure they ever found is kept as an explicit
+# example next to its test. Randomized runs are the soaks under bench/ (HYPOTHESIS_PROFILE=random here).
+hypothesis_settings.register_profile("fixed", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("random", derandomize=False, database=None, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN_CPI = ROOT / "bin" / "cpi"

@@ -1,4 +1,12 @@
-"""Fault injection: per API request, decided by one seeded random.Random behind a lock."""
+"""Fault injection: per API request, decided by seeded random streams behind a lock.
+
+Each command has its own stream (one for requests, one for jobs), derived from
+the seed and the command's name.  A seeded run therefore gives every command
+the same sequence of faults whatever else happens around it: how many times a
+client polls a job (which depends on timing) shifts only the
+queryAsyncJobResult stream, not the faults of the commands that decide an
+outcome.
+"""
 from __future__ import annotations
 
 import random
@@ -40,7 +48,9 @@ class RequestFaults:
 class FaultInjector:
     def __init__(self, config: FaultConfig | None = None, seed: int | None = None):
         self.config = config or FaultConfig()
-        self._rng = random.Random(seed)
+        self._seed = seed
+        self._unseeded = random.Random()
+        self._streams: dict[tuple[str, str], random.Random] = {}
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {k: 0 for k in KINDS}
 
@@ -51,11 +61,20 @@ class FaultInjector:
     def _count(self, kind: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
 
-    def for_request(self) -> RequestFaults:
-        """Always draws the same number of values so a seed gives a reproducible sequence."""
+    def _stream(self, kind: str, command: str | None) -> random.Random:
+        if self._seed is None:
+            return self._unseeded
+        key = (kind, (command or "").lower())
+        if key not in self._streams:
+            self._streams[key] = random.Random(f"{self._seed}:{kind}:{key[1]}")
+        return self._streams[key]
+
+    def for_request(self, command: str | None = None) -> RequestFaults:
+        """Always draws the same number of values so a seed gives a reproducible sequence per command."""
         with self._lock:
             c = self.config
-            r_err, r_500, r_drop, r_thr, r_slow, r_after = (self._rng.random() for _ in range(6))
+            rng = self._stream("request", command)
+            r_err, r_500, r_drop, r_thr, r_slow, r_after = (rng.random() for _ in range(6))
             rf = RequestFaults()
             if r_err < c.error_rate:
                 rf.error = 500 if r_500 < 0.5 else 503
@@ -75,9 +94,9 @@ class FaultInjector:
                     self._count("drop_after_action")
             return rf
 
-    def job_fails(self) -> bool:
+    def job_fails(self, command: str | None = None) -> bool:
         with self._lock:
-            r = self._rng.random()
+            r = self._stream("job", command).random()
             if r < self.config.job_failure_rate:
                 self._count("job_failure")
                 return True

@@ -232,7 +232,9 @@ class Lifecycle:
             attached = True
             volume = self._volume(disk_id) or {}
             self._expect(volume.get("virtualmachineid") == vm_id, f"attach_disk {disk_id}: not attached to {vm_id}")
-            self._expect(isinstance(hint, dict) and hint.get("id"), f"attach_disk {disk_id}: hint {hint!r}")
+            serial = disk_id.replace("-", "")[:20]  # KVM: the serial's udev link (docs/disks.md)
+            self._expect(isinstance(hint, dict) and hint.get("path") == f"/dev/disk/by-id/virtio-{serial}",
+                         f"attach_disk {disk_id}: hint {hint!r}")
 
             snapshot_id = d.call("snapshot_disk", disk_id, {"deployment": "soak", "job": "db", "index": i,
                                                             "director_uuid": DIRECTOR_UUID})

@@ -34,7 +34,10 @@ def check(figures, faults, leaks, mismatches, iterations):
 
 
 def test_lifecycle_under_faults_leaks_nothing(tmp_path):
-    figures, faults, leaks, mismatches = soak(tmp_path, iterations=2, workers=2, seed=7)
+    """One worker and per-command fault streams (cloudstack_simulator.faults): the same faults hit the same
+    calls on every run, so this passes or fails the same way on every clone. bench/fault_soak.py runs the
+    randomized, concurrent version."""
+    figures, faults, leaks, mismatches = soak(tmp_path, iterations=2, workers=1, seed=7)
     check(figures, faults, leaks, mismatches, 2)
 
 
