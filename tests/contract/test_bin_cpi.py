@@ -1,6 +1,8 @@
 """bin/cpi as the director runs it: bare environment, piped JSON, one document on stdout, exit 0."""
 
 import json
+import os
+import shutil
 import subprocess
 
 import pytest
@@ -90,3 +92,48 @@ def test_cloudstack_cpi_cpi_command_is_the_same_entry(config_path, tmp_path):
     completed = subprocess.run([sys.executable, "-m", "cloudstack_cpi.cli", "cpi", str(config_path)],
                                input=json.dumps(INFO).encode(), capture_output=True)
     assert json.loads(completed.stdout)["result"]["api_version"] == 3
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_works_when_invoked_through_a_symlink(config_path, tmp_path, relative):
+    """A release's bin/cpi or a PATH entry may be a symlink: the checkout is found from the real file."""
+    links = tmp_path / "links"
+    links.mkdir()
+    link = links / "cpi"
+    link.symlink_to(os.path.relpath(BIN_CPI, links) if relative else BIN_CPI)
+    completed = subprocess.run([str(link), str(config_path)], input=json.dumps(INFO).encode(),
+                               capture_output=True, cwd=tmp_path, env=bare_env(tmp_path))
+    assert json.loads(completed.stdout)["result"]["api_version"] == 3, completed.stderr
+
+
+def _checkout_without_venv(tmp_path):
+    root = tmp_path / "checkout"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BIN_CPI, root / "bin" / "cpi")
+    shutil.copytree(BIN_CPI.parent.parent / "src", root / "src")
+    return root
+
+
+@pytest.mark.parametrize("python3, says", [
+    (None, "no .venv and no python3 on PATH"),
+    ("#!/bin/sh\nexit 1\n", "the python3 on PATH is older than 3.11"),
+    ("#!/bin/sh\ncase \"$2\" in *pydantic*) exit 1;; esac\nexit 0\n", "lacks pydantic and requests"),
+])
+def test_without_a_venv_it_answers_what_to_run_instead_of_a_traceback(config_path, tmp_path, python3, says):
+    root = _checkout_without_venv(tmp_path)
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("readlink", "sh"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    if python3:
+        (tools / "python3").write_text(python3)
+        (tools / "python3").chmod(0o755)
+    env = dict(bare_env(tmp_path), PATH=str(tools))
+    completed = subprocess.run([str(root / "bin" / "cpi"), str(config_path)], input=json.dumps(INFO).encode(),
+                               capture_output=True, env=env)
+    assert completed.returncode == 0
+    response = json.loads(completed.stdout)
+    assert response["error"]["type"] == "Bosh::Clouds::CpiError" and says in response["error"]["message"]
+    assert "make install" in response["error"]["message"]
+    assert f"Run 'make install' in {root}" in completed.stderr.decode()
+    assert b"Traceback" not in completed.stderr
