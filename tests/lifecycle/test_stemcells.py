@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from pathlib import Path
+
+import pytest
+import yaml
 
 from cloudstack_cpi.stemcell import convert, image
 from cloudstack_simulator import Simulator
 from tests.conftest import Cpi, write_config
 from tests.simulator.helpers import Api
 from tests.unit.stemcell.stemcell_image_builders import (
-    MIB, compress, sample_blocks, write_dynamic_vhd, write_ova, write_raw,
+    MIB, compress, sample_blocks, tar_of, write_dynamic_vhd, write_ova, write_raw,
 )
 
 KVM_PROPS = {"name": "bosh-cloudstack-kvm-ubuntu-jammy-go_agent", "version": "1.622", "infrastructure": "cloudstack",
@@ -21,6 +25,11 @@ XEN_PROPS = dict(KVM_PROPS, name="bosh-cloudstack-xen-ubuntu-jammy-go_agent", hy
 VMWARE_PROPS = dict(KVM_PROPS, name="bosh-cloudstack-vmware-ubuntu-jammy-go_agent", hypervisor="vmware",
                     disk_format="ova")
 SIZE = 6 * MIB
+
+
+def declaring(props: dict, disk_format: str | None) -> dict:
+    """The stemcell's cloud_properties with another declared disk_format (None: none declared)."""
+    return {k: v for k, v in dict(props, disk_format=disk_format).items() if v is not None}
 
 
 def raw_image(tmp_path: Path) -> Path:
@@ -74,7 +83,8 @@ def commands(sim: Simulator) -> list[str]:
 def test_post_kvm_from_raw_with_v3_tags_copy_and_repeated_delete(simulator, tmp_path):
     image_path = raw_image(tmp_path)
     cpi = configured(simulator, tmp_path, stemcell={"upload_strategy": "post", "zones": ["zone-1", "zone-2"]})
-    cid = cpi.ok("create_stemcell", str(image_path), KVM_PROPS, {"tags": {"team": "platform"}}, api_version=3)
+    cid = cpi.ok("create_stemcell", str(image_path), declaring(KVM_PROPS, "raw"), {"tags": {"team": "platform"}},
+                 api_version=3)
 
     by_zone = {row["zonename"]: row for row in rows(simulator, cid)}
     assert set(by_zone) == {"zone-1", "zone-2"} and all(r["isready"] for r in by_zone.values())
@@ -108,7 +118,8 @@ def test_post_xenserver_bzip2_vhd_passes_through_in_a_basic_zone(basic_simulator
     assert basic_simulator.inventory()["templates"] == []
 
     raw = raw_image(tmp_path)  # a raw disk becomes a fixed VHD on the way
-    converted = basic_simulator.template_bytes(cpi.ok("create_stemcell", str(raw), XEN_PROPS)).read_bytes()
+    converted = basic_simulator.template_bytes(cpi.ok("create_stemcell", str(raw), declaring(XEN_PROPS, "raw"))
+                                               ).read_bytes()
     assert converted[:-512] == raw.read_bytes() and converted[-512:].startswith(b"conectix")
 
 
@@ -128,7 +139,7 @@ def test_post_vmware_ova_in_a_vmware_zone(tmp_path):
         assert sha256(sim.template_bytes(cid)) == sha256(ova) == planned_sha256(ova, "vmware")
 
         # A disk image cannot become an OVA: refused before anything is created.
-        failed = cpi.call("create_stemcell", str(raw_image(tmp_path)), VMWARE_PROPS)
+        failed = cpi.call("create_stemcell", str(raw_image(tmp_path)), declaring(VMWARE_PROPS, None))
         assert failed.error["type"] == "Bosh::Clouds::CloudError"
         assert "CloudStack wants OVA" in failed.error["message"]
         cpi.ok("delete_stemcell", cid)
@@ -139,7 +150,7 @@ def test_url_strategy_with_the_built_in_server(simulator, tmp_path):
     vhd = write_dynamic_vhd(raw_image(tmp_path), tmp_path / "root.vhd")
     image_path = compress(vhd, tmp_path / "image", "gzip")  # converted to qcow2 for KVM, served from a temp file
     cpi = configured(simulator, tmp_path, stemcell={"upload_strategy": "url", "url": {"listen_host": "127.0.0.1"}})
-    result = cpi.call("create_stemcell", str(image_path), KVM_PROPS)
+    result = cpi.call("create_stemcell", str(image_path), declaring(KVM_PROPS, "vhd"))
     cid = result.ok()
     assert "registerTemplate" in commands(simulator) and "getUploadParamsForTemplate" not in commands(simulator)
     assert "Serving " in result.stderr and "http://127.0.0.1:" in result.stderr
@@ -155,7 +166,7 @@ def test_url_strategy_download_failure_reports_status_and_leaves_nothing(simulat
     # Nothing serves this directory at base_url: the secondary storage's download fails with HTTP 404.
     cpi = configured(simulator, tmp_path, stemcell={"url": {"base_url": f"{simulator.endpoint.rsplit('/client', 1)[0]}"
                                                                         "/nowhere", "serve_directory": str(serve)}})
-    failed = cpi.call("create_stemcell", str(image_path), KVM_PROPS)
+    failed = cpi.call("create_stemcell", str(image_path), declaring(KVM_PROPS, "raw"))
     assert failed.error["type"] == "Bosh::Clouds::CloudError"
     assert "Failed to download template" in failed.error["message"] and "404" in failed.error["message"]
     assert "registerTemplate" in commands(simulator)  # auto picked url because base_url is set
@@ -170,7 +181,7 @@ def test_volume_strategy_writes_onto_an_attached_volume(tmp_path):
         cpi = configured(sim, tmp_path, stemcell={
             "upload_strategy": "volume", "zones": ["zone-1", "zone-2"],
             "volume": {"vm_id": vm["id"], "device_dir": str(devices / vm["id"])}})
-        result = cpi.call("create_stemcell", str(qcow2_source), KVM_PROPS)
+        result = cpi.call("create_stemcell", str(qcow2_source), declaring(KVM_PROPS, "raw"))
         cid = result.ok()
         assert "/vdb (device id 1)" in result.stderr
         stored = sim.template_bytes(cid)
@@ -193,7 +204,7 @@ def test_volume_strategy_cleans_up_when_the_device_never_appears(tmp_path):
         vm = Api(sim).deploy()
         cpi = configured(sim, tmp_path, stemcell={"upload_strategy": "volume", "volume": {
             "vm_id": vm["id"], "device_dir": str(tmp_path / "no-devices"), "device_timeout": 1}})
-        failed = cpi.call("create_stemcell", str(raw_image(tmp_path)), KVM_PROPS)
+        failed = cpi.call("create_stemcell", str(raw_image(tmp_path)), declaring(KVM_PROPS, "raw"))
         assert failed.error["type"] == "Bosh::Clouds::CloudError"
         assert "did not appear" in failed.error["message"]
         inventory = sim.inventory()
@@ -223,12 +234,14 @@ def test_zone_without_the_stemcells_hypervisor_is_refused(simulator, tmp_path):
 
 
 def test_image_failing_after_the_template_exists_leaves_no_template(simulator, tmp_path):
-    """A dynamic VHD cut short: found while converting, after getUploadParamsForTemplate made the template."""
+    """A gzip-compressed dynamic VHD cut short: its head is sound, so only converting it finds the cut (after
+    getUploadParamsForTemplate made the template); a plain file cut short is refused up front (below)."""
     vhd = write_dynamic_vhd(raw_image(tmp_path), tmp_path / "root.vhd")
+    whole = compress(vhd, tmp_path / "whole.gz", "gzip").read_bytes()
     broken = tmp_path / "image"
-    broken.write_bytes(vhd.read_bytes()[: 3 * MIB])
+    broken.write_bytes(whole[: len(whole) // 2])
     cpi = configured(simulator, tmp_path, stemcell={"upload_strategy": "post"})
-    failed = cpi.call("create_stemcell", str(broken), KVM_PROPS)
+    failed = cpi.call("create_stemcell", str(broken), declaring(KVM_PROPS, "vhd"))
     assert failed.error["type"] == "Bosh::Clouds::CloudError"
     assert "truncated" in failed.error["message"]
     assert "getUploadParamsForTemplate" in commands(simulator) and "deleteTemplate" in commands(simulator)
@@ -306,3 +319,112 @@ def test_volume_strategy_for_a_vmware_ova(tmp_path):
         assert sim.inventory()["volumes"] == [] and sim.inventory()["snapshots"] == []
         cpi.ok("delete_stemcell", cid)
         assert sim.inventory()["templates"] == []
+
+
+# --- images that cannot be disks: refused before anything exists in CloudStack ---------------------------------
+
+CREATING = {"getUploadParamsForTemplate", "registerTemplate", "createVolume", "attachVolume", "createSnapshot",
+            "createTemplate", "copyTemplate"}
+
+
+def stemcell_tarball(path: Path, cloud_properties: dict, image_bytes: bytes | None) -> Path:
+    """A stemcell tarball laid out as bosh-linux-stemcell-builder makes it: stemcell.MF and image (None: no image)."""
+    manifest = {"name": cloud_properties.get("name"), "version": cloud_properties.get("version"),
+                "bosh_protocol": 1, "api_version": 3, "operating_system": "ubuntu-jammy",
+                "stemcell_formats": ["cloudstack-qcow2"], "cloud_properties": cloud_properties}
+    members: dict[str, bytes] = {"stemcell.MF": yaml.safe_dump(manifest).encode()}
+    if image_bytes is not None:
+        members["image"] = image_bytes
+    return tar_of(path, members, "gzip")
+
+
+def unpack_like_the_director(tarball: Path, into: Path) -> tuple[str, dict]:
+    """What the director (or bosh create-env) does: extract, read stemcell.MF, pass <dir>/image and its
+    cloud_properties to create_stemcell."""
+    into.mkdir()
+    with tarfile.open(tarball) as tar:
+        tar.extractall(into, filter="data")
+    manifest = yaml.safe_load((into / "stemcell.MF").read_text())
+    return str(into / "image"), manifest["cloud_properties"]
+
+
+def refused_leaving_nothing(sim: Simulator, cpi: Cpi, image_path: str, props: dict) -> str:
+    """create_stemcell fails with a CloudError, sends no creating command and leaves the cloud as it was."""
+    before = sim.inventory()
+    sim.clear_request_log()
+    failed = cpi.call("create_stemcell", image_path, props)
+    assert failed.error is not None and failed.error["type"] == "Bosh::Clouds::CloudError", failed.response
+    assert failed.error["ok_to_retry"] is False
+    assert not CREATING & set(commands(sim)), commands(sim)
+    assert sim.inventory() == before
+    return failed.error["message"]
+
+
+def strategy_config(sim: Simulator, tmp_path: Path, strategy: str) -> dict:
+    if strategy == "url":
+        return {"upload_strategy": "url", "url": {"listen_host": "127.0.0.1"}}
+    if strategy == "volume":
+        vm = Api(sim).deploy()
+        return {"upload_strategy": "volume", "volume": {"vm_id": vm["id"], "device_dir": str(tmp_path / "devices")}}
+    return {"upload_strategy": "post"}
+
+
+@pytest.mark.parametrize("strategy", ["post", "url", "volume"])
+def test_a_nine_byte_text_image_is_refused_before_anything_is_created(simulator, tmp_path, strategy):
+    """The defect: a 9-byte text file has no qcow2/VHD/OVA signature, so detection calls it raw, and a template
+    was made of it.  A raw disk image is a whole number of 512-byte sectors ("Sector length is always 512
+    bytes", VHD spec v1.0, the unit every disk format here counts in) and at least 1 MiB (image.MIN_DISK_SIZE)."""
+    tarball = stemcell_tarball(tmp_path / "stemcell.tgz", KVM_PROPS, b"not disk\n")
+    image_path, props = unpack_like_the_director(tarball, tmp_path / "unpacked")
+    cpi = configured(simulator, tmp_path, stemcell=strategy_config(simulator, tmp_path, strategy))
+    message = refused_leaving_nothing(simulator, cpi, image_path, props)
+    # (the image path itself may be shortened in the message: it is a request argument)
+    assert message.startswith(f"Creating stemcell '{KVM_PROPS['name']} 1.622': image ")
+    assert ": not a disk image: the file is 9 bytes and has no qcow2, VHD or OVA signature" in message
+    assert "a raw disk image is a whole number of 512-byte sectors and at least 1 MiB" in message
+    assert "the stemcell declares disk_format 'qcow2'" in message
+    assert simulator.inventory()["templates"] == []
+    assert [p.name for p in Path(image_path).parent.iterdir() if p.name.startswith(".cpi-")] == []
+
+
+@pytest.mark.parametrize("image_bytes, expected", [
+    (None, "no such file: the stemcell has no image"),
+    (b"", "image is empty (0 bytes)"),
+])
+def test_a_stemcell_without_an_image_or_with_an_empty_one_is_refused(simulator, tmp_path, image_bytes, expected):
+    tarball = stemcell_tarball(tmp_path / "stemcell.tgz", KVM_PROPS, image_bytes)
+    image_path, props = unpack_like_the_director(tarball, tmp_path / "unpacked")
+    cpi = configured(simulator, tmp_path, stemcell={"upload_strategy": "post"})
+    message = refused_leaving_nothing(simulator, cpi, image_path, props)
+    assert message.startswith(f"Creating stemcell '{KVM_PROPS['name']} 1.622': image ") and expected in message
+
+
+def test_a_declared_disk_format_must_be_what_the_bytes_are(simulator, tmp_path):
+    """A sound raw disk in a stemcell that says qcow2: refused (CloudStack would be told QCOW2 for raw bytes)."""
+    cpi = configured(simulator, tmp_path, stemcell={"upload_strategy": "post"})
+    image_path = str(raw_image(tmp_path))
+    message = refused_leaving_nothing(simulator, cpi, image_path, KVM_PROPS)
+    assert message.endswith(f": the stemcell declares disk_format 'qcow2' but the image is a raw disk of {SIZE} bytes")
+
+
+def test_a_plain_dynamic_vhd_cut_short_is_refused_before_anything_is_created(basic_simulator, tmp_path):
+    """VHD spec v1.0: a dynamic disk is "Copy of hard disk footer (512 bytes) | Dynamic Disk Header (1024 bytes) |
+    BAT | Data Block 1 ... n | Hard Disk Footer (512 bytes)"; a file cut short has no footer at its end."""
+    vhd = write_dynamic_vhd(raw_image(tmp_path), tmp_path / "root.vhd")
+    broken = tmp_path / "image"
+    broken.write_bytes(vhd.read_bytes()[: 3 * MIB])
+    cpi = configured(basic_simulator, tmp_path, default_zone="basic-zone", stemcell={"upload_strategy": "post"})
+    message = refused_leaving_nothing(basic_simulator, cpi, str(broken), XEN_PROPS)
+    assert f"truncated dynamic VHD: the file ({3 * MIB} bytes) does not end with the VHD footer" in message
+
+
+def test_light_stemcells_need_no_image(simulator, tmp_path):
+    """Light stemcells name a template; their image is never read, whatever it is (or if it is missing)."""
+    cpi = configured(simulator, tmp_path)
+    existing = Api(simulator).template("bosh-stemcell-existing")
+    text = tmp_path / "text"
+    text.write_bytes(b"not disk\n")
+    light = dict(KVM_PROPS, template_name="bosh-stemcell-existing")
+    for image_path in (str(tmp_path / "missing"), str(text)):
+        assert cpi.ok("create_stemcell", image_path, light) == f"{existing['id']} light"
+    assert not CREATING & set(commands(simulator))

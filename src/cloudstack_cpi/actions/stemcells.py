@@ -17,8 +17,6 @@ from ..errors import CloudError
 from ..stemcell import ostypes, templates
 
 STRATEGIES = ("post", "url", "volume")
-# What cloud_properties' disk_format calls the formats image.detect reports.
-DISK_FORMAT_ALIASES = {"vhdx": "vhd", "vpc": "vhd", "img": "raw"}
 
 
 def create_stemcell(ctx, image_path: str, cloud_properties: dict, env: dict | None = None) -> str:
@@ -279,11 +277,9 @@ def _detect(image_path: str, props, log):
     if not info.resolved:
         log.info(f"Reading {image_path} once to tell a fixed VHD from a raw disk inside the {info.compression} stream")
         info = info.resolve()
-    declared = (props.disk_format or "").lower()
-    declared = DISK_FORMAT_ALIASES.get(declared, declared)
-    if declared and declared != info.disk_format:
-        log.warning(f"cloud_properties.disk_format is '{props.disk_format}' but the image is {info.disk_format}; "
-                    "going by the image's bytes")
+    # Before anything exists in CloudStack (all strategies come through here): refuse what cannot be a
+    # disk, or is not the disk_format the stemcell declares.  Uses only what detection read.
+    image_module.check_usable(info, props.disk_format)
     log.info(f"Image {image_path}: {info.disk_format}"
              + (f" ({info.vhd_type})" if info.vhd_type else "")
              + (f", {info.compression}-compressed" if info.compression else "")

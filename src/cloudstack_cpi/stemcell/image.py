@@ -12,6 +12,17 @@ without reading to the end; ``detect`` then reports ``disk_format=None`` and
 ``resolve`` (or ``detect(path, resolve=True)``) settles it with one
 streaming pass.  This module also owns sequential access to the *payload*:
 the disk bytes after removing compression and the tar container.
+
+Two levels of refusal.  ``detect`` refuses what claims a format and does not
+parse as it (a qcow2 header out of spec or pointing past the end of the
+file, a dynamic VHD without its dynamic header or its closing footer, an OVA
+whose descriptor is not XML or that has no VMDK).  ``check_usable`` then
+refuses what parsed but cannot be a stemcell's disk (a "raw" file that is
+not a whole number of sectors or is smaller than ``MIN_DISK_SIZE``, a tiny
+virtual disk, a fixed VHD shorter than its footer says) and a stemcell whose
+declared ``disk_format`` is not what the bytes are.  Both use only what
+detection already read: the first ``HEAD_SIZE`` bytes, sizes from ``stat``
+or the tar header, and for uncompressed files the last 512 bytes.
 """
 
 from __future__ import annotations
@@ -21,7 +32,6 @@ import contextlib
 import dataclasses
 import gzip
 import os
-import re
 import struct
 import tarfile
 import xml.etree.ElementTree as ElementTree
@@ -42,7 +52,20 @@ VHD_FOOTER_SIZE = 512
 USTAR_OFFSET = 257
 
 VHD_TYPES = {2: "fixed", 3: "dynamic", 4: "differencing"}
+VHD_DYNAMIC_COOKIE = b"cxsparse"
+VHD_DYNAMIC_HEADER_SIZE = 1024
+VMDK_MAGIC = b"KDMV"  # SPARSE_MAGICNUMBER 0x564d444b, little-endian
 DISK_MEMBER_SUFFIXES = (".qcow2", ".vhd", ".img", ".raw")
+SECTOR_SIZE = 512
+# The smallest disk accepted.  A stemcell's root disk is GiBs (stemcell.MF
+# says ``disk: 5120`` MiB or so); 1 MiB is where partitioning tools put the
+# first partition (sector 2048), so nothing smaller holds a partition table
+# and a file system.  It refuses text files, stray small files and
+# downloads cut off after a few KiB, and leaves room for small test images.
+MIN_DISK_SIZE = 1 << 20
+# What a stemcell.MF disk_format may say for each format detect reports.
+DISK_FORMAT_ALIASES = {"qcow2": "qcow2", "vhd": "vhd", "vhdx": "vhd", "vpc": "vhd", "raw": "raw", "img": "raw",
+                       "ova": "ova", "vmdk": "ova"}
 
 
 class ImageError(ValueError):
@@ -67,6 +90,9 @@ class Qcow2Header:
     crypt_method: int
     incompatible_features: int
     compression_type: int
+    header_length: int = 72
+    refcount_table_offset: int = 0
+    refcount_table_clusters: int = 0
 
     @property
     def cluster_size(self) -> int:
@@ -122,7 +148,7 @@ def detect(path: str | os.PathLike[str], *, resolve: bool = False) -> ImageInfo:
             if _is_tar(head):
                 info = _detect_in_tar(base, head, stream)
             else:
-                info = _detect_disk(base, head, base.payload_size, _tail_reader(base, 0))
+                info = _detect_disk(base, head, base.payload_size, _payload_reader(base, 0))
     return _resolve_if_needed(info) if resolve else info
 
 
@@ -142,8 +168,95 @@ def resolve(info: ImageInfo) -> ImageInfo:
     if footer is None:
         return dataclasses.replace(info, disk_format="raw", virtual_size=size)
     _reject_differencing(footer, info.path)
+    if footer.disk_type != "fixed":
+        # A dynamic VHD starts with a copy of its footer; resolve() only runs when the head had none.
+        raise ImageError(f"{info.path}: corrupt dynamic VHD: {_subject(info)} ends with a dynamic VHD footer but "
+                         "does not start with its copy")
     return dataclasses.replace(info, disk_format="vhd", vhd_type=footer.disk_type,
                                virtual_size=footer.current_size)
+
+
+# --- acceptance: can these bytes be a stemcell's disk? ---------------------------
+
+
+def check_usable(info: ImageInfo, declared_format: str | None = None) -> None:
+    """Refuse an image that cannot be a stemcell's disk, or is not what the stemcell says it is.
+
+    ``info`` must be resolved (its ``disk_format`` known).  Rules:
+
+    * raw: a whole number of 512-byte sectors, and at least ``MIN_DISK_SIZE``.
+      Anything without a qcow2, VHD or OVA signature is taken for raw, so this
+      is what refuses a text file or an empty tar member.
+    * qcow2, VHD, OVA: a virtual disk of at least ``MIN_DISK_SIZE``; a fixed
+      VHD at least as long as the disk its footer describes plus the footer.
+    * ``declared_format`` (stemcell.MF ``disk_format``; ``vhdx``/``vpc`` mean
+      vhd, ``img`` raw, ``vmdk`` ova) must be the format found.
+
+    Uses only ``info`` (what detection read); raises ImageError saying what
+    was found.
+    """
+    path, subject = info.path, _subject(info)
+    if info.disk_format is None:
+        raise ImageError(f"{path}: cannot tell a fixed VHD from a raw disk without reading it; call resolve() first")
+    declared_raw = (declared_format or "").strip()
+    declared = DISK_FORMAT_ALIASES.get(declared_raw.lower()) if declared_raw else None
+    mismatch = bool(declared_raw) and declared != info.disk_format
+    also = f" (and the stemcell declares disk_format '{declared_raw}')" if mismatch else ""
+    min_text = _size_text(MIN_DISK_SIZE)
+    if info.disk_format == "raw":
+        size = info.payload_size
+        if size == 0:
+            raise ImageError(f"{path}: not a disk image: {subject} is empty (0 bytes){also}")
+        if size is not None and (size % SECTOR_SIZE or size < MIN_DISK_SIZE):
+            raise ImageError(f"{path}: not a disk image: {subject} is {size} bytes and has no qcow2, VHD or OVA "
+                             f"signature, so it could only be a raw disk; a raw disk image is a whole number of "
+                             f"512-byte sectors and at least {min_text}{also}")
+    else:
+        virtual = info.virtual_size
+        if virtual is None or virtual < MIN_DISK_SIZE:
+            raise ImageError(f"{path}: not a usable disk image: {subject} is {describe(info)} whose disk is "
+                             f"{virtual} bytes; a stemcell's disk is at least {min_text}{also}")
+        short = info.payload_size is not None and info.payload_size < virtual + VHD_FOOTER_SIZE
+        if info.vhd_type == "fixed" and short:
+            raise ImageError(f"{path}: truncated fixed VHD: its footer describes a {virtual}-byte disk, so "
+                             f"{subject} should be {virtual + VHD_FOOTER_SIZE} bytes, but it is {info.payload_size}")
+    if declared_raw and declared is None:
+        raise ImageError(f"{path}: the stemcell declares disk_format '{declared_raw}', which the CPI does not know "
+                         f"(it takes qcow2, vhd/vhdx/vpc, raw/img, ova/vmdk); the image is {describe(info)}")
+    if mismatch:
+        raise ImageError(f"{path}: the stemcell declares disk_format '{declared_raw}' but the image is "
+                         f"{describe(info)}")
+
+
+def describe(info: ImageInfo) -> str:
+    """What the image is, in words: "a dynamic VHD, bzip2-compressed", "a raw disk of 6291456 bytes, in a tar"."""
+    if info.disk_format == "raw":
+        text = "a raw disk" + (f" of {info.payload_size} bytes" if info.payload_size is not None else "")
+    elif info.disk_format == "vhd":
+        text = f"a {info.vhd_type} VHD" if info.vhd_type else "a VHD"
+    elif info.disk_format == "ova":
+        text = "an OVA"
+    elif info.disk_format == "qcow2":
+        text = "a qcow2 image"
+    else:
+        text = "a fixed VHD or a raw disk"
+    if info.container == "tar" and info.disk_format != "ova":
+        text += f", in a tar ({info.member})"
+    if info.compression:
+        text += f", {info.compression}-compressed"
+    return text
+
+
+def _subject(info: ImageInfo) -> str:
+    if info.container == "tar" and info.member and info.disk_format != "ova":
+        return f"tar member {info.member!r}"
+    if info.compression:
+        return f"the {info.compression}-decompressed image"
+    return "the file"
+
+
+def _size_text(size: int) -> str:
+    return f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size} bytes"
 
 
 # --- payload access -------------------------------------------------------
@@ -227,10 +340,15 @@ def _file_size(path: str) -> int:
         size = os.stat(path).st_size
         if not os.path.isfile(path):
             raise ImageError(f"{path}: not a regular file")
+    except FileNotFoundError as error:
+        raise ImageError(f"{path}: cannot read image: no such file: the stemcell has no image (its tarball must "
+                         "hold the disk as 'image'; only a light stemcell, whose cloud_properties name an existing "
+                         "template, may come without one)") from error
     except OSError as error:
         raise ImageError(f"{path}: cannot read image: {error.strerror or error}") from error
     if size == 0:
-        raise ImageError(f"{path}: image is empty (0 bytes)")
+        raise ImageError(f"{path}: image is empty (0 bytes): there is no disk in it (only a light stemcell, whose "
+                         "cloud_properties name an existing template, may have an empty image)")
     return size
 
 
@@ -247,9 +365,11 @@ def _is_tar(head: bytes) -> bool:
 
 
 def _detect_in_tar(base: ImageInfo, head: bytes, stream: BinaryIO) -> ImageInfo:
-    """Walk tar headers until the .ovf (an OVA) or the first disk-like member."""
+    """Walk tar headers until the .ovf and its .vmdk (an OVA) or the first disk-like member."""
     info = dataclasses.replace(base, container="tar")
     seen: list[str] = []
+    ovf: tuple[tarfile.TarInfo, bytes] | None = None
+    vmdk: tuple[tarfile.TarInfo, bytes] | None = None
     # The decompressed stream was already read HEAD_SIZE bytes in: glue the
     # head back in front so tarfile sees the archive from its start.
     tar = tarfile.open(fileobj=_Prefixed(head, stream), mode="r|")
@@ -261,16 +381,26 @@ def _detect_in_tar(base: ImageInfo, head: bytes, stream: BinaryIO) -> ImageInfo:
         if os.path.basename(lowered) == "stemcell.mf":
             raise ImageError(f"{base.path}: this is a whole stemcell tarball (has stemcell.MF); "
                              "pass the 'image' file extracted from it")
-        if lowered.endswith(".ovf"):
-            return _ova_info(info, tar.extractfile(member), member)
-        extracted = tar.extractfile(member)
-        member_head = _read_up_to(extracted, HEAD_SIZE)
-        if _is_disk_member(lowered, member_head):
-            _check_member_complete(base, member)
-            info = dataclasses.replace(info, member=member.name, member_offset=member.offset_data,
-                                       payload_size=member.size)
-            return _detect_disk(info, member_head, member.size,
-                                _tail_reader(info, member.offset_data))
+        # Before reading any of it: tarfile reads a member in 8 KiB buffers and fails on a cut one with a
+        # bare "unexpected end of data".
+        _check_member_complete(base, member)
+        if lowered.endswith(".ovf") and ovf is None:
+            ovf = (member, _read_up_to(tar.extractfile(member), OVF_MAX_SIZE))
+        elif lowered.endswith(".vmdk") and vmdk is None:
+            vmdk = (member, _read_up_to(tar.extractfile(member), SECTOR_SIZE))
+        elif ovf is None:
+            extracted = tar.extractfile(member)
+            member_head = _read_up_to(extracted, HEAD_SIZE)
+            if _is_disk_member(lowered, member_head):
+                info = dataclasses.replace(info, member=member.name, member_offset=member.offset_data,
+                                           payload_size=member.size)
+                return _detect_disk(info, member_head, member.size,
+                                    _payload_reader(info, member.offset_data))
+        if ovf is not None and vmdk is not None:
+            return _ova_info(info, ovf, vmdk)
+    if ovf is not None:
+        raise ImageError(f"{base.path}: not a usable OVA: the descriptor {ovf[0].name!r} is there but no .vmdk "
+                         f"disk (members: {seen})")
     raise ImageError(f"{base.path}: tar archive holds no disk image (members: {seen or 'none'})")
 
 
@@ -288,66 +418,170 @@ def _is_disk_member(lowered_name: str, member_head: bytes) -> bool:
             or member_head.startswith((QCOW2_MAGIC, VHD_COOKIE)))
 
 
-def _ova_info(info: ImageInfo, ovf_file: BinaryIO | None, member: tarfile.TarInfo) -> ImageInfo:
-    ovf_bytes = ovf_file.read(OVF_MAX_SIZE) if ovf_file else b""
+def _ova_info(info: ImageInfo, ovf: tuple[tarfile.TarInfo, bytes],
+              vmdk: tuple[tarfile.TarInfo, bytes]) -> ImageInfo:
+    """An OVA: its descriptor must be an OVF envelope, its disk a VMDK; the VMDK header gives the size."""
+    (ovf_member, ovf_bytes), (vmdk_member, vmdk_head) = ovf, vmdk
+    _check_ovf(info.path, ovf_member.name, ovf_bytes)
     payload_size = info.file_size if info.compression is None else None
-    return dataclasses.replace(info, member=member.name, member_offset=member.offset_data,
-                               disk_format="ova", virtual_size=_ovf_capacity(ovf_bytes),
-                               payload_size=payload_size)
+    return dataclasses.replace(info, member=ovf_member.name, member_offset=ovf_member.offset_data,
+                               disk_format="ova", payload_size=payload_size,
+                               virtual_size=_vmdk_capacity(info.path, vmdk_member.name, vmdk_head))
 
 
-def _ovf_capacity(ovf_bytes: bytes) -> int | None:
-    """Capacity of the first <Disk> in an OVF descriptor; None when unreadable."""
+def _check_ovf(path: str, name: str, ovf_bytes: bytes) -> None:
     try:
         root = ElementTree.fromstring(ovf_bytes)
-    except ElementTree.ParseError:
-        return None
-    for element in root.iter():
-        if element.tag.rpartition("}")[2] != "Disk":
-            continue
-        attributes = {key.rpartition("}")[2]: value for key, value in element.attrib.items()}
-        units = re.fullmatch(r"\s*byte\s*(?:\*\s*2\s*\^\s*(\d+))?\s*",
-                             attributes.get("capacityAllocationUnits", "byte"))
-        capacity = attributes.get("capacity", "")
-        if units and capacity.isdigit():
-            return int(capacity) << int(units.group(1) or 0)
-        return None
-    return None
+    except ElementTree.ParseError as error:
+        raise ImageError(f"{path}: not a usable OVA: its descriptor {name!r} is not XML ({error})") from None
+    if root.tag.rpartition("}")[2] != "Envelope":
+        raise ImageError(f"{path}: not a usable OVA: its descriptor {name!r} is <{root.tag}>, not an OVF <Envelope>")
 
 
-def _detect_disk(info: ImageInfo, head: bytes, payload_size: int | None, read_tail) -> ImageInfo:
-    """Classify a payload from its first bytes (and its last 512 when reachable)."""
+def _vmdk_capacity(path: str, name: str, header: bytes) -> int:
+    """The disk size a VMDK sparse extent header states (VMware Virtual Disk Format 1.1)."""
+    if len(header) < 20 or not header.startswith(VMDK_MAGIC):
+        raise ImageError(f"{path}: not a usable OVA: its disk {name!r} has no VMDK header "
+                         f"(first bytes {header[:8]!r}, {len(header)} read)")
+    version, _flags, capacity_sectors = struct.unpack_from("<IIQ", header, 4)
+    if version not in (1, 2, 3):
+        raise ImageError(f"{path}: not a usable OVA: its disk {name!r} has VMDK version {version}")
+    return capacity_sectors * SECTOR_SIZE
+
+
+def _detect_disk(info: ImageInfo, head: bytes, payload_size: int | None, read_at) -> ImageInfo:
+    """Classify a payload from its first bytes (and its last 512 when reachable).
+
+    ``read_at(offset, length)`` reads inside an uncompressed payload (None
+    for compressed ones); ``payload_size`` is None when only a full
+    decompression could tell.
+    """
     if head.startswith(QCOW2_MAGIC):
         header = parse_qcow2_header(head, info.path)
+        _check_qcow2_layout(header, payload_size, info)
         return dataclasses.replace(info, disk_format="qcow2", virtual_size=header.virtual_size)
     if head.startswith(VHD_COOKIE):
         # A dynamic VHD starts with a copy of its footer.
         footer = parse_vhd_footer(head[:VHD_FOOTER_SIZE], info.path)
         _reject_differencing(footer, info.path)
+        if footer.disk_type == "dynamic":
+            _check_dynamic_vhd(footer, head, payload_size, read_at, info)
         return dataclasses.replace(info, disk_format="vhd", vhd_type=footer.disk_type,
                                    virtual_size=footer.current_size)
-    if read_tail is None:
+    if read_at is None:
         return info  # compressed: fixed VHD or raw, decided by resolve()
     if payload_size >= VHD_FOOTER_SIZE:
-        footer = parse_vhd_footer(read_tail(payload_size), info.path, strict=False)
+        footer = parse_vhd_footer(read_at(payload_size - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE), info.path, strict=False)
         if footer is not None:
             _reject_differencing(footer, info.path)
+            if footer.disk_type != "fixed":
+                raise ImageError(f"{info.path}: corrupt dynamic VHD: {_subject(info)} ends with a dynamic VHD footer "
+                                 "but does not start with its copy")
             return dataclasses.replace(info, disk_format="vhd", vhd_type=footer.disk_type,
                                        virtual_size=footer.current_size)
     return dataclasses.replace(info, disk_format="raw", virtual_size=payload_size)
 
 
-def _tail_reader(info: ImageInfo, payload_offset: int):
-    """For uncompressed files, a function reading the payload's last 512 bytes."""
+def _payload_reader(info: ImageInfo, payload_offset: int):
+    """For uncompressed files, ``read_at(offset, length)`` inside the payload; None for compressed ones."""
     if info.compression is not None:
         return None
 
-    def read_tail(payload_size: int) -> bytes:
+    def read_at(offset: int, length: int) -> bytes:
         with open(info.path, "rb") as file:
-            file.seek(payload_offset + payload_size - VHD_FOOTER_SIZE)
-            return file.read(VHD_FOOTER_SIZE)
+            return os.pread(file.fileno(), length, payload_offset + offset)
 
-    return read_tail
+    return read_at
+
+
+def _check_qcow2_layout(header: Qcow2Header, payload_size: int | None, info: ImageInfo) -> None:
+    """The qcow2 spec's placement rules for the header and the two top-level tables.
+
+    Spec (qemu docs/interop/qcow2.txt): "The first cluster of a qcow2 image
+    contains the file header"; l1_table_offset and refcount_table_offset
+    "Must be aligned to a cluster boundary".  With the payload's size known
+    (plain file, or a tar member), the tables must also lie inside it: a
+    download cut short after its first KiB fails here.
+    """
+    path, cluster = info.path, header.cluster_size
+    if header.header_length > cluster:
+        raise ImageError(f"{path}: corrupt qcow2: header_length {header.header_length} exceeds the "
+                         f"{cluster}-byte cluster that holds the header")
+    tables = (("L1 table", header.l1_table_offset, header.l1_size * 8),
+              ("refcount table", header.refcount_table_offset, header.refcount_table_clusters * cluster))
+    for name, offset, length in tables:
+        if offset % cluster:
+            raise ImageError(f"{path}: corrupt qcow2: the {name} offset {offset} is not aligned to its "
+                             f"{cluster}-byte clusters")
+    if payload_size is None:
+        return
+    if payload_size < header.header_length:
+        raise ImageError(f"{path}: truncated qcow2: {_subject(info)} is {payload_size} bytes, shorter than "
+                         f"its {header.header_length}-byte header")
+    for name, offset, length in tables:
+        if offset + length > payload_size:
+            raise ImageError(f"{path}: truncated qcow2: the {name} ends at byte {offset + length} but "
+                             f"{_subject(info)} is {payload_size} bytes")
+
+
+def _check_dynamic_vhd(footer: VhdFooter, head: bytes, payload_size: int | None, read_at,
+                       info: ImageInfo) -> None:
+    """A dynamic VHD's dynamic header, block table bounds and closing footer (VHD spec v1.0).
+
+    Layout: footer copy (512 bytes), dynamic header (1024 bytes, where the
+    footer's Data Offset points), BAT, data blocks, footer (512 bytes).  The
+    dynamic header is normally inside ``head``; the closing footer is read
+    only for uncompressed payloads (one 512-byte read at the end).
+    """
+    path, subject = info.path, _subject(info)
+    start, end = footer.data_offset, footer.data_offset + VHD_DYNAMIC_HEADER_SIZE
+    if start < VHD_FOOTER_SIZE:
+        raise ImageError(f"{path}: corrupt dynamic VHD: its footer's data offset {start} points into the footer")
+    if payload_size is not None and end > payload_size:
+        raise ImageError(f"{path}: truncated dynamic VHD: its dynamic header ends at byte {end} but {subject} is "
+                         f"{payload_size} bytes")
+    if end <= len(head):
+        dynamic_header = head[start:end]
+    elif read_at is not None:
+        dynamic_header = read_at(start, VHD_DYNAMIC_HEADER_SIZE)
+    else:
+        dynamic_header = None  # beyond the decompressed head: checked when the disk is converted
+    if dynamic_header is not None:
+        table_end = _check_vhd_dynamic_header(dynamic_header, footer, start, path)
+        if payload_size is not None and table_end > payload_size:
+            raise ImageError(f"{path}: truncated dynamic VHD: its block allocation table ends at byte {table_end} "
+                             f"but {subject} is {payload_size} bytes")
+    if read_at is not None and payload_size is not None:
+        tail = read_at(payload_size - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE) if payload_size >= VHD_FOOTER_SIZE else b""
+        closing = parse_vhd_footer(tail, path, strict=False)
+        if closing is None:
+            raise ImageError(f"{path}: truncated dynamic VHD: {subject} ({payload_size} bytes) does not end with "
+                             "the VHD footer that a dynamic VHD closes with")
+        if (closing.disk_type, closing.current_size) != (footer.disk_type, footer.current_size):
+            raise ImageError(f"{path}: corrupt dynamic VHD: the footer at the end ({closing.disk_type}, "
+                             f"{closing.current_size} bytes) is not the copy at the start ({footer.disk_type}, "
+                             f"{footer.current_size} bytes)")
+
+
+def _check_vhd_dynamic_header(header: bytes, footer: VhdFooter, offset: int, path: str) -> int:
+    """Check a dynamic header's cookie, checksum, block size and table size; return where the BAT ends."""
+    if len(header) < VHD_DYNAMIC_HEADER_SIZE or not header.startswith(VHD_DYNAMIC_COOKIE):
+        raise ImageError(f"{path}: corrupt dynamic VHD: no dynamic header ('cxsparse') at offset {offset}")
+    stored, = struct.unpack_from(">I", header, 36)
+    if stored != vhd_checksum(header):
+        raise ImageError(f"{path}: corrupt dynamic VHD: dynamic header checksum mismatch (stored {stored:#010x}, "
+                         f"computed {vhd_checksum(header):#010x})")
+    table_offset, = struct.unpack_from(">Q", header, 16)
+    max_entries, block_size = struct.unpack_from(">II", header, 28)
+    sectors = block_size // SECTOR_SIZE
+    if block_size % SECTOR_SIZE or sectors == 0 or sectors & (sectors - 1):
+        raise ImageError(f"{path}: corrupt dynamic VHD: block size {block_size} is not a power-of-two number of "
+                         "512-byte sectors")
+    blocks = -(-footer.current_size // block_size)
+    if max_entries < blocks:
+        raise ImageError(f"{path}: corrupt dynamic VHD: its block allocation table has {max_entries} entries, "
+                         f"the {footer.current_size}-byte disk needs {blocks}")
+    return table_offset + 4 * max_entries
 
 
 def _resolve_if_needed(info: ImageInfo) -> ImageInfo:
@@ -403,16 +637,21 @@ def parse_qcow2_header(head: bytes, path: str) -> Qcow2Header:
         raise ImageError(f"{path}: unsupported qcow2 version {version}")
     if not 9 <= cluster_bits <= 21:
         raise ImageError(f"{path}: qcow2 cluster_bits {cluster_bits} out of range")
-    incompatible, compression_type = 0, 0
+    refcount_offset, refcount_clusters = struct.unpack_from(">QI", head, 48)
+    incompatible, compression_type, header_length = 0, 0, 72
     if version == 3:
         if len(head) < 104:
             raise ImageError(f"{path}: truncated qcow2 v3 header ({len(head)} bytes)")
         incompatible, = struct.unpack_from(">Q", head, 72)
         header_length, = struct.unpack_from(">I", head, 100)
+        # Spec: "For version 3 it's at least 104 bytes and must be a multiple of 8."
+        if header_length < 104 or header_length % 8:
+            raise ImageError(f"{path}: corrupt qcow2 v3 header: header_length {header_length} (must be at least "
+                             "104 and a multiple of 8)")
         if header_length > 104 and len(head) > 104:
             compression_type = head[104]
     return Qcow2Header(version, cluster_bits, size, l1_size, l1_offset, backing_offset,
-                       crypt, incompatible, compression_type)
+                       crypt, incompatible, compression_type, header_length, refcount_offset, refcount_clusters)
 
 
 # --- small utilities ----------------------------------------------------------

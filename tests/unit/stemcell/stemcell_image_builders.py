@@ -78,9 +78,23 @@ def ovf_descriptor(capacity_gib: int) -> bytes:
 """.encode()
 
 
+def empty_stream_optimized_vmdk(capacity: int) -> bytes:
+    """A streamOptimized VMDK of ``capacity`` bytes holding only zeros: header, descriptor, end-of-stream marker.
+
+    From "VMware Virtual Disk Format 1.1": the SparseExtentHeader starts with
+    ``uint32 magicNumber`` (SPARSE_MAGICNUMBER 0x564d444b, 'V' 'M' 'D' 'K'),
+    ``uint32 version``, ``uint32 flags``, ``SectorType capacity`` (in sectors),
+    ``SectorType grainSize``...; a stream ends with an end-of-stream marker.
+    """
+    header = struct.pack("<IIIQQQQIQQQB4cH", 0x564D444B, 3, (1 << 16) | (1 << 17) | 1, -(-capacity // SECTOR),
+                         128, 1, 1, 512, 0, 0xFFFFFFFFFFFFFFFF, 2, 0, b"\n", b" ", b"\r", b"\n", 1)
+    descriptor = b'# Disk DescriptorFile\ncreateType="streamOptimized"\n'
+    return header.ljust(SECTOR, b"\0") + descriptor.ljust(SECTOR, b"\0") + bytes(SECTOR)
+
+
 def write_ova(target: Path, capacity_gib: int = 3) -> Path:
     return tar_of(target, {"stemcell.ovf": ovf_descriptor(capacity_gib),
-                           "disk.vmdk": b"KDMV" + bytes(4092)})
+                           "disk.vmdk": empty_stream_optimized_vmdk(capacity_gib << 30)})
 
 
 # --- VHD, from "Virtual Hard Disk Image Format Specification" v1.0 -------------------

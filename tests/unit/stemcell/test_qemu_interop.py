@@ -22,10 +22,10 @@ from cloudstack_cpi.stemcell.convert import (
     raw_stream,
     vhd_geometry,
 )
-from cloudstack_cpi.stemcell.image import detect
+from cloudstack_cpi.stemcell.image import check_usable, detect
 
 from .conftest import RAW_SIZE
-from .stemcell_image_builders import compress, write_dynamic_vhd, write_raw
+from .stemcell_image_builders import compress, ovf_descriptor, tar_of, write_dynamic_vhd, write_raw
 
 QEMU_IMG = shutil.which("qemu-img")
 pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img not installed")
@@ -138,3 +138,31 @@ def test_small_clusters_exercise_multi_cluster_metadata(tmp_path: Path, cluster_
     compare = qemu("compare", "-f", "raw", "-F", "qcow2", str(raw_disk), str(target))
     assert compare.returncode == 0, compare.stdout + compare.stderr
     assert b"".join(raw_stream(target, detect(target))) == raw_disk.read_bytes()
+
+
+@pytest.mark.parametrize("fmt, options, declared", [
+    ("qcow2", "compat=1.1", "qcow2"),
+    ("qcow2", "compat=0.10", "qcow2"),
+    ("qcow2", "compat=1.1,cluster_size=4096", "qcow2"),
+    ("vpc", "subformat=dynamic", "vhd"),
+    ("vpc", "subformat=dynamic,force_size=on", "vhdx"),
+    ("vpc", "subformat=fixed,force_size=on", "vhd"),
+])
+def test_images_qemu_makes_pass_the_usability_checks(raw_disk: Path, tmp_path: Path, fmt, options, declared):
+    """What detect() and check_usable() refuse must not include what qemu-img writes (also compressed)."""
+    target = tmp_path / f"qemu.{fmt}"
+    made = qemu("convert", "-f", "raw", "-O", fmt, "-o", options, str(raw_disk), str(target))
+    assert made.returncode == 0, made.stderr
+    check_usable(detect(target, resolve=True), declared)
+    image = compress(target, tmp_path / "image", "bzip2")
+    check_usable(detect(image, resolve=True), declared)
+
+
+def test_an_ova_with_a_qemu_made_stream_optimised_vmdk_passes(raw_disk: Path, tmp_path: Path):
+    target = tmp_path / "disk1.vmdk"
+    made = qemu("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", str(raw_disk), str(target))
+    assert made.returncode == 0, made.stderr
+    image = tar_of(tmp_path / "image", {"vm.ovf": ovf_descriptor(1), "disk1.vmdk": target})
+    info = detect(image)
+    check_usable(info, "ova")
+    assert info.virtual_size == RAW_SIZE

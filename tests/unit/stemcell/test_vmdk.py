@@ -39,7 +39,9 @@ def stream_optimized(raw: bytes, grain: int = GRAIN, shuffle: bool = False) -> b
 
 def ova(path, disk: bytes, disk_name: str = "disk1.vmdk"):
     with tarfile.open(path, "w") as tar:
-        ovf = b'<Envelope><DiskSection><Disk capacity="1" ovf:diskId="vmdisk1"/></DiskSection></Envelope>'
+        ovf = (b'<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" '
+               b'xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><DiskSection>'
+               b'<Disk ovf:capacity="1" ovf:diskId="vmdisk1"/></DiskSection></Envelope>')
         for name, data in (("vm.ovf", ovf), (disk_name, disk)):
             member = tarfile.TarInfo(name)
             member.size = len(data)
