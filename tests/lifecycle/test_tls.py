@@ -1,8 +1,18 @@
-"""TLS towards the CloudStack endpoint: verified by default, ca_cert honoured, skip_verify_ssl for tests."""
+"""TLS towards the CloudStack endpoint: verified by default, ca_cert honoured, skip_verify_ssl for tests.
+
+The configuration decides trust whatever the environment holds (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE,
+SSL_CERT_FILE), for API calls and the stemcell upload; the CA file written for a call is gone when it ends;
+``cloudstack-cpi validate`` answers a refused certificate with the CA hint.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cpi, write_config
+from tests.conftest import Cpi, CpiResult, bare_env, request, run_cpi, write_config
 
 trustme = pytest.importorskip("trustme")
 
@@ -59,3 +69,127 @@ def test_skip_verify_ssl_accepts_any_certificate_and_says_so(https_simulator, tm
     result = _cpi(https_simulator, tmp_path, skip_verify_ssl=True).call("has_vm", UNKNOWN_VM)
     assert result.ok() is False
     assert "verification is off" in result.stderr
+
+
+# -- the configuration decides trust, whatever the environment says ---------------------------------------------
+#
+# requests replaces a verify of True/None with REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE on every request, and bosh
+# create-env runs the CPI with the operator's environment.  Each test below sets such a variable to a bundle that
+# would give the opposite answer from the configuration's.
+
+CA_ENV_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+CONSOLE_SCRIPT = Path(sys.executable).parent / "cloudstack-cpi"  # the installed `cloudstack-cpi` command
+
+
+def _env(tmp_path, **extra) -> dict[str, str]:
+    return {**bare_env(tmp_path), **extra}
+
+
+def _has_vm(config, tmp_path, env) -> CpiResult:
+    return run_cpi(request("has_vm", UNKNOWN_VM), config, env=env, tmp=tmp_path)
+
+
+def _bundle_of(ca, path) -> str:
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("variable", CA_ENV_VARS)
+def test_ca_cert_from_config_wins_over_the_environments_bundle(https_simulator, authority, tmp_path, variable):
+    config = write_config(tmp_path / "cpi.json", https_simulator.endpoint, https_simulator.api_key,
+                          https_simulator.secret_key, ca_cert=authority.cert_pem.bytes().decode())
+    unrelated = _bundle_of(trustme.CA(), tmp_path / "unrelated-ca.pem")
+    result = _has_vm(config, tmp_path, _env(tmp_path, **{variable: unrelated}))
+    assert result.ok() is False
+
+
+def test_ca_cert_from_config_wins_over_the_system_bundle_in_the_environment(https_simulator, authority, tmp_path):
+    system = "/etc/ssl/certs/ca-certificates.crt"
+    if not os.path.exists(system):
+        pytest.skip(f"{system} does not exist here")
+    config = write_config(tmp_path / "cpi.json", https_simulator.endpoint, https_simulator.api_key,
+                          https_simulator.secret_key, ca_cert=authority.cert_pem.bytes().decode())
+    assert _has_vm(config, tmp_path, _env(tmp_path, REQUESTS_CA_BUNDLE=system)).ok() is False
+
+
+@pytest.mark.parametrize("variable", CA_ENV_VARS)
+def test_skip_verify_ssl_wins_over_the_environments_bundle(https_simulator, tmp_path, variable):
+    config = write_config(tmp_path / "cpi.json", https_simulator.endpoint, https_simulator.api_key,
+                          https_simulator.secret_key, skip_verify_ssl=True)
+    unrelated = _bundle_of(trustme.CA(), tmp_path / "unrelated-ca.pem")
+    assert _has_vm(config, tmp_path, _env(tmp_path, **{variable: unrelated})).ok() is False
+
+
+@pytest.mark.parametrize("variable", (*CA_ENV_VARS, "SSL_CERT_FILE"))
+def test_without_ca_cert_the_default_bundle_is_used_not_the_environments(https_simulator, authority, tmp_path,
+                                                                         variable):
+    # The environment's bundle would trust the endpoint; the configuration (no ca_cert) says: the default bundle.
+    config = write_config(tmp_path / "cpi.json", https_simulator.endpoint, https_simulator.api_key,
+                          https_simulator.secret_key)
+    trusting = _bundle_of(authority, tmp_path / "endpoint-ca.pem")
+    result = _has_vm(config, tmp_path, _env(tmp_path, **{variable: trusting}))
+    assert result.error is not None and "certificate verify failed" in result.error["message"]
+
+
+def test_stemcell_upload_uses_the_configured_ca_whatever_the_environment(https_simulator, authority, tmp_path):
+    from tests.lifecycle.test_stemcells import KVM_PROPS, raw_image
+
+    config = write_config(tmp_path / "cpi.json", https_simulator.endpoint, https_simulator.api_key,
+                          https_simulator.secret_key, ca_cert=authority.cert_pem.bytes().decode(),
+                          stemcell={"upload_strategy": "post"})
+    env = _env(tmp_path, REQUESTS_CA_BUNDLE=_bundle_of(trustme.CA(), tmp_path / "unrelated-ca.pem"))
+    props = dict(KVM_PROPS, disk_format="raw")  # raw_image writes a raw disk
+    payload = request("create_stemcell", str(raw_image(tmp_path)), props,
+                      context={"vm": {"stemcell": {"api_version": 3}}})
+    cid = run_cpi(payload, config, env=env, tmp=tmp_path).ok()
+    assert https_simulator.template_bytes(cid).stat().st_size > 0  # the multipart POST to postURL went through
+
+
+# -- the CA file the CPI writes for requests is removed at the end of every call ---------------------------------
+
+
+def _ca_files(directory) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if name.startswith("cpi-ca-"))
+
+
+def test_the_ca_temp_file_is_removed_after_every_call(https_simulator, authority, tmp_path):
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    good = write_config(tmp_path / "good.json", https_simulator.endpoint, https_simulator.api_key,
+                        https_simulator.secret_key, ca_cert=authority.cert_pem.bytes().decode())
+    wrong = write_config(tmp_path / "wrong.json", https_simulator.endpoint, https_simulator.api_key,
+                         https_simulator.secret_key, ca_cert=trustme.CA().cert_pem.bytes().decode())
+    env = {**bare_env(tmp_path), "TMPDIR": str(tmpdir)}
+    assert run_cpi(request("has_vm", UNKNOWN_VM), good, env=env, tmp=tmp_path).ok() is False
+    assert _ca_files(tmpdir) == []
+    refused = run_cpi(request("has_vm", UNKNOWN_VM), wrong, env=env, tmp=tmp_path)  # a TLS error
+    assert refused.error is not None and _ca_files(tmpdir) == []
+    run_cpi(request("reboot_vm", UNKNOWN_VM), good, env=env, tmp=tmp_path)  # an error of the action (VMNotFound)
+    assert _ca_files(tmpdir) == []
+    validated = subprocess.run([str(CONSOLE_SCRIPT), "validate", str(wrong)], check=False, capture_output=True,
+                               text=True, env=env, timeout=120)
+    assert validated.returncode == 1 and _ca_files(tmpdir) == []
+
+
+# -- cloudstack-cpi validate: a refused certificate gets the CA hint --------------------------------------------
+
+
+def test_validate_gives_the_ca_hint_for_a_refused_certificate(https_simulator, tmp_path):
+    config = write_config(tmp_path / "cpi.json", https_simulator.endpoint, https_simulator.api_key,
+                          https_simulator.secret_key)
+    completed = subprocess.run([str(CONSOLE_SCRIPT), "validate", str(config)], check=False, capture_output=True,
+                               text=True, env=bare_env(tmp_path), timeout=120)
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    assert "FAIL  endpoint: " in completed.stdout and "certificate verify failed" in completed.stdout
+    assert "fix: Give the CA in cloudstack.ca_cert" in completed.stdout
+    assert "Check cloudstack.endpoint" not in completed.stdout
+    assert f"Connecting to {https_simulator.endpoint}" in completed.stderr
+
+
+def test_validate_passes_with_the_configured_ca_under_the_environments_bundle(https_simulator, authority, tmp_path):
+    config = write_config(tmp_path / "cpi.json", https_simulator.endpoint, https_simulator.api_key,
+                          https_simulator.secret_key, ca_cert=authority.cert_pem.bytes().decode())
+    env = _env(tmp_path, REQUESTS_CA_BUNDLE=_bundle_of(trustme.CA(), tmp_path / "unrelated-ca.pem"))
+    completed = subprocess.run([str(CONSOLE_SCRIPT), "validate", str(config)], check=False, capture_output=True,
+                               text=True, env=env, timeout=120)
+    assert "ok    credentials: accepted" in completed.stdout, completed.stdout + completed.stderr

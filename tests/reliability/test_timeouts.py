@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import io
 import re
+import socket
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from cloudstack_cpi import rpc
 from cloudstack_cpi.log import Logger
 from cloudstack_simulator import Simulator
+from tests.conftest import bare_env, run_cpi
+from tests.conftest import request as conftest_request
 
 from .harness import error_problems, request, write_config
 
@@ -108,3 +115,101 @@ def test_every_wait_has_a_configured_bound():
     assert bounds and all(isinstance(value, float | int) and value > 0 for value in bounds.values())
     assert {"create_vm", "delete_vm", "create_volume", "attach_volume", "detach_volume", "snapshot_volume",
             "delete_snapshot_volume", "delete_volume", "global_", "http_read"} <= set(bounds)
+
+
+# -- the call's API deadline: an endpoint that accepts connections and never answers ----------------------------
+#
+# Before the deadline, has_vm against such an endpoint answered after 6 tries x http_read (729 s with the default
+# 120 s) and validate printed nothing for the first http_read seconds.  With http_connect 0.5 s and http_read 1 s the
+# default deadline is 2 x (0.5 + 1) = 3 s; the bound asserted is three times that (process start-up included).
+
+CONNECT, READ = 0.5, 1.0
+DEADLINE = 2 * (CONNECT + READ)
+CONSOLE_SCRIPT = Path(sys.executable).parent / "cloudstack-cpi"
+
+
+class SilentEndpoint:
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/client/api"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            self._held.append(connection)  # kept open, never answered
+
+    def __enter__(self) -> SilentEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+
+    @property
+    def connections(self) -> int:
+        return len(self._held)
+
+
+@pytest.fixture
+def silent():
+    with SilentEndpoint() as endpoint:
+        yield endpoint
+
+
+def test_has_vm_against_a_silent_endpoint_answers_within_the_deadline(silent, tmp_path):
+    config = write_config(tmp_path / "cpi.json", silent.endpoint, "key", "secret-value-0123",
+                          timeout={"http_connect": CONNECT, "http_read": READ})
+    started = time.monotonic()
+    result = run_cpi(conftest_request("has_vm", "0f5a1a44-9c1b-4b7e-9d6a-3f0c2b1e8d77"), config, tmp=tmp_path,
+                     timeout=60)
+    elapsed = time.monotonic() - started
+    assert elapsed < 3 * DEADLINE, f"has_vm took {elapsed:.1f} s"
+    error = result.error
+    assert error is not None and error_problems("has_vm", error) == []  # a retryable CloudError, one line
+    assert f"API deadline of {DEADLINE:g} s was reached" in error["message"]
+    assert "listVirtualMachines" in error["message"] and silent.endpoint in error["message"]
+    assert silent.connections >= 2  # it did retry, within the deadline
+
+
+def test_validate_against_a_silent_endpoint_says_what_it_waits_for_and_ends(silent, tmp_path):
+    config = write_config(tmp_path / "cpi.json", silent.endpoint, "key", "secret-value-0123",
+                          timeout={"http_connect": CONNECT, "http_read": READ})
+    started = time.monotonic()
+    process = subprocess.Popen([str(CONSOLE_SCRIPT), "validate", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=bare_env(tmp_path))
+    first_line = process.stderr.readline()      # arrives before the wait, not after it
+    first_seen = time.monotonic() - started
+    stdout, _ = process.communicate(timeout=60)
+    elapsed = time.monotonic() - started
+    assert first_line.strip() == f"Connecting to {silent.endpoint} (up to {DEADLINE:g} s) ..."
+    assert first_seen < elapsed - READ / 2, "the progress line came only at the end"
+    assert elapsed < 3 * DEADLINE, f"validate took {elapsed:.1f} s"
+    assert process.returncode == 1
+    # validate tries twice; whichever ends first, its tries or the deadline, the report names the endpoint.
+    assert "FAIL  endpoint: " in stdout and silent.endpoint in stdout
+    assert "fix: Check cloudstack.endpoint" in stdout
+
+
+def test_a_job_longer_than_the_api_deadline_still_completes(sim, tmp_path):
+    """The deadline bounds API requests and retries; a job wait is bounded by its own timeout."""
+    config = write_config(tmp_path / "cpi.json", sim.endpoint, sim.api_key, sim.secret_key,
+                          timeout={"http_connect": CONNECT, "http_read": READ, "reboot_vm": 30})
+    created, _ = call(config, "create_vm", "agent-r", stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
+    vm_id = created["result"][0]
+    sim.set_job_seconds(DEADLINE + 1)
+    started = time.monotonic()
+    response, log = call(config, "reboot_vm", vm_id)
+    assert response["error"] is None, f"{response['error']}\n{log}"
+    assert time.monotonic() - started > DEADLINE  # it did outlast the API deadline

@@ -4,14 +4,24 @@ import io
 import json
 from urllib.parse import parse_qs, urlsplit
 
+import certifi
 import pytest
 import requests
 import responses
 
-from cloudstack_cpi.cloudstack.client import Client, PollPolicy, RetryPolicy, encode_params, unwrap
+from cloudstack_cpi.cloudstack.client import (
+    SAFE_TO_REPEAT,
+    Client,
+    PollPolicy,
+    RetryPolicy,
+    encode_params,
+    is_safe_to_repeat,
+    unwrap,
+)
 from cloudstack_cpi.cloudstack.errors import CloudStackError
 from cloudstack_cpi.cloudstack.signing import sign
 from cloudstack_cpi.log import Logger
+from cloudstack_cpi.stemcell import upload_post
 
 URL = "http://cs.test/client/api"
 
@@ -258,7 +268,8 @@ def test_logs_redact_secrets(client, stderr):
 
 def test_tls_options(stderr, tmp_path):
     log = Logger(stream=stderr)
-    assert Client(URL, "k", "secret-1", log=log).session.verify is True
+    # The default bundle by name: True would let REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace it.
+    assert Client(URL, "k", "secret-1", log=log).session.verify == certifi.where()
     insecure = Client(URL, "k", "secret-1", log=log, verify=False)
     assert insecure.session.verify is False
     assert "verification is off" in stderr.getvalue()
@@ -305,3 +316,198 @@ def test_transport_errors_never_carry_the_request_url(client):
     with pytest.raises(CloudStackError) as caught:
         client.call("deployVirtualMachine", zoneid="z")
     assert "signature" not in str(caught.value) and "reset" in str(caught.value)
+
+
+# -- TLS trust: the configuration, never the environment ------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_the_environments_ca_bundle_never_replaces_the_configured_trust(monkeypatch, stderr, variable):
+    monkeypatch.setenv(variable, "/somewhere/else/ca.pem")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    log = Logger(stream=stderr)
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    for client, expected in ((Client(URL, "k", "secret-1", log=log), certifi.where()),
+                             (Client(URL, "k", "secret-1", log=log, verify=False), False),
+                             (Client(URL, "k", "secret-1", log=log, ca_cert=pem), None)):
+        expected = client.session.verify if expected is None else expected
+        for session in (client.session, upload_post.upload_session(client)):
+            settings = session.merge_environment_settings("https://cs.test/client/api", {}, None, None, None)
+            assert settings["verify"] == expected
+            assert settings["proxies"]["https"] == "http://proxy.test:3128"  # proxies still come from the environment
+        client.close()
+
+
+# -- which commands are repeated ---------------------------------------------------------------------------------
+
+
+def test_safe_to_repeat_is_a_table_not_a_prefix():
+    assert is_safe_to_repeat("listVirtualMachines") and is_safe_to_repeat("queryAsyncJobResult")
+    assert is_safe_to_repeat("listApis") and is_safe_to_repeat("getVirtualMachineUserData")
+    assert not is_safe_to_repeat("getUploadParamsForTemplate")   # creates a template record on every call
+    assert not is_safe_to_repeat("getUploadParamsForVolume")
+    assert not is_safe_to_repeat("listSomethingNew")             # unknown: not safe until someone says so
+    assert not is_safe_to_repeat("deployVirtualMachine")
+
+
+def test_every_command_in_the_table_exists_in_cloudstack_and_only_reads():
+    from pathlib import Path
+
+    reference = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "cloudstack-4.11-listApis.json"
+    if not reference.exists():
+        pytest.skip("the listApis reference is not next to this checkout")
+    apis = {api["name"]: api for api in json.loads(reference.read_text())["api"]}
+    missing = sorted(SAFE_TO_REPEAT - set(apis))
+    assert missing == []
+    assert not any(apis[name]["isasync"] for name in SAFE_TO_REPEAT)  # an async command always starts a job
+
+
+def test_every_read_the_cpi_sends_is_in_the_table():
+    """A list*/query* command in the CPI's source that the table lacks would be POSTed and never retried."""
+    import re
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "src" / "cloudstack_cpi"
+    used = set()
+    for path in source.rglob("*.py"):
+        used |= set(re.findall(r"[\"'](list[A-Z][A-Za-z]+|query[A-Z][A-Za-z]+)[\"']", path.read_text()))
+    assert used and sorted(used - SAFE_TO_REPEAT) == []
+
+
+@responses.activate
+def test_get_upload_params_is_posted_and_not_repeated_after_a_lost_answer(client):
+    responses.post(URL, body=requests.exceptions.ConnectionError("Connection aborted."))
+    responses.post(URL, json={"postuploadtemplateresponse": {"getuploadparams": {"id": "t-2"}}})
+    with pytest.raises(CloudStackError) as caught:
+        client.call("getUploadParamsForTemplate", name="s", zoneid="z", format="QCOW2")
+    assert caught.value.outcome_unknown is True and caught.value.is_transient
+    assert len(responses.calls) == 1
+    assert responses.calls[0].request.method == "POST"
+
+
+@responses.activate
+def test_get_upload_params_is_not_repeated_after_a_5xx(client):
+    responses.post(URL, status=503, body="busy")
+    responses.post(URL, json={"postuploadtemplateresponse": {"getuploadparams": {"id": "t-2"}}})
+    with pytest.raises(CloudStackError):
+        client.call("getUploadParamsForTemplate", name="s", zoneid="z", format="QCOW2")
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_an_unknown_command_is_posted_and_not_repeated(client):
+    responses.post(URL, body=requests.exceptions.ReadTimeout("read timed out"))
+    with pytest.raises(CloudStackError):
+        client.call("listSomethingNew")
+    assert len(responses.calls) == 1 and responses.calls[0].request.method == "POST"
+
+
+# -- the call's API deadline -------------------------------------------------------------------------------------
+
+
+def _silent(clock, seen):
+    """A server that accepts and never answers: each try takes its whole read timeout, on the fake clock."""
+    def callback(request):
+        connect, read = request.req_kwargs["timeout"]
+        seen.append((connect, read))
+        clock.now += read
+        raise requests.exceptions.ReadTimeout(f"Read timed out. (read timeout={read})")
+    return callback
+
+
+@responses.activate
+def test_retries_stop_at_the_deadline_and_each_try_fits_in_it(clock, stderr):
+    log = Logger(stream=stderr)
+    client = Client(URL, "k", "secret-1", log=log, sleep=clock.sleep, clock=clock, connect_timeout=1,
+                    read_timeout=10, api_deadline=25, retry=RetryPolicy(attempts=6, base_delay=0.25, max_delay=8))
+    seen: list = []
+    responses.add_callback(responses.GET, URL, callback=_silent(clock, seen))
+    with pytest.raises(CloudStackError) as caught:
+        client.list("listVirtualMachines", id="vm-1")
+    err = caught.value
+    assert clock.now <= 25.001                       # not 6 x 10 s plus pauses
+    assert len(seen) == 3 and seen[0] == (1, 10) and seen[-1][1] < 10  # the last try got what was left
+    assert all(connect <= read or read < 1 for connect, read in seen)
+    assert err.kind == "transport" and err.is_transient
+    assert "API deadline of 25 s was reached" in str(err) and "listVirtualMachines" in str(err)
+    assert "3 tries" in str(err) and "Read timed out" in str(err)
+    assert client.api_time_left < 0.001               # timeouts are cut to whole milliseconds
+
+
+@responses.activate
+def test_the_default_deadline_is_two_full_tries(clock, stderr):
+    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock,
+                    connect_timeout=2, read_timeout=30)
+    assert client.api_time_left == 64
+    seen: list = []
+    responses.add_callback(responses.GET, URL, callback=_silent(clock, seen))
+    with pytest.raises(CloudStackError, match="deadline of 64 s was reached"):
+        client.list("listZones")
+    assert clock.now <= 64.001 and [read for _, read in seen][:2] == [30, 30]
+
+
+@responses.activate
+def test_the_deadline_is_shared_by_all_requests_of_the_call(clock, stderr):
+    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock,
+                    connect_timeout=1, read_timeout=10, api_deadline=15, retry=RetryPolicy(attempts=1))
+    seen: list = []
+    responses.add_callback(responses.GET, URL, callback=_silent(clock, seen))
+    with pytest.raises(CloudStackError):
+        client.list("listZones")
+    with pytest.raises(CloudStackError, match="deadline of 15 s was reached"):
+        client.list("listZones")                      # 5 s left: its read timeout is 5 s, not 10
+    assert [read for _, read in seen] == [10, 5]
+    with pytest.raises(CloudStackError, match="reached before deployVirtualMachine could be sent") as caught:
+        client.call("deployVirtualMachine", zoneid="z")
+    assert caught.value.outcome_unknown is False and len(seen) == 2
+
+
+@responses.activate
+def test_a_mutation_cut_short_by_the_deadline_is_an_unknown_outcome(clock, stderr):
+    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock,
+                    connect_timeout=1, read_timeout=10, api_deadline=4)
+    seen: list = []
+    responses.add_callback(responses.POST, URL, callback=_silent(clock, seen))
+    with pytest.raises(CloudStackError, match="deadline of 4 s was reached") as caught:
+        client.call("deployVirtualMachine", zoneid="z")
+    assert caught.value.outcome_unknown is True and [read for _, read in seen] == [4]
+
+
+@responses.activate
+def test_job_waits_do_not_use_up_the_api_deadline(clock, stderr):
+    """A 20-minute job with a small API deadline: the polls share the job's timeout instead."""
+    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock,
+                    connect_timeout=1, read_timeout=2, api_deadline=6)
+    responses.post(URL, json={"deployvirtualmachineresponse": {"id": "vm-1", "jobid": "job-1"}})
+    polls = {"n": 0}
+
+    def job(request):
+        polls["n"] += 1
+        clock.now += 0.5  # each status query takes half a second
+        done = clock.now >= 20 * 60
+        return 200, {}, json.dumps({"queryasyncjobresultresponse": {"jobstatus": 1 if done else 0,
+                                                                    "jobresult": {"virtualmachine": {"id": "vm-1"}}}})
+
+    responses.add_callback(responses.GET, URL, callback=job)
+    result = client.run_job("deployVirtualMachine", timeout=1800, what="creating VM", zoneid="z")
+    assert result == {"virtualmachine": {"id": "vm-1"}}
+    assert polls["n"] * 0.5 > 6                      # the polls alone took longer than the API deadline
+    assert client.api_time_left == 6                 # and none of it was charged to the deadline
+    responses.add(responses.GET, URL, json={"listzonesresponse": {}})
+    assert client.list("listZones") == []            # API calls after the job still have their time
+
+
+@responses.activate
+def test_a_silent_endpoint_during_a_job_wait_ends_at_the_jobs_timeout(clock, stderr):
+    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock,
+                    connect_timeout=1, read_timeout=30, api_deadline=100)
+    responses.post(URL, json={"attachvolumeresponse": {"jobid": "job-7"}})
+    seen: list = []
+    responses.add_callback(responses.GET, URL, callback=_silent(clock, seen))
+    with pytest.raises(CloudStackError) as caught:
+        client.run_job("attachVolume", timeout=60, what="attaching volume vol-1", id="vol-1")
+    err = caught.value
+    assert err.kind == "timeout" and err.jobid == "job-7" and err.is_transient
+    assert "attaching volume vol-1 did not finish within 60s" in str(err)
+    assert clock.now <= 60 + 5.001                   # the job's timeout plus the grace of its last status query
+    assert client.api_time_left == 100

@@ -1,9 +1,17 @@
 """The signed CloudStack API client: every CloudStack call goes through ``Client.call``.
 
 One client (one ``requests.Session``, so one pool of kept-alive connections) per
-CPI process.  Signing, timeouts, the retry policy, logging and redaction live
-here once.  The client knows CloudStack's conventions (envelopes, paging, async
-jobs, "no such id" answers) and nothing about BOSH.
+CPI process.  Signing, timeouts, the per-call deadline, the retry policy, TLS
+trust, logging and redaction live here once.  The client knows CloudStack's
+conventions (envelopes, paging, async jobs, "no such id" answers) and nothing
+about BOSH.
+
+Time: every request has a connect and a read timeout; on top of that, all the
+requests of one CPI call and the pauses between their retries share one API
+deadline (``api_deadline`` seconds, by default two full tries: 2 x (connect +
+read)).  Waits for async jobs are not part of it: the polls of a job share that
+job's own timeout instead, so a 20-minute deploy is bounded by
+``cloudstack.timeout.create_vm``, not by the API deadline.
 """
 
 from __future__ import annotations
@@ -19,13 +27,32 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import certifi
 import requests
 
 from .errors import CloudStackError
 from .signing import sign
 
-READ_PREFIXES = ("list", "query", "get")
+# Commands that only read, so that asking again after a lost answer or a 5xx cannot change anything.  These are
+# sent as GET and retried; every other command, including any command not listed here, is a mutation: sent as POST
+# and repeated only when the request never left this machine.  Being safe to repeat is a property of the command,
+# not of its name: getUploadParamsForTemplate (and getUploadParamsForVolume) create a record on every call.
+SAFE_TO_REPEAT = frozenset({
+    # what the CPI and its operator commands read
+    "listAffinityGroups", "listApis", "listCapabilities", "listDiskOfferings", "listFirewallRules",
+    "listHypervisors", "listLoadBalancerRuleInstances", "listLoadBalancerRules", "listNetworks", "listOsTypes",
+    "listPublicIpAddresses", "listSSHKeyPairs", "listSecurityGroups", "listServiceOfferings", "listSnapshots",
+    "listTags", "listTemplates", "listVirtualMachines", "listVolumes", "listZones",
+    "queryAsyncJobResult",
+    # reads an operator check may add (account, role and limits lookups)
+    "listAccounts", "listAsyncJobs", "listConfigurations", "listDomains", "listNics", "listProjects",
+    "listResourceLimits", "listRolePermissions", "listRoles", "listUsers",
+    # the get* commands of CloudStack 4.11 that only read (not getUploadParamsFor*, which create records)
+    "getApiLimit", "getCloudIdentifier", "getUser", "getVirtualMachineUserData",
+})
 PAGE_SIZE = 500
+# Seconds (at most one read timeout) that a job's last status query may take beyond the job's timeout.
+JOB_POLL_GRACE = 5.0
 SIGNATURE_LIFETIME = timedelta(minutes=10)
 # Values that must never reach a log line, whatever the log level.
 SECRET_PARAMS = frozenset({"signature", "apikey", "userdata", "password", "secretkey"})
@@ -55,8 +82,72 @@ class PollPolicy:
         return min(self.cap, max(self.first, self.fraction * elapsed))
 
 
-def is_read(command: str) -> bool:
-    return command.startswith(READ_PREFIXES)
+def is_safe_to_repeat(command: str) -> bool:
+    """True for commands listed in ``SAFE_TO_REPEAT``; an unknown command is not safe."""
+    return command in SAFE_TO_REPEAT
+
+
+class ConfiguredSession(requests.Session):
+    """A ``requests.Session`` whose TLS trust is its own ``verify`` and nothing else.
+
+    requests replaces a request's ``verify`` of True or None with the
+    environment's REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, and that request-level
+    value beats the session's (``Session.merge_environment_settings``): under
+    ``bosh create-env``, which runs the CPI with the operator's environment, a
+    configured ``ca_cert`` or ``skip_verify_ssl`` would be ignored.  Here the
+    session's ``verify`` (a CA file or False, never True) decides for every
+    request and redirect.  Proxy variables still apply (docs/troubleshooting.md).
+    """
+
+    def __init__(self, verify: str | bool) -> None:
+        super().__init__()
+        self.verify = verify
+        self.headers["User-Agent"] = "cloudstack-cpi"
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert) -> dict[str, Any]:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["verify"] = self.verify
+        return settings
+
+
+class _ApiDeadline:
+    """The call's API deadline: seconds that requests and retry pauses may still use (job waits excluded).
+
+    It is spent by time actually used, not by the wall clock, so local work
+    (converting or streaming a stemcell image) and job waits do not use it up.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.spent = 0.0
+
+    def left(self) -> float:
+        return self.seconds - self.spent
+
+    def charge(self, seconds: float) -> None:
+        self.spent += max(0.0, seconds)
+
+    def describe(self) -> str:
+        return f"the call's API deadline of {self.seconds:g} s"
+
+
+class _JobWindow:
+    """The bound of one job wait: its polls may use the time until the job's timeout (plus a short grace)."""
+
+    def __init__(self, end: float, clock: Callable[[], float], what: str, timeout: float) -> None:
+        self.end = end
+        self.clock = clock
+        self.what = what
+        self.timeout = timeout
+
+    def left(self) -> float:
+        return self.end - self.clock()
+
+    def charge(self, seconds: float) -> None:
+        pass  # the wall clock runs the window down
+
+    def describe(self) -> str:
+        return f"the {self.timeout:g} s timeout of {self.what}"
 
 
 def encode_params(params: Mapping[str, Any]) -> dict[str, str]:
@@ -143,6 +234,7 @@ class Client:
         ca_cert: str | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        api_deadline: float | None = None,
         retry: RetryPolicy = RetryPolicy(),
         poll: PollPolicy = PollPolicy(),
         sleep: Callable[[float], None] = time.sleep,
@@ -153,6 +245,9 @@ class Client:
         self._secret = secret_key
         self.log = log
         self.timeout = (connect_timeout, read_timeout)
+        # Two full tries by default: one that runs into the read timeout, and one more; quick failures (refused
+        # connections, 5xx) are retried as often as RetryPolicy allows within it.
+        self.deadline = _ApiDeadline(api_deadline if api_deadline is not None else 2 * (connect_timeout + read_timeout))
         self.retry = retry
         self.poll = poll
         self.sleep = sleep
@@ -160,9 +255,14 @@ class Client:
         self.calls = 0
         self._rng = random.Random()
         log.add_secret(secret_key)
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "cloudstack-cpi"
-        self.session.verify = self._verify_setting(verify, ca_cert)
+        self._ca_file: str | None = None
+        # A CA file (the configured ca_cert or the default bundle) or False; never True: see ConfiguredSession.
+        self.session = ConfiguredSession(self._verify_setting(verify, ca_cert))
+
+    @property
+    def api_time_left(self) -> float:
+        """Seconds left of the call's API deadline."""
+        return max(0.0, self.deadline.left())
 
     def _verify_setting(self, verify: bool, ca_cert: str | None) -> bool | str:
         if not verify:
@@ -178,11 +278,12 @@ class Client:
                 handle.write(ca_cert)
             self._ca_file = handle.name
             return handle.name
-        return True
+        # Named explicitly: True would let the environment's bundle in (see ConfiguredSession).
+        return certifi.where()
 
     def close(self) -> None:
         self.session.close()
-        ca_file = getattr(self, "_ca_file", None)
+        ca_file, self._ca_file = self._ca_file, None
         if ca_file:
             try:
                 os.unlink(ca_file)
@@ -193,31 +294,67 @@ class Client:
 
     def call(self, command: str, **params: Any) -> dict:
         """Run one API command and return the object inside its response envelope."""
-        wire = encode_params(params)
-        read = is_read(command)
+        return self._call(command, encode_params(params), self.deadline)
+
+    def _call(self, command: str, wire: Mapping[str, str], limit: _ApiDeadline | _JobWindow) -> dict:
+        """Send, retrying what is safe to retry while ``limit`` has time left; each try's timeouts fit in it."""
+        safe = is_safe_to_repeat(command)
         attempt = 0
+        last: CloudStackError | None = None
         while True:
+            left = limit.left()
+            if left <= 0:
+                raise self._deadline_reached(command, limit, last, attempt)
             attempt += 1
+            timeout = (_cut(self.timeout[0], left), _cut(self.timeout[1], left))
+            started = self.clock()
             try:
-                return self._send(command, wire, read)
+                answer = self._send(command, wire, safe, timeout)
             except CloudStackError as err:
-                if attempt >= self.retry.attempts or not self._may_retry(err, read):
+                limit.charge(self.clock() - started)
+                last = err
+                if attempt >= self.retry.attempts or not self._may_retry(err, safe):
+                    if err.kind == "transport" and timeout[1] < self.timeout[1] and limit.left() <= 0:
+                        # The read timeout was cut short by the deadline: say so, not just "timed out".
+                        raise self._deadline_reached(command, limit, err, attempt) from None
                     raise
                 delay = self._backoff(attempt, err)
+                if delay >= limit.left():
+                    # Retries stop here rather than sleep into the deadline and send a try with no time left.
+                    raise self._deadline_reached(command, limit, err, attempt) from None
                 reason = f"HTTP {err.http_status}" if err.http_status else err.errortext
                 self.log.warning(
                     f"Retrying {command} after {reason} (attempt {attempt + 1} of {self.retry.attempts}) in {delay:.2f}s"
                 )
                 self.sleep(delay)
+                limit.charge(delay)
+                continue
+            limit.charge(self.clock() - started)
+            return answer
 
-    def _may_retry(self, err: CloudStackError, read: bool) -> bool:
+    def _deadline_reached(self, command: str, limit: _ApiDeadline | _JobWindow, last: CloudStackError | None,
+                          tries: int) -> CloudStackError:
+        """The error for running out of time: retryable (kind transport), naming the limit and what was awaited."""
+        if last is None:
+            return CloudStackError(command, f"{limit.describe()} was reached before {command} could be sent",
+                                   kind="transport")
+        plural = "try" if tries == 1 else "tries"
+        detail = last.errortext.removeprefix(f"no answer from {self.endpoint}: ")  # the endpoint is named once
+        return CloudStackError(
+            command,
+            f"{limit.describe()} was reached waiting for an answer from {self.endpoint} "
+            f"({tries} {plural}; last: {detail})",
+            kind="transport", http_status=last.http_status, outcome_unknown=last.outcome_unknown,
+        )
+
+    def _may_retry(self, err: CloudStackError, safe: bool) -> bool:
         if err.http_status == 429:
             return True  # throttled: the server did nothing
         if err.kind == "transport":
             # A mutation is repeated only when the request never left this machine.
-            return read or not err.outcome_unknown
+            return safe or not err.outcome_unknown
         if err.http_status is not None and err.http_status >= 500:
-            return read
+            return safe
         return False
 
     def _backoff(self, attempt: int, err: CloudStackError) -> float:
@@ -240,18 +377,18 @@ class Client:
         params["signature"] = sign(params, self._secret)
         return params
 
-    def _send(self, command: str, wire: Mapping[str, str], read: bool) -> dict:
+    def _send(self, command: str, wire: Mapping[str, str], safe: bool, timeout: tuple[float, float]) -> dict:
         params = self._signed(command, wire)
         if self.log.debug_enabled:
             self.log.debug(f"CloudStack {command} request {self._redacted(wire)}")
         self.calls += 1
         started = self.clock()
         try:
-            if read:
+            if safe:
                 url = f"{self.endpoint}?{urlencode(params, quote_via=quote)}"
-                response = self.session.get(url, timeout=self.timeout)
+                response = self.session.get(url, timeout=timeout)
             else:
-                response = self.session.post(self.endpoint, data=params, timeout=self.timeout)
+                response = self.session.post(self.endpoint, data=params, timeout=timeout)
         except requests.exceptions.SSLError as exc:
             raise CloudStackError(command, f"TLS error talking to {self.endpoint}: {_transport_text(exc)}", kind="tls") from None
         except requests.exceptions.RequestException as exc:
@@ -328,12 +465,29 @@ class Client:
         return items[0] if items else None
 
     def wait_for_job(self, jobid: str, *, command: str, timeout: float, what: str) -> dict:
-        """Poll ``queryAsyncJobResult`` until the job ends; return its ``jobresult``."""
+        """Poll ``queryAsyncJobResult`` until the job ends; return its ``jobresult``.
+
+        The polls share the job's ``timeout`` (plus a short grace, so the status
+        query made when the timeout comes can still be answered), not the call's
+        API deadline: a long job is bounded by its own configured timeout.
+        """
         started = self.clock()
+        window = _JobWindow(started + timeout + min(self.timeout[1], JOB_POLL_GRACE), self.clock, what, timeout)
+        instance = None
         while True:
             waited = self.clock() - started
             self.sleep(max(0.0, min(self.poll.interval(waited), timeout - waited)))
-            job = self.call("queryAsyncJobResult", jobid=jobid)
+            try:
+                job = self._call("queryAsyncJobResult", encode_params({"jobid": jobid}), window)
+            except CloudStackError as err:
+                err.jobid = err.jobid or jobid
+                if err.kind == "tls" or self.clock() - started < timeout:
+                    raise
+                raise CloudStackError(
+                    command, f"{what} did not finish within {timeout:g}s (last status query: {err.errortext})",
+                    kind="timeout", jobid=jobid, resource_id=instance,
+                ) from None
+            instance = job.get("jobinstanceid") or instance
             status = int(job.get("jobstatus", 0))
             if status == 1:
                 return job.get("jobresult") or {}
@@ -367,6 +521,11 @@ class Client:
         except CloudStackError as err:
             err.resource_id = err.resource_id or started.get("id")
             raise
+
+
+def _cut(seconds: float, left: float) -> float:
+    """A timeout cut to what is left, in whole milliseconds (they appear in messages), never 0 (non-blocking)."""
+    return max(0.001, round(min(seconds, left), 3))
 
 
 _QUERY_STRING = re.compile(r"\?\S*")

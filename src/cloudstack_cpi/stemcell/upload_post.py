@@ -110,11 +110,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def upload_session(client) -> requests.Session:
-    """A session with the CPI's TLS settings (the API client's ``verify``: CA file or False)."""
-    session = requests.Session()
-    session.headers["User-Agent"] = "cloudstack-cpi"
-    session.verify = client.session.verify
-    return session
+    """A session that trusts what the API client trusts: the configured CA file, the default bundle, or nothing.
+
+    A plain ``requests.Session`` would let REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+    from the environment override the configuration on every request.
+    """
+    from ..cloudstack.client import ConfiguredSession
+
+    return ConfiguredSession(client.session.verify)
 
 
 def tmpdir_for(image_path: str) -> str:
