@@ -20,6 +20,7 @@ AGENT_KEY = "agent_id"             # on VMs
 ROLE_KEY = "cpi_role"              # on volumes: "ephemeral" (removed with its VM) or "persistent"
 ROLE_EPHEMERAL = "ephemeral"
 ROLE_PERSISTENT = "persistent"
+VM_KEY = "cpi_vm_id"               # on ephemeral volumes: their VM, so a repeated delete_vm finds them when it is gone
 CREATED_KEY = "cpi_created"        # "true" on rules/groups the CPI created and may remove when unused
 
 

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,17 +36,46 @@ NOT_TAGGABLE = {"zone": "Zone", "serviceoffering": "ServiceOffering", "diskoffer
                 "storage": "Storage"}
 
 
+BUILT_IN = ("advanced", "basic")
+# Variants of the built-in scenarios: "<built-in>-<variant>", e.g. "advanced-user".  The name (and so every id)
+# stays the built-in's; only the account and settings change.
+VARIANTS = {
+    # A plain user account under the real server's defaults: destroyVirtualMachine with expunge=true is refused.
+    "user": {"account": {"role": "user"}, "settings": {"allow.user.expunge.recover.vm": False}},
+}
+
+# Account roles a scenario may give: (accounttype, roletype, rolename) as listAccounts reports them.
+ROLES = {
+    "user": (0, "User", "User"),
+    "domain-admin": (2, "DomainAdmin", "Domain Admin"),
+    "root-admin": (1, "Admin", "Root Admin"),
+}
+# Global settings a scenario may override, with the real server's defaults (allow.user.* are account-scoped
+# ConfigKeys, "false" in UserVmManager / QueryService; expunge.delay is seconds, 86400 in Config.java).
+SETTING_DEFAULTS: dict[str, Any] = {
+    "max_data_volumes": 6, "userdata_max_length": 32768, "default_page_size": 500,
+    "allow.user.expunge.recover.vm": False, "allow.user.view.destroyed.vm": False, "expunge.delay": 86400,
+}
+
+
 def load_scenario(scenario: str | os.PathLike | dict) -> dict:
+    """A scenario dict from a built-in name ("advanced", "basic"), a variant ("advanced-user") or a JSON file."""
     if isinstance(scenario, dict):
         return scenario
     s = str(scenario)
-    if s in ("advanced", "basic"):
+    base, _, suffix = s.partition("-")
+    variant: dict = {}
+    if s in BUILT_IN:
         path = SCENARIO_DIR / f"{s}.json"
+    elif base in BUILT_IN and suffix in VARIANTS:
+        path, variant = SCENARIO_DIR / f"{base}.json", VARIANTS[suffix]
     else:
         path = Path(s)
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     data.setdefault("name", path.stem)
+    for section, values in variant.items():
+        data[section] = {**data.get(section, {}), **values}
     return data
 
 
@@ -60,8 +90,7 @@ class State:
         self.jobs = JobManager(job_seconds=job_seconds)
         self.scenario = scenario
         self.scenario_name = scenario.get("name", "custom")
-        self.settings = {"max_data_volumes": 6, "userdata_max_length": 32768, "default_page_size": 500}
-        self.settings.update(scenario.get("settings", {}))
+        self.settings = {**SETTING_DEFAULTS, **scenario.get("settings", {})}
         self.known: dict[str, str] = {}          # every id ever issued -> kind (like findByUuidIncludingRemoved)
         self.zones: dict[str, dict] = {}
         self.networks: dict[str, dict] = {}
@@ -123,7 +152,10 @@ class State:
             "domainid": self.fixed_id("domain", acc.get("domain", "ROOT")),
             "api_key": acc["api_key"],
             "secret_key": acc["secret_key"],
+            "role": acc.get("role", "user"),
         }
+        if self.account["role"] not in ROLES:
+            raise ValueError(f"account role {self.account['role']!r} is not one of {', '.join(ROLES)}")
         for i, os_ in enumerate(sc.get("os_types", [])):
             oid = self.fixed_id("ostype", os_["description"])
             self.ostypes[oid] = {"id": oid, "description": os_["description"], "name": os_["description"],
@@ -301,6 +333,50 @@ class State:
     def owner_fields(self) -> dict:
         return {"account": self.account["name"], "domainid": self.account["domainid"], "domain": self.account["domain"]}
 
+    # ------------------------------------------------------------------ the account's role and settings
+    @property
+    def is_admin(self) -> bool:
+        """AccountManager.isAdmin: root and domain admins (resource admins too, not modelled)."""
+        return self.account["role"] != "user"
+
+    def may_expunge(self) -> bool:
+        """Admins always; users when allow.user.expunge.recover.vm is true (UserVmManagerImpl.destroyVm)."""
+        return self.is_admin or bool(self.settings["allow.user.expunge.recover.vm"])
+
+    def sees_destroyed(self) -> bool:
+        """Admins list Destroyed VMs until expunged; users when allow.user.view.destroyed.vm is true."""
+        return self.is_admin or bool(self.settings["allow.user.view.destroyed.vm"])
+
+    def account_record(self) -> dict:
+        """The account as listAccounts answers it (no keys: those belong to its users)."""
+        accounttype, roletype, rolename = ROLES[self.account["role"]]
+        acc = self.account
+        user = {"id": acc["userid"], "username": acc["name"], "account": acc["name"], "accountid": acc["id"],
+                "accounttype": accounttype, "roletype": roletype, "rolename": rolename,
+                "domainid": acc["domainid"], "domain": acc["domain"], "state": "enabled", "created": now_str()}
+        return {"id": acc["id"], "name": acc["name"], "accounttype": accounttype, "roletype": roletype,
+                "rolename": rolename, "roleid": self.fixed_id("role", rolename), "domainid": acc["domainid"],
+                "domain": acc["domain"], "state": "enabled", "isdefault": False, "user": [user]}
+
+    # ------------------------------------------------------------------ expunging destroyed VMs
+    def expunge_destroyed(self, vm: dict) -> None:
+        """Expunge a Destroyed VM: its NICs' addresses are freed, its ROOT volume and tags go."""
+        for nic in vm["_nics"]:
+            self.release_ip(nic["networkid"], nic.get("ipaddress"))
+        for vol in [v for v in self.volumes.values() if v.get("virtualmachineid") == vm["id"]]:
+            self.volumes.pop(vol["id"], None)
+            self.drop_tags("Volume", vol["id"])
+        self.vms.pop(vm["id"], None)
+        self.drop_tags("UserVm", vm["id"])
+        vm["state"] = "Expunging"
+
+    def expunge_due(self) -> None:
+        """The server's expunge thread: VMs Destroyed expunge.delay seconds ago are expunged.  The real thread
+        wakes every expunge.interval; here VMs are expunged when next looked at (VM commands, inventory)."""
+        deadline = time.monotonic() - float(self.settings["expunge.delay"])
+        for vm in [v for v in self.vms.values() if v["state"] == "Destroyed" and v["_destroyed_at"] <= deadline]:
+            self.expunge_destroyed(vm)
+
     # ------------------------------------------------------------------ templates
     def new_template_record(self, tid: str, *, name: str, displaytext: str, fmt: str, hypervisor: str, ostype: dict,
                             size: int, ispublic=False, isfeatured=False, isextractable=False,
@@ -401,12 +477,13 @@ class State:
                    complete, rollback=None) -> Job:
         job = Job(id=self.new_id("job"), cmd=cmd_class, command=command, instancetype=instancetype,
                   instanceid=instanceid, created=now_str(), due=0.0, complete=complete, rollback=rollback,
-                  fail_fault=self.injector.job_fails())
+                  fail_fault=self.injector.job_fails(command))
         return self.jobs.submit(job)
 
     # ------------------------------------------------------------------ inventory
     def inventory(self) -> dict[str, Any]:
         self.jobs.tick()
+        self.expunge_due()
         return {
             "virtualmachines": sorted(v["id"] for v in self.vms.values()),
             "volumes": sorted(v["id"] for v in self.volumes.values() if v["type"] == "DATADISK"),

@@ -1,9 +1,13 @@
 """VM life cycle, zone rules, user data, capacity."""
 import base64
+import time
 
 import pytest
 
-from .helpers import ApiError, JobFailed
+from cloudstack_simulator import Simulator
+from cloudstack_simulator.state import load_scenario
+
+from .helpers import Api, ApiError, JobFailed
 
 
 def test_lifecycle(api, sim):
@@ -173,3 +177,111 @@ def test_list_filters_and_tags(api):
     assert api.list("listVirtualMachines", "virtualmachine", id=a["id"])[0]["tags"][0]["key"] == "role"
     nics = api.list("listNics", "nic", virtualmachineid=a["id"])
     assert nics[0]["ipaddress"] == a["nic"][0]["ipaddress"]
+
+
+# -- accounts: who may expunge and recover, and what a destroyed VM keeps ---------------------------------------
+# Sources: UserVmManagerImpl (destroyVm(DestroyVMCmd), expungeVm, recoverVirtualMachine, ExpungeTask) in
+# rafaelweingartner/cloudstack@05011b3 server/src/com/cloud/vm/ and apache/cloudstack@00114e8
+# server/src/main/java/com/cloud/vm/; ApiAsyncJobDispatcher.runJob (an exception other than ServerApiException ends
+# the job with errorcode 530 and its message); ApiServer (a synchronous PermissionDeniedException is 531).
+
+
+def scenario_sim(variant: str = "advanced-user", **account):
+    scenario = load_scenario(variant)
+    scenario["account"].update(account)
+    return Simulator(scenario=scenario, seed=1)
+
+
+@pytest.fixture
+def user_api():
+    """The advanced cloud seen by a plain user under the real server's defaults."""
+    with Simulator(scenario="advanced-user", seed=1) as s:
+        yield Api(s)
+
+
+def test_a_user_may_not_expunge_and_a_destroyed_vm_keeps_its_ip(user_api):
+    """allow.user.expunge.recover.vm defaults to false (UserVmManager.AllowUserExpungeRecoverVm): destroy with
+    expunge=true fails inside the job (530) before touching the VM; expungeVirtualMachine likewise;
+    recoverVirtualMachine (synchronous) answers 531.  Without expunge the VM is Destroyed and keeps its NICs and
+    their IPs (NICs are released by the expunge, VirtualMachineManagerImpl.advanceExpunge)."""
+    api = user_api
+    vm = api.deploy(ipaddress="10.1.0.50")
+    with pytest.raises(JobFailed) as e:
+        api.acall("destroyVirtualMachine", id=vm["id"], expunge="true")
+    assert e.value.errorcode == 530 and e.value.errortext == (
+        "Parameter expunge can be passed by Admin only. Or when the allow.user.expunge.recover.vm key is set.")
+    assert api.list("listVirtualMachines", "virtualmachine", id=vm["id"])[0]["state"] == "Running"
+
+    assert api.acall("destroyVirtualMachine", id=vm["id"])["virtualmachine"]["state"] == "Destroyed"
+    assert api.call("listVirtualMachines", id=vm["id"]) == {}       # a user does not see destroyed VMs
+    with pytest.raises(ApiError) as e:
+        api.deploy(ipaddress="10.1.0.50")
+    assert "already in use" in e.value.errortext
+    with pytest.raises(JobFailed) as e:
+        api.acall("expungeVirtualMachine", id=vm["id"])
+    assert e.value.errorcode == 530 and e.value.errortext == (
+        "Expunging a vm can only be done by an Admin. Or when the allow.user.expunge.recover.vm key is set.")
+    with pytest.raises(ApiError) as e:
+        api.call("recoverVirtualMachine", id=vm["id"])
+    assert e.value.status == 531 and e.value.errortext.startswith("Recovering a vm can only be done by an Admin.")
+    # destroying a destroyed VM answers it as it is ("Vm ... is already destroyed")
+    assert api.acall("destroyVirtualMachine", id=vm["id"])["virtualmachine"]["state"] == "Destroyed"
+    assert api.sim.inventory()["virtualmachines"] == [vm["id"]]
+
+
+def test_capabilities_and_accounts_say_who_may_expunge(api, user_api):
+    """listCapabilities' allowuserexpungerecovervm is the setting's value for the caller, whatever its role
+    (ManagementServerImpl.listCapabilities); listAccounts shows a user its own account (accounttype 0, roletype
+    User; 4.11 listApis response fields)."""
+    assert api.call("listCapabilities")["capability"]["allowuserexpungerecovervm"] is True
+    assert user_api.call("listCapabilities")["capability"]["allowuserexpungerecovervm"] is False
+    account = user_api.list("listAccounts", "account")[0]
+    assert (account["name"], account["accounttype"], account["roletype"]) == ("bosh", 0, "User")
+    assert not any("key" in field for field in account["user"][0])
+    with scenario_sim(role="domain-admin") as sim:
+        account = Api(sim).list("listAccounts", "account")[0]
+        assert (account["accounttype"], account["roletype"], account["rolename"]) == (2, "DomainAdmin", "Domain Admin")
+        assert Api(sim).call("listCapabilities")["capability"]["allowuserexpungerecovervm"] is False
+
+
+def test_an_admin_expunges_and_lists_destroyed_vms():
+    """Admins (AccountManager.isAdmin) may expunge whatever the setting; they list Destroyed VMs until the
+    expunge (QueryManagerImpl), state=present excepted; destroy with expunge=true expunges a Destroyed VM."""
+    with scenario_sim(role="root-admin") as sim:
+        api = Api(sim)
+        a, b = api.deploy(ipaddress="10.1.0.53"), api.deploy()
+        api.acall("destroyVirtualMachine", id=a["id"])
+        assert [v["state"] for v in api.list("listVirtualMachines", "virtualmachine", id=a["id"])] == ["Destroyed"]
+        assert api.call("listVirtualMachines", id=a["id"], state="present") == {}
+        api.acall("destroyVirtualMachine", id=a["id"], expunge="true")
+        api.acall("destroyVirtualMachine", id=b["id"], expunge="true")
+        assert sim.inventory()["virtualmachines"] == []
+        assert api.deploy(ipaddress="10.1.0.53")["nic"][0]["ipaddress"] == "10.1.0.53"
+
+
+def test_a_destroyed_vm_is_expunged_after_expunge_delay():
+    """The expunge thread removes VMs destroyed more than expunge.delay seconds ago (UserVmManagerImpl.ExpungeTask,
+    findDestroyedVms); their addresses are free again."""
+    scenario = load_scenario("advanced-user")
+    scenario["settings"]["expunge.delay"] = 1.0
+    with Simulator(scenario=scenario, seed=1) as sim:
+        api = Api(sim)
+        vm = api.deploy(ipaddress="10.1.0.51")
+        api.acall("destroyVirtualMachine", id=vm["id"])
+        assert sim.inventory()["virtualmachines"] == [vm["id"]]
+        time.sleep(1.1)
+        assert sim.inventory()["virtualmachines"] == []
+        assert api.deploy(ipaddress="10.1.0.51")["nic"][0]["ipaddress"] == "10.1.0.51"
+
+
+def test_recover_brings_a_destroyed_vm_back_with_its_addresses(api):
+    """recoverVirtualMachine: a Destroyed VM comes back Stopped with the NICs it kept; any other state is refused
+    ("Vm with id ... is not in the right state")."""
+    vm = api.deploy(ipaddress="10.1.0.52")
+    api.acall("destroyVirtualMachine", id=vm["id"])
+    back = api.call("recoverVirtualMachine", id=vm["id"])["virtualmachine"]
+    assert back["state"] == "Stopped" and back["nic"][0]["ipaddress"] == "10.1.0.52"
+    with pytest.raises(ApiError) as e:
+        api.call("recoverVirtualMachine", id=vm["id"])
+    assert e.value.status == 431 and "is not in the right state" in e.value.errortext
+

@@ -158,16 +158,15 @@ def test_delete_that_races_with_another_delete_is_fine(cloud, ctx):
 
 
 @pytest.mark.parametrize("hypervisor, expected", [
-    ("KVM", {"path": "/dev/sdb", "volume_id": "1", "id": None}),
-    ("XenServer", {"path": "/dev/sdb", "volume_id": "1"}),
+    ("KVM", {"path": "/dev/disk/by-id/virtio-{serial}", "volume_id": "1"}),
+    ("XenServer", {"path": "/dev/xvdb", "volume_id": "1"}),
     ("VMware", {"path": "/dev/sdb", "volume_id": "1"}),
 ])
 def test_v2_attach_returns_the_hint_for_the_hypervisor(cloud, ctx, hypervisor, expected):
     vm = cloud.add_vm(hypervisor=hypervisor)
     disk = cloud.add_volume(state="Allocated")
     hint = disks.attach_disk(ctx, vm, disk)
-    if "id" in expected:
-        expected = {**expected, "id": disk.replace("-", "")[:20]}
+    expected = {**expected, "path": expected["path"].format(serial=disk.replace("-", "")[:20])}
     assert hint == expected
     assert cloud.volumes[disk]["virtualmachineid"] == vm
 
@@ -179,14 +178,15 @@ def test_device_ids_past_the_cdrom_per_hypervisor(cloud, ctx):
         hints = [disks.attach_disk(ctx, vm, cloud.add_volume()) for _ in range(3)]
         assert [h["volume_id"] for h in hints] == ["1", "2", "4"]
         paths[hypervisor] = [h["path"] for h in hints]
-    assert paths["KVM"] == paths["XenServer"] == ["/dev/sdb", "/dev/sdc", "/dev/sde"]
+    assert all(path.startswith("/dev/disk/by-id/virtio-") for path in paths["KVM"])  # by serial, not by id
+    assert paths["XenServer"] == ["/dev/xvdb", "/dev/xvdc", "/dev/xvde"]  # the userdevice names the disk
     assert paths["VMware"] == ["/dev/sdb", "/dev/sdc", "/dev/sdd"]  # the IDE CD-ROM takes no SCSI slot
 
 
 def test_ephemeral_disk_keeps_device_1(cloud, ctx):
     vm = cloud.add_vm()
     cloud.add_volume(vm=vm, role=tags.ROLE_EPHEMERAL)
-    assert disks.attach_disk(ctx, vm, cloud.add_volume())["path"] == "/dev/sdc"
+    assert disks.attach_disk(ctx, vm, cloud.add_volume())["volume_id"] == "2"
 
 
 def test_v1_attach_returns_null(cloud, make_ctx):

@@ -12,8 +12,9 @@ import pytest
 import requests
 import responses
 
-from cloudstack_cpi import errors, models
+from cloudstack_cpi import errors, models, tags
 from cloudstack_cpi.actions import vms
+from cloudstack_cpi.cloudstack.errors import CloudStackError
 from cloudstack_cpi.context import CallContext
 from cloudstack_cpi.log import Logger
 
@@ -416,7 +417,7 @@ def test_create_vm_deploys_stopped_sets_user_data_then_starts(cloud, ctx):
     volume = next(iter(cloud.volumes.values()))
     assert volume["virtualmachineid"] == vm_id and volume["size"] == "3"
     assert {"key": "cpi_role", "value": "ephemeral"} in volume["tags"]
-    assert settings["disks"]["ephemeral"] == {"path": "/dev/sdb", "volume_id": "1", "id": volume["id"].replace("-", "")[:20]}
+    assert settings["disks"]["ephemeral"] == {"path": "/dev/disk/by-id/virtio-" + volume["id"].replace("-", "")[:20], "volume_id": "1"}
     assert {"key": "agent_id", "value": "agent-1"} in cloud.vms[vm_id]["tags"]
     assert {"key": "director_uuid", "value": "dir-1"} in cloud.vms[vm_id]["tags"]
     log = ctx.stderr.getvalue()
@@ -643,6 +644,55 @@ def test_delete_vm_without_expunge_detaches_disks_first(cloud, tmp_path):
     assert cloud.mutations() == ["detachVolume", "detachVolume", "destroyVirtualMachine", "deleteVolume"]
     assert cloud.params("destroyVirtualMachine")[0]["expunge"] == "false"
     assert list(cloud.volumes) == ["persistent"]
+
+
+class _FailOnce(dict):
+    """FakeCloud.fail whose entries fail one request each."""
+
+    def get(self, key, default=None):
+        return self.pop(key, default)
+
+
+EXPUNGE_REFUSED = "Parameter expunge can be passed by Admin only. Or when the allow.user.expunge.recover.vm key is set."
+
+
+def test_delete_vm_refused_expunge_detaches_destroys_and_explains_once(cloud, ctx):
+    vm_id, _ = create(ctx, {"disk": 2048})
+    cloud.volumes["persistent"] = {"id": "persistent", "type": "DATADISK", "state": "Ready", "tags": [],
+                                   "virtualmachineid": vm_id}
+    cloud.fail = _FailOnce(destroyVirtualMachine=(530, EXPUNGE_REFUSED))
+    cloud.calls.clear()
+    vms.delete_vm(ctx, vm_id)
+    assert cloud.mutations() == ["destroyVirtualMachine", "detachVolume", "detachVolume", "destroyVirtualMachine",
+                                 "deleteVolume"]
+    assert [p["expunge"] for p in cloud.params("destroyVirtualMachine")] == ["true", "false"]
+    assert list(cloud.volumes) == ["persistent"] and "virtualmachineid" not in cloud.volumes["persistent"]
+    log = ctx.stderr.getvalue()
+    assert log.count("refused to expunge") == 1 and "allow.user.expunge.recover.vm" in log
+
+
+def test_delete_vm_of_a_gone_vm_deletes_the_ephemeral_disk_left_behind(cloud, ctx):
+    vm_id, _ = create(ctx, {"disk": 2048})
+    (volume_id, volume), = cloud.volumes.items()
+    assert {"key": tags.VM_KEY, "value": vm_id} in volume["tags"]
+    cloud.volumes["other"] = {"id": "other", "type": "DATADISK", "state": "Ready", "tags": [
+        {"key": "cpi_role", "value": "ephemeral"}, {"key": tags.VM_KEY, "value": "another-vm"}]}
+    cloud.destroyVirtualMachine({"id": vm_id})   # an earlier delete_vm got this far
+    cloud.calls.clear()
+    assert vms.delete_vm(ctx, vm_id) is None
+    assert cloud.mutations() == ["deleteVolume"] and list(cloud.volumes) == ["other"]
+
+
+@pytest.mark.parametrize("kind, errorcode, text, refused", [
+    ("job", 530, EXPUNGE_REFUSED, True),                                            # 4.x
+    ("job", 530, "Account does not have permission for expunging.", True),          # since apache/cloudstack#8689
+    ("job", 530, "Failed to expunge vm VM instance {\"id\": 7}", False),
+    ("job", 530, "Internal error executing command, please contact your system administrator", False),
+    ("api", 531, EXPUNGE_REFUSED, False),
+])
+def test_only_the_refusal_to_expunge_is_recognised(kind, errorcode, text, refused):
+    err = CloudStackError("destroyVirtualMachine", text, kind=kind, errorcode=errorcode)
+    assert vms._expunge_refused(err) is refused
 
 
 def test_has_vm_for_unknown_and_destroyed_vms(cloud, ctx):

@@ -34,6 +34,17 @@ DEFAULT_CPU_SPEED = 2000           # MHz, for customized offerings when cpu_spee
 TRANSITIONAL_STATES = frozenset({"Starting", "Stopping", "Migrating"})
 DISPLAY_NAME_MAX = 255
 _DISPLAY_NAME_BAD = re.compile(r"[^A-Za-z0-9 ._:/@+-]+")
+# How CloudStack refuses destroyVirtualMachine's expunge=true to an account that may not expunge (a user without
+# allow.user.expunge.recover.vm): a PermissionDeniedException inside the job, so a failed job with errorcode 530.
+# The wording of UserVmManagerImpl.destroyVm (4.x), then of checkExpungeVmPermission (apache/cloudstack PR #8689).
+_EXPUNGE_REFUSALS = ("can be passed by Admin only", "does not have permission for expunging")
+_NOT_EXPUNGED = (
+    "CloudStack refused to expunge VM '{vm}' ({why}): destroying it without expunging. It stays in state "
+    "Destroyed and keeps its IP addresses, static ones included, until CloudStack expunges it after the cloud's "
+    "expunge.delay; until then no other VM can have those IPs. To expunge at once, have the cloud's operator set "
+    "allow.user.expunge.recover.vm to true for this account (or use an admin account); to stop asking, set "
+    "cloudstack.expunge_vm: false."
+)
 
 
 # -- handlers --------------------------------------------------------------------------------------------------
@@ -58,28 +69,34 @@ def create_vm(ctx, agent_id, stemcell_cid, cloud_properties, networks, disk_cids
 def delete_vm(ctx, vm_cid):
     """Delete the VM and its ephemeral disk; persistent disks survive (detached).
 
-    Idempotent: a VM that is already gone is success.  Public IPs statically
-    NATed to the VM are released and the VM leaves its load balancer rules
-    first (a rule the CPI created goes with its last member).
+    Idempotent and resumable: a VM that is already gone is success, and the
+    ephemeral disk an earlier attempt left is deleted then (found by its tag
+    naming the VM).  Public IPs statically NATed to the VM are released and the
+    VM leaves its load balancer rules first (a rule the CPI created goes with
+    its last member).  A cloud that refuses to expunge gets the VM destroyed
+    without expunging, and the log says what that means.
     """
     with _breadcrumb(f"Deleting VM '{vm_cid}'"):
-        client, cs = ctx.client, ctx.config.cloudstack
+        client = ctx.client
         vm = lookups.vm(client, vm_cid)
+        untagged: list[dict] = []
         if vm is None:
             ctx.log.info(f"VM '{vm_cid}' is already gone")
-            return None
-        volumes = client.list_all("listVolumes", virtualmachineid=vm_cid, type="DATADISK", listall=True)
-        ephemeral = [v for v in volumes if _is_ephemeral(v)]
-        _release_static_nat(ctx, vm)
-        if loadbalancers.is_member(vm):
-            loadbalancers.leave(ctx, vm_cid)
-        if not cs.expunge_vm:  # a destroyed but unexpunged VM keeps its data volumes attached
-            for volume in volumes:
-                _detach_volume(ctx, volume["id"])
-        _destroy(ctx, vm_cid, expunge=cs.expunge_vm)
-        for volume in ephemeral:
+        else:
+            volumes = client.list_all("listVolumes", virtualmachineid=vm_cid, type="DATADISK", listall=True)
+            # Ephemeral disks made before they carried their VM's id can be found only while attached.
+            untagged = [v for v in volumes if _is_ephemeral(v) and tags.VM_KEY not in tags.as_dict(v)]
+            _release_static_nat(ctx, vm)
+            if loadbalancers.is_member(vm):
+                loadbalancers.leave(ctx, vm_cid)
+            _destroy(ctx, vm_cid, expunge=ctx.config.cloudstack.expunge_vm, volumes=volumes)
+        # Listed after the destroy, so that what CloudStack detached on expunging shows as detached.
+        for volume in _ephemeral_volumes(client, vm_cid):
+            _delete_listed_volume(ctx, volume)
+        for volume in untagged:
             _delete_volume(ctx, volume["id"])
-    ctx.log.info(f"Deleted VM '{vm_cid}'")
+    if vm is not None:
+        ctx.log.info(f"Deleted VM '{vm_cid}'")
     return None
 
 
@@ -223,6 +240,11 @@ def _is_ephemeral(volume: dict) -> bool:
     return tags.as_dict(volume).get(tags.ROLE_KEY) == tags.ROLE_EPHEMERAL
 
 
+def _expunge_refused(err: CloudStackError) -> bool:
+    """True for CloudStack's refusal to let this account expunge, and for no other failure."""
+    return err.kind == "job" and err.errorcode == 530 and any(text in err.errortext for text in _EXPUNGE_REFUSALS)
+
+
 @contextlib.contextmanager
 def _breadcrumb(what: str):
     """Prefix errors with what the call was doing; CloudStack errors become CloudError."""
@@ -268,7 +290,27 @@ def _require_running(ctx, vm_id: str, job_result: dict, error: type[errors.BoshE
         raise error(f"VM '{vm_id}' did not reach Running (state {state})", ok_to_retry=True)
 
 
-def _destroy(ctx, vm_id: str, *, expunge: bool) -> None:
+def _destroy(ctx, vm_id: str, *, expunge: bool, volumes: list[dict] | None = None) -> None:
+    """Destroy the VM, expunged when ``expunge`` and the account may; else destroyed only.
+
+    A destroyed but unexpunged VM keeps its data volumes attached (and
+    CloudStack refuses to detach them then), so ``volumes`` (the VM's data
+    volumes) are detached first when it is not expunged.
+    """
+    if expunge:
+        try:
+            _destroy_job(ctx, vm_id, expunge=True)
+            return
+        except CloudStackError as err:
+            if not _expunge_refused(err):
+                raise
+            ctx.log.warning(_NOT_EXPUNGED.format(vm=vm_id, why=err.errortext))
+    for volume in volumes or []:
+        _detach_volume(ctx, volume["id"])
+    _destroy_job(ctx, vm_id, expunge=False)
+
+
+def _destroy_job(ctx, vm_id: str, *, expunge: bool) -> None:
     client = ctx.client
     try:
         client.run_job("destroyVirtualMachine", id=vm_id, expunge=expunge,
@@ -299,11 +341,24 @@ def _detach_volume(ctx, volume_id: str) -> None:
                        what=f"detaching volume {volume_id}")
 
 
+def _ephemeral_volumes(client, vm_id: str) -> list[dict]:
+    """The VM's ephemeral volumes by their tag, attached or not, even when the VM is gone."""
+    found = client.list_all("listVolumes", tags={tags.VM_KEY: vm_id}, listall=True)
+    # Checked again: a server that ignored the tag filter must not make this delete other volumes.
+    return [v for v in found if _is_ephemeral(v) and tags.as_dict(v).get(tags.VM_KEY) == vm_id
+            and v.get("state") not in lookups.GONE_VOLUME_STATES]
+
+
 def _delete_volume(ctx, volume_id: str) -> None:
     """Delete a data volume, detaching it first if it is still attached; gone is fine."""
     volume = lookups.volume(ctx.client, volume_id)
-    if volume is None:
-        return
+    if volume is not None:
+        _delete_listed_volume(ctx, volume)
+
+
+def _delete_listed_volume(ctx, volume: dict) -> None:
+    """Delete a volume as just listed (its attachment is current), detaching it first when attached."""
+    volume_id = volume["id"]
     if volume.get("virtualmachineid"):
         _detach_volume(ctx, volume_id)
     try:
@@ -607,7 +662,7 @@ class _Build:
                 self.volume_id = self._volume_named(f"{plan.vm_name}-ephemeral")
             raise
         self.volume_id = (created.get("volume") or {}).get("id")
-        marks = {tags.ROLE_KEY: tags.ROLE_EPHEMERAL}
+        marks = {tags.ROLE_KEY: tags.ROLE_EPHEMERAL, tags.VM_KEY: vm["id"]}
         if self.ctx.director_uuid:
             marks[tags.DIRECTOR_KEY] = self.ctx.director_uuid
         self.client.run_job("createTags", resourceids=self.volume_id, resourcetype="Volume", tags=marks,

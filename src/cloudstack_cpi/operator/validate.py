@@ -6,6 +6,7 @@ change.  Nothing is created in the cloud.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,10 +23,18 @@ class Finding:
     fix: str = ""
 
 
+# listAccounts' accounttype of root (1), domain (2) and resource domain (4) admins: AccountManager.isAdmin.
+_ADMIN_ACCOUNT_TYPES = frozenset({"1", "2", "4"})
+
+
 class Validator:
-    def __init__(self, config_path: str, *, log: Logger | None = None) -> None:
+    def __init__(self, config_path: str, *, log: Logger | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
         self.config_path = config_path
         self.log = log or Logger(level="warning")
+        # Before each step that waits for the cloud, a line on stderr (the report goes to stdout at the end), so
+        # that a silent endpoint shows what is being waited for and for how long at most.
+        self.progress = progress or _to_stderr
         self.findings: list[Finding] = []
 
     def run(self) -> list[Finding]:
@@ -52,6 +61,7 @@ class Validator:
                 self._security_groups(client, zone)
                 self._networks(client, zone)
             self._upload_support(client)
+            self._expunge_permission(client)
         finally:
             client.close()
         return self.findings
@@ -78,13 +88,14 @@ class Validator:
             return None
 
     def _credentials(self, client) -> bool:
+        self._waiting(client, f"Connecting to {self.cfg.cloudstack.endpoint}")
         try:
             capabilities = client.call("listCapabilities").get("capability", {})
         except CloudStackError as err:
             if err.http_status == 401:
                 self._fail("credentials", "the cloud rejected the API key or its signature",
                            "Check cloudstack.api_key and cloudstack.secret_access_key (a user's keys, not the account's name).")
-            elif err.kind == "transport" and "TLS" in err.errortext:
+            elif err.kind == "tls":  # the certificate was refused: a trust matter, not reachability
                 self._fail("endpoint", err.errortext,
                            "Give the CA in cloudstack.ca_cert, or (testing only) set cloudstack.skip_verify_ssl: true.")
             elif err.kind == "transport":
@@ -101,6 +112,7 @@ class Validator:
         from ..lookups import pick
 
         wanted = self.cfg.cloudstack.default_zone
+        self._waiting(client, "Listing zones")
         zones = client.list("listZones")
         if not wanted:
             names = ", ".join(z.get("name", "?") for z in zones)
@@ -115,6 +127,7 @@ class Validator:
         from ..lookups import pick
 
         offers = self.cfg.cloudstack.default_offer
+        self._waiting(client, "Listing disk and compute offerings")
         disk_offerings = client.list_all("listDiskOfferings")
         for name, wanted in (("default_offer.disk", offers.disk), ("default_offer.ephemeral_disk", offers.ephemeral_disk),
                              ("default_offer.custom_disk", offers.custom_disk)):
@@ -133,6 +146,7 @@ class Validator:
         if not wanted:
             self._pass("default_key_name", "not set: VMs get no SSH key (bosh ssh still works through the agent)")
             return
+        self._waiting(client, f"Looking for key pair '{wanted}'")
         found = [k for k in client.list("listSSHKeyPairs", name=wanted) if k.get("name") == wanted]
         if found:
             self._pass("default_key_name", f"key pair '{wanted}' exists")
@@ -150,6 +164,7 @@ class Validator:
             self._fail("default_security_groups", f"zone '{zone['name']}' has no security groups",
                        "Remove cloudstack.default_security_groups, or use a zone with security groups.")
             return
+        self._waiting(client, "Listing security groups")
         groups = client.list_all("listSecurityGroups")
         for name in wanted:
             self._lookup(f"security group {name}", lambda n=name: pick(groups, n, kind="Security group"),
@@ -159,6 +174,7 @@ class Validator:
         if zone.get("networktype") == "Basic":
             self._pass("networks", "basic zone: one guest network, chosen by CloudStack")
             return
+        self._waiting(client, f"Listing networks in zone '{zone['name']}'")
         networks = client.list_all("listNetworks", zoneid=zone["id"])
         usable = [n["name"] for n in networks if n.get("canusefordeploy", True)]
         if usable:
@@ -170,6 +186,7 @@ class Validator:
     def _upload_support(self, client) -> None:
         strategy = self.cfg.cloudstack.stemcell.upload_strategy
         if strategy in ("post", "auto") and not self.cfg.cloudstack.stemcell.url.base_url:
+            self._waiting(client, "Asking whether the cloud offers getUploadParamsForTemplate")
             try:
                 apis = client.list("listApis", name="getUploadParamsForTemplate")
             except CloudStackError:
@@ -182,7 +199,40 @@ class Validator:
         else:
             self._pass("stemcell upload", f"strategy '{strategy}'")
 
+    def _expunge_permission(self, client) -> None:
+        """May delete_vm expunge?  CloudStack lets admins, and users only with allow.user.expunge.recover.vm."""
+        self._waiting(client, "Asking whether this account may expunge VMs")
+        # allowuserexpungerecovervm is the setting's value for this account whatever its role (listCapabilities);
+        # listConfigurations, which would show it too, is for admins only.
+        capabilities = client.call("listCapabilities").get("capability", {})
+        if capabilities.get("allowuserexpungerecovervm") is True:
+            why = "allow.user.expunge.recover.vm is true for this account"
+        else:
+            # A user lists only its own account (unless allow.user.view.all.domain.accounts); an admin its own too.
+            kinds = {str(account.get("accounttype")) for account in client.list("listAccounts")}
+            admin = bool(kinds & _ADMIN_ACCOUNT_TYPES) and not capabilities.get("allowuserviewalldomainaccounts")
+            why = "an admin account" if admin else None
+        expunge = self.cfg.cloudstack.expunge_vm
+        unused = "" if expunge else " (cloudstack.expunge_vm is false: delete_vm does not ask)"
+        if why:
+            self._pass("expunge permission", f"this account may expunge VMs ({why}){unused}")
+            return
+        detail = ("this account may not expunge VMs (a user account, and allow.user.expunge.recover.vm is false): "
+                  "deleted VMs stay Destroyed and keep their IP addresses, static ones included, until CloudStack "
+                  "expunges them after its expunge.delay")
+        if not expunge:
+            self._pass("expunge permission", detail + unused)
+            return
+        self._fail("expunge permission", f"{detail}; delete_vm will destroy them without expunging",
+                   "Ask the cloud's operator to set allow.user.expunge.recover.vm to true for this account (or use "
+                   "an admin account's keys); or set cloudstack.expunge_vm: false to accept that deleted VMs keep "
+                   "their IPs until expunge.delay.")
+
     # -- reporting ---------------------------------------------------------------
+
+    def _waiting(self, client, what: str) -> None:
+        """Say what comes next and the longest it can take: what is left of the client's API deadline."""
+        self.progress(f"{what} (up to {round(client.api_time_left, 1):g} s) ...")
 
     def _lookup(self, check: str, find: Callable, describe: Callable, fix: str):
         try:
@@ -198,6 +248,11 @@ class Validator:
 
     def _fail(self, check: str, detail: str, fix: str) -> None:
         self.findings.append(Finding(False, check, detail, fix))
+
+
+def _to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def render(findings: list[Finding]) -> str:

@@ -130,8 +130,9 @@ def list_capabilities(ctx):
         "regionsecondaryenabled": False,
         "apilimitinterval": 1,
         "apilimitmax": 0,
-        "allowuserviewdestroyedvm": False,
-        "allowuserexpungerecovervm": True,
+        # the account-scoped settings' values for the caller (ManagementServerImpl.listCapabilities), whatever its role
+        "allowuserviewdestroyedvm": bool(st.settings["allow.user.view.destroyed.vm"]),
+        "allowuserexpungerecovervm": bool(st.settings["allow.user.expunge.recover.vm"]),
         "allowuserexpungerecovervolume": True,
         "allowuserviewalldomainaccounts": False,
         "dynamicrolesenabled": True,
@@ -143,6 +144,12 @@ def list_capabilities(ctx):
         "sharedfsvmminramsize": 1024,
         "sharedfsvmmincpucount": 1,
     }}
+
+
+@command("listAccounts")
+def list_accounts(ctx):
+    """The caller's own account: all a user sees (QueryManagerImpl); the scenario has no other."""
+    return list_response(ctx, "account", by_ids(ctx, [ctx.state.account_record()]))
 
 
 @command("listApis")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import math
 import re
+import time
 from urllib.parse import unquote
 
 from ..errors import ApiError, invalid_uuid, param_error
@@ -13,7 +13,15 @@ from ..util import GiB, now_str, public
 from . import by_ids, command, list_response
 
 VMCMD = "org.apache.cloudstack.api.command.user.vm."
+ADMIN_VMCMD = "org.apache.cloudstack.api.command.admin.vm."
 HIDDEN_STATES = ("Destroyed", "Expunging")
+# What UserVmManagerImpl (4.11 to 4.18 at least) answers an account that may not expunge or recover: a
+# PermissionDeniedException, inside the job for the async commands (ApiAsyncJobDispatcher: errorcode 530),
+# as the API error 531 for the synchronous recoverVirtualMachine.
+DESTROY_EXPUNGE_REFUSED = ("Parameter expunge can be passed by Admin only. Or when the allow.user.expunge.recover.vm "
+                           "key is set.")
+EXPUNGE_REFUSED = "Expunging a vm can only be done by an Admin. Or when the allow.user.expunge.recover.vm key is set."
+RECOVER_REFUSED = "Recovering a vm can only be done by an Admin. Or when the allow.user.expunge.recover.vm key is set."
 _NAME_RE = re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _B64_RE = re.compile(r"^[A-Za-z0-9+/=_\-\s]*$")
 _MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
@@ -137,6 +145,7 @@ def remove_network_rules_for_vm(st, vm) -> None:
 @command("deployVirtualMachine", VMCMD + "DeployVMCmd")
 def deploy_virtual_machine(ctx):
     st = ctx.state
+    st.expunge_due()  # addresses of VMs destroyed long enough ago are free again
     zone = ctx.find(st.zones, "zoneid", "Unable to find zone by id={id}")
     so = ctx.find(st.service_offerings, "serviceofferingid", "Unable to find service offering: {id}")
     tpl = ctx.find(st.templates, "templateid", "Unable to use template {id}")
@@ -452,22 +461,25 @@ def reboot_virtual_machine(ctx):
 
 
 def _destroy(st, vm, expunge: bool) -> None:
-    release_nics(st, vm)
+    """A destroyed VM keeps its NICs and their addresses until it is expunged; it consumes no capacity."""
     vm["_consumes"] = False
     remove_network_rules_for_vm(st, vm)
     detach_all_and_cleanup_volumes(st, vm, expunge)
     if expunge:
+        release_nics(st, vm)
         st.vms.pop(vm["id"], None)
         st.drop_tags("UserVm", vm["id"])
         vm["state"] = "Expunging"
     else:
         vm["state"] = "Destroyed"
+        vm["_destroyed_at"] = time.monotonic()
 
 
 @command("destroyVirtualMachine", VMCMD + "DestroyVMCmd")
 def destroy_virtual_machine(ctx):
     st = ctx.state
-    vm = find_vm(ctx)
+    st.expunge_due()
+    vm = find_vm(ctx, allow_destroyed=True)
     expunge = ctx.b("expunge", False)
     volume_ids = ctx.lst("volumeids")
     for vid in volume_ids:
@@ -476,58 +488,61 @@ def destroy_virtual_machine(ctx):
             raise param_error(f"Please specify volumes that belong to the VM {vm['id']} and are data disks")
 
     def complete():
-        if vm["id"] not in st.vms or vm["state"] in HIDDEN_STATES:
+        # UserVmManagerImpl.destroyVm(DestroyVMCmd) checks the permission first, inside the job: the VM is untouched.
+        if expunge and not st.may_expunge():
+            raise ApiError(530, DESTROY_EXPUNGE_REFUSED)
+        if vm["id"] not in st.vms:
             raise param_error(f"Unable to find virtual machine with id {vm['id']}")
-        resp = None
+        if vm["state"] == "Destroyed":  # "already destroyed": answered as it is, unless expunging
+            if expunge:
+                st.expunge_destroyed(vm)
+            return {"virtualmachine": render_vm(st, vm)}
         _destroy(st, vm, expunge)
         for vid in volume_ids:
             st.volumes.pop(vid, None)
-        resp = render_vm(st, vm)
-        return {"virtualmachine": resp}
+        return {"virtualmachine": render_vm(st, vm)}
     return ctx.submit(instancetype="VirtualMachine", instanceid=vm["id"], complete=complete)
 
 
-@command("expungeVirtualMachine", VMCMD + "ExpungeVMCmd")
+@command("expungeVirtualMachine", ADMIN_VMCMD + "ExpungeVMCmd")
 def expunge_virtual_machine(ctx):
     st = ctx.state
+    st.expunge_due()
     vm = find_vm(ctx, allow_destroyed=True)
-    if vm["state"] not in ("Destroyed", "Error"):
-        raise param_error(f"Please specify a VM that is either Stopped, Destroyed or Error: VM {vm['id']} is "
-                          f"{vm['state']}") if vm["state"] != "Stopped" else param_error(
-            f"Please destroy VM {vm['id']} before expunging it")
 
     def complete():
+        # UserVmManagerImpl.expungeVm: the state, then the permission, both inside the job.
         if vm["id"] not in st.vms:
             raise param_error(f"Unable to find virtual machine with id {vm['id']}")
+        if vm["state"] not in ("Destroyed", "Error"):
+            raise ApiError(530, "Please destroy vm with specified vmId before expunge")
+        if not st.may_expunge():
+            raise ApiError(530, EXPUNGE_REFUSED)
         if vm["state"] == "Error":
             _destroy(st, vm, True)
-        else:  # Destroyed: drop the ROOT volume kept in "Destroy" state, then the VM
-            for vol in [v for v in st.volumes.values() if v.get("virtualmachineid") == vm["id"]]:
-                st.volumes.pop(vol["id"], None)
-                st.drop_tags("Volume", vol["id"])
-            st.vms.pop(vm["id"], None)
-            st.drop_tags("UserVm", vm["id"])
+        else:
+            st.expunge_destroyed(vm)
         return {"success": True}
     return ctx.submit(instancetype="VirtualMachine", instanceid=vm["id"], complete=complete)
 
 
-@command("recoverVirtualMachine", VMCMD + "RecoverVMCmd")
+@command("recoverVirtualMachine", ADMIN_VMCMD + "RecoverVMCmd")
 def recover_virtual_machine(ctx):
     st = ctx.state
+    st.expunge_due()
     vm = find_vm(ctx, allow_destroyed=True)
+    if not st.may_expunge():
+        raise ApiError(531, RECOVER_REFUSED)
     if vm["state"] != "Destroyed":
-        raise param_error(f"Unable to recover VM {vm['id']} as it is not in Destroyed state")
+        raise param_error(f"Vm with id {vm['id']} is not in the right state")
     for nic in vm["_nics"]:
-        net = st.networks[nic["networkid"]]
-        ip = None
-        if nic.get("ipaddress") and int(ipaddress.IPv4Address(nic["ipaddress"])) not in net["_used"]:
-            ip = st.allocate_ip(net, vm["id"], nic["ipaddress"])
-        else:
-            ip = st.allocate_ip(net, vm["id"])
+        if nic.get("ipaddress"):
+            continue  # kept while Destroyed
+        ip = st.allocate_ip(st.networks[nic["networkid"]], vm["id"])
         if ip is None:
-            release_nics(st, vm)
-            raise ApiError(533, f"Insufficient address capacity in network {net['name']}", 4320)
+            raise ApiError(533, f"Insufficient address capacity in network {nic['networkname']}", 4320)
         nic["ipaddress"] = ip
+    vm.pop("_destroyed_at", None)
     for vol in st.volumes.values():
         if vol.get("virtualmachineid") == vm["id"] and vol.get("_hidden"):
             vol["state"] = "Ready"
@@ -570,7 +585,9 @@ def get_virtual_machine_user_data(ctx):
 @command("listVirtualMachines")
 def list_virtual_machines(ctx):
     st = ctx.state
-    items = [v for v in st.vms.values() if v["state"] not in HIDDEN_STATES]
+    st.expunge_due()
+    hidden = ("Expunging",) if st.sees_destroyed() else HIDDEN_STATES
+    items = [v for v in st.vms.values() if v["state"] not in hidden]
     items = by_ids(ctx, items)
     if ctx.has("name"):
         items = [v for v in items if v["name"] == ctx.p["name"]]
@@ -579,7 +596,9 @@ def list_virtual_machines(ctx):
             items = [v for v in items if v.get(f) == ctx.p[f]]
     if ctx.has("state"):
         want = ctx.p["state"].lower()
-        if want != "present":
+        if want == "present":
+            items = [v for v in items if v["state"] not in HIDDEN_STATES]
+        else:
             items = [v for v in items if v["state"].lower() == want]
     if ctx.has("networkid"):
         items = [v for v in items if any(n["networkid"] == ctx.p["networkid"] for n in v["_nics"])]
