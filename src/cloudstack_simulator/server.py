@@ -158,7 +158,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(401, {response_name(lname): {"uuidList": [], "errorcode": 401, "errortext": AUTH_TEXT}},
                             headers={"X-Description": AUTH_TEXT})
             return 401
-        faults = sim._injector.for_request()
+        faults = sim._injector.for_request(lname)
         if faults.drop:
             raise _Drop()
         if faults.error:
@@ -180,6 +180,8 @@ class Handler(BaseHTTPRequestHandler):
         spec = load_spec().get(lname, {"params": []})
         state = sim._state
         status = 200
+        if sim.numeric_ids is not None:
+            raw = sim.numeric_ids.params_in(raw)
         try:
             params, maps = parse_params(raw)
             with state.lock:
@@ -188,6 +190,8 @@ class Handler(BaseHTTPRequestHandler):
                 ctx.validate()
                 result = cmd.handler(ctx)
             body = {response_name(lname): result}
+            if sim.numeric_ids is not None:
+                body = sim.numeric_ids.body_out(body)
         except ApiError as e:
             if faults.drop_after_action:
                 raise _Drop()

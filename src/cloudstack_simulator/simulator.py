@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .commands import load_all
 from .faults import FaultConfig, FaultInjector
+from .numeric_ids import NumericIds
 from .server import Handler, SimHTTPServer
 from .state import State, load_scenario
 from .uploads import Uploads
@@ -17,7 +18,7 @@ from .uploads import Uploads
 class Simulator:
     def __init__(self, scenario="advanced", host: str = "127.0.0.1", port: int = 0, job_seconds: float = 0.0,
                  seed: int | None = None, faults: FaultConfig | None = None, device_dir=None,
-                 tls_cert=None, tls_key=None):
+                 tls_cert=None, tls_key=None, numeric_ids: bool = False):
         load_all()
         self._scenario_data = load_scenario(scenario)
         self.scenario_name = self._scenario_data.get("name", "custom")
@@ -31,6 +32,8 @@ class Simulator:
         self.device_dir = Path(device_dir) if device_dir else None
         if self.device_dir:
             self.device_dir.mkdir(parents=True, exist_ok=True)
+        # Ids shown as numbers, as CloudStack before 4.0 answered (numeric_ids.py).
+        self.numeric_ids = NumericIds() if numeric_ids else None
         self._injector = FaultInjector(faults or FaultConfig(), seed)
         self._state = State(self._scenario_data, self._datadir, self.device_dir, self._injector, job_seconds)
         self._uploads = Uploads(self)

@@ -91,6 +91,23 @@ def test_mutations_are_signed_posts(client):
     assert signature == sign(params, "the-secret-value")
 
 
+@responses.activate
+def test_numeric_ids_of_older_servers_come_back_as_strings(client):
+    """CloudStack before 4.0 answered ids as JSON numbers (apache-libcloud's recorded CloudStack responses, e.g.
+    fixtures/cloudstack/listZones_default.json and listVolumes_default.json); device numbers stay numbers."""
+    responses.get(URL, json={"listvolumesresponse": {"count": 1, "volume": [
+        {"id": 2, "zoneid": 1, "virtualmachineid": 7, "deviceid": 1, "size": 10, "tags": [],
+         "name": "v", "isextractable": False}]}})
+    (volume,) = client.list("listVolumes")
+    assert volume["id"] == "2" and volume["zoneid"] == "1" and volume["virtualmachineid"] == "7"
+    assert volume["deviceid"] == 1 and volume["size"] == 10 and volume["isextractable"] is False
+    responses.get(URL, json={"queryasyncjobresultresponse": {"jobid": 17, "jobstatus": 1, "jobinstanceid": 3,
+                                                              "jobresult": {"virtualmachine": {"id": 3}}}})
+    job = client.call("queryAsyncJobResult", jobid="17")
+    assert job["jobid"] == "17" and job["jobinstanceid"] == "3" and job["jobstatus"] == 1
+    assert job["jobresult"]["virtualmachine"]["id"] == "3"
+
+
 def test_encode_params_conventions():
     wire = encode_params({"a": None, "b": True, "c": [1, 2], "details": {"cpuNumber": 2, "memory": 512},
                           "iptonetworklist": [{"networkid": "n1", "ip": "10.0.0.5"}, {"networkid": "n2"}]})

@@ -192,6 +192,29 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
+# Fields named like ids that hold device numbers, not ids.
+_NUMBER_FIELDS = frozenset({"deviceid", "rootdeviceid"})
+
+
+def string_ids(value: Any, key: str = "") -> Any:
+    """The answer with every id as a string.
+
+    CloudStack before 4.0 (and recordings of it) answered ids as JSON numbers;
+    a CID must be a string, and a number compared with the configured
+    ``default_zone: "1"`` would never match.  Fields named ``id``, ``*id`` or
+    ``*ids`` become strings, except device numbers.
+    """
+    if isinstance(value, dict):
+        return {k: string_ids(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [string_ids(item, key) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and key:
+        field = key.lower()
+        if field not in _NUMBER_FIELDS and (field == "id" or field.endswith(("id", "ids"))):
+            return str(value)
+    return value
+
+
 def unwrap(command: str, body: Any) -> dict:
     """The object inside ``{"<command>response": {...}}``.
 
@@ -413,7 +436,7 @@ class Client:
         if response.status_code == 200:
             if body is None:
                 raise CloudStackError(command, "answer is not JSON", kind="transport", http_status=200)
-            return unwrap(command, body)
+            return string_ids(unwrap(command, body))
         error = _error_fields(body)
         text = error.get("errortext") or response.headers.get("X-Description") or response.reason or "no error text"
         err = CloudStackError(
