@@ -39,8 +39,10 @@ def call(config, method: str, *arguments) -> tuple[dict, str]:
 def test_a_lost_get_upload_params_answer_is_not_followed_by_a_second_request(cloud, tmp_path):
     sim, proxy, config = cloud
     image = str(raw_image(tmp_path))
+    before = sorted(sim.inventory()["templates"])
     proxy.lose_answer("getUploadParamsForTemplate")
     response, log = call(config, "create_stemcell", image, PROPS)
+    assert sorted(sim.inventory()["templates"]) == before, "the record the lost answer created was left"
     assert proxy.lost == ["getuploadparamsfortemplate"]
     assert proxy.count("getUploadParamsForTemplate") == 1, f"sent again after its answer was lost:\n{log}"
     error = response["error"]
@@ -59,3 +61,16 @@ def test_reads_are_still_repeated_after_a_lost_answer(cloud, tmp_path):
     response, _ = call(config, "has_vm", "0f5a1a44-9c1b-4b7e-9d6a-3f0c2b1e8d77")
     assert response["error"] is None and response["result"] is False
     assert proxy.count("listVirtualMachines") == 2 and proxy.lost == ["listvirtualmachines"]
+
+
+def test_a_lost_register_template_answer_leaves_no_template(tmp_path):
+    """registerTemplate (url strategy) creates the record before it answers: found by its unique name and removed."""
+    with Simulator(scenario="advanced") as sim, LossyProxy(sim.endpoint) as proxy:
+        config = write_config(tmp_path / "cpi.json", proxy.endpoint, sim.api_key, sim.secret_key,
+                              stemcell={"upload_strategy": "url"})
+        before = sorted(sim.inventory()["templates"])
+        proxy.lose_answer("registerTemplate")
+        response, log = call(config, "create_stemcell", str(raw_image(tmp_path)), PROPS)
+        assert proxy.count("registerTemplate") == 1
+        assert response["error"] is not None and error_problems("create_stemcell", response["error"]) == []
+        assert sorted(sim.inventory()["templates"]) == before, log

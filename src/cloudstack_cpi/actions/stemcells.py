@@ -132,15 +132,33 @@ def _create(ctx, image_path: str, props, env, zones: list[dict]) -> str:
     return made.template_id
 
 
+@contextlib.contextmanager
+def _recovering_template(ctx, naming, made: _Made):
+    """Around a command that creates the template record: when its answer is lost, find the record by its unique
+    name, so that the cleanup in ``_create`` removes it (the command itself is never sent twice)."""
+    try:
+        yield
+    except CloudStackError as err:
+        if err.outcome_unknown and not made.template_id:
+            found = [t for t in ctx.client.list_all("listTemplates", templatefilter="self", name=naming.name,
+                                                    listall=True)
+                     if t.get("name") == naming.name]  # the name filter is not trusted to be exact
+            if found:
+                made.template_id = found[0]["id"]
+                ctx.log.info(f"{err.command}'s answer was lost; it had created template {made.template_id}")
+        raise
+
+
 def _post(ctx, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -> None:
     from ..stemcell import upload_post
 
     cs = ctx.config.cloudstack
-    upload = upload_post.request_params(
-        ctx.client, name=naming.name, displaytext=naming.displaytext, format=plan.format, hypervisor=hypervisor,
-        zoneid=zone["id"], ostypeid=ostype["id"], bits=64, requireshvm=cs.stemcell.requires_hvm,
-        ispublic=cs.stemcell.public_visibility, passwordenabled=False, isextractable=True,
-    )
+    with _recovering_template(ctx, naming, made):
+        upload = upload_post.request_params(
+            ctx.client, name=naming.name, displaytext=naming.displaytext, format=plan.format, hypervisor=hypervisor,
+            zoneid=zone["id"], ostypeid=ostype["id"], bits=64, requireshvm=cs.stemcell.requires_hvm,
+            ispublic=cs.stemcell.public_visibility, passwordenabled=False, isextractable=True,
+        )
     made.template_id = upload.template_id
     session = upload_post.upload_session(ctx.client)
     try:
@@ -174,12 +192,13 @@ def _url(ctx, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -
                 path, filename, listen_host=settings.listen_host, listen_port=settings.listen_port,
                 advertise_host=settings.advertise_host, endpoint=cs.endpoint, log=ctx.log))
             url = server.url
-        response = ctx.client.call(
-            "registerTemplate", name=naming.name, displaytext=naming.displaytext, format=plan.format,
-            hypervisor=hypervisor, zoneid=zone["id"], ostypeid=ostype["id"], bits=64,
-            requireshvm=cs.stemcell.requires_hvm, ispublic=cs.stemcell.public_visibility, passwordenabled=False,
-            isextractable=True, url=url,
-        )
+        with _recovering_template(ctx, naming, made):
+            response = ctx.client.call(
+                "registerTemplate", name=naming.name, displaytext=naming.displaytext, format=plan.format,
+                hypervisor=hypervisor, zoneid=zone["id"], ostypeid=ostype["id"], bits=64,
+                requireshvm=cs.stemcell.requires_hvm, ispublic=cs.stemcell.public_visibility, passwordenabled=False,
+                isextractable=True, url=url,
+            )
         registered = response.get("template") or []
         if isinstance(registered, dict):
             registered = [registered]
