@@ -39,7 +39,7 @@ def simulator_command(args: tuple[str, ...]) -> None:
     """
     from cloudstack_simulator.cli import main as simulator_main
 
-    sys.exit(simulator_main(list(args)))
+    sys.exit(simulator_main(list(args), prog="cloudstack-cpi simulator"))
 
 
 @main.command("call")
