@@ -30,16 +30,14 @@ def create_stemcell(ctx, image_path: str, cloud_properties: dict, env: dict | No
     stemcells (cloud_properties naming an existing template) create nothing.
     """
     props = models.parse(models.StemcellCloudProperties, cloud_properties, "stemcell cloud_properties")
-    cs = ctx.config.cloudstack
-    client = ctx.client
-    light = props.template_id or props.template_name or props.light_template
-    zones = _stemcell_zones(client, cs)
-    if light:
-        return _light(ctx, light, zones)
     from ..stemcell.image import ImageError
 
     label = f"'{props.name or 'stemcell'} {props.version or ''}'".replace(" '", "'")
     try:
+        zones = _stemcell_zones(ctx.client, ctx.config.cloudstack)
+        light = props.template_id or props.template_name or props.light_template
+        if light:
+            return _light(ctx, light, zones)
         return _create(ctx, image_path, props, env, zones)
     except ImageError as err:
         raise CloudError(f"Creating stemcell {label}: image {err}") from None
