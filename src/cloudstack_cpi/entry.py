@@ -17,15 +17,16 @@ def main(argv: list[str] | None = None) -> int:
 
     log = Logger()
     try:
-        raw = sys.stdin.buffer.read()
+        raw, size = rpc.read_request(sys.stdin.buffer)  # a request over the limit is drained, not kept
     except (OSError, ValueError):
-        raw = b""
+        raw, size = b"", 0
     try:
-        response = rpc.handle(raw, config_path, log)
-    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt/SystemExit still answer
+        response = rpc.handle(raw, config_path, log, size)
+    except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt/SystemExit/MemoryError still answer
         from .errors import CloudError
 
         response = {"result": None, "error": CloudError(f"Interrupted: {type(exc).__name__}").to_wire(), "log": ""}
+    del raw
     out = sys.stdout.buffer
     out.write(rpc.encode(response))
     out.write(b"\n")

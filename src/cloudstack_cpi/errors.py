@@ -76,6 +76,83 @@ class VMCreationFailed(CloudError):
 
 NotImplemented = NotImplemented_  # noqa: A001 - the BOSH name, for `errors.NotImplemented`
 
+
+# -- quoting values in messages ------------------------------------------------------------------------------------
+
+QUOTE_CHARS = 64  # the longest prefix of any value a message quotes
+
+
+def shorten(value: str, limit: int = QUOTE_CHARS) -> str:
+    """``value`` fit for a one-line message: at most ``limit`` characters of it, non-printables escaped.
+
+    A longer value keeps its prefix, an ellipsis and its length, so a 100 MB
+    argument costs a message 100 bytes.  Control characters and unpaired
+    surrogates are written as escapes (``\\x00``, ``\\ud800``): the answer stays
+    one line of valid UTF-8 whatever the input held.
+    """
+    head = value[:limit]
+    if not head.isprintable():
+        head = "".join(c if c.isprintable() else _escape(c) for c in head)
+    if len(value) > limit:
+        return f"{head}\u2026 [{len(value)} characters]"
+    return head
+
+
+def quote(value) -> str:
+    """``'value'`` for a message, shortened as :func:`shorten` does; other values by their JSON form or type.
+
+    Containers are never rendered (their text could be as large as the request).
+    """
+    if isinstance(value, str):
+        return f"'{shorten(value)}'"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        try:
+            return shorten(repr(value))
+        except ValueError:  # an int too long to print
+            return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
+def one_line(text: str, limit: int) -> str:
+    """A message as one printable line: line breaks and tabs become spaces, other controls escapes; cut at ``limit``."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else " " if c in "\r\n\t" else _escape(c) for c in text)
+    return text if len(text) <= limit else shorten(text, limit)
+
+
+def dotted(parts) -> str:
+    """A path into the request for a message: ``networks.default.routes.0.netmask``; odd keys quoted."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int) or _plain_key(part):
+            text += f".{part}" if text else str(part)
+        else:
+            text += f"[{quote(part)}]"
+    return text
+
+
+def _plain_key(part) -> bool:
+    return isinstance(part, str) and 0 < len(part) <= QUOTE_CHARS and part.replace("_", "a").replace("-", "a").isalnum() \
+        and part.isascii()
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
 ALL_TYPES = frozenset(
     cls.bosh_type
     for cls in (

@@ -10,11 +10,14 @@ vm_extension may carry properties for another CPI.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import ipaddress
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, \
+    model_validator
+from pydantic_core import PydanticCustomError
 
-from .errors import CloudError
+from .errors import CloudError, CpiError, dotted, quote
 
 
 class _Props(BaseModel):
@@ -24,22 +27,77 @@ class _Props(BaseModel):
         return sorted(self.model_extra or {})
 
 
+# -- addresses: strings in the forms the agent writes into its network configuration ----------------------------
+
+
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise PydanticCustomError("ip_address", "must be an IP address such as 10.0.0.1") from None
+
+
+def _check_ip(value: str) -> str:
+    _address(value)
+    return value
+
+
+def _check_netmask(value: str) -> str:
+    try:
+        mask = ipaddress.ip_address(value)
+    except ValueError:
+        mask = None
+    if mask is not None:
+        inverted = ~int(mask) & ((1 << mask.max_prefixlen) - 1)
+        if inverted & (inverted + 1) == 0:  # ones, then only zeros
+            return value
+    raise PydanticCustomError("netmask", "must be a netmask such as 255.255.255.0")
+
+
+def _empty_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+IPAddress = Annotated[str, AfterValidator(_check_ip)]
+Netmask = Annotated[str, AfterValidator(_check_netmask)]
+# In a network spec an empty string stands for a value the director left out (as Ruby's nil.to_s does).
+OptionalIP = Annotated[IPAddress | None, BeforeValidator(_empty_is_none)]
+OptionalNetmask = Annotated[Netmask | None, BeforeValidator(_empty_is_none)]
+
+
+def _none_is_empty(value: Any) -> Any:
+    return [] if value is None else value
+
+
 class Route(_Props):
     """A static route the agent adds for a network."""
 
-    destination: str = Field(description="Destination network address, e.g. 10.20.0.0.")
-    netmask: str = Field(description="Netmask of the destination, e.g. 255.255.0.0.")
-    gateway: str = Field(description="Next hop.")
+    destination: IPAddress = Field(description="Destination network address, e.g. 10.20.0.0.")
+    netmask: Netmask = Field(description="Netmask of the destination, e.g. 255.255.0.0.")
+    gateway: IPAddress = Field(description="Next hop.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cidr_form(cls, value: Any) -> Any:
+        """The Go CPI's ``{cidr, gateway}`` form, as destination and netmask."""
+        if not (isinstance(value, dict) and "cidr" in value and "destination" not in value):
+            return value
+        cidr = value["cidr"]
+        try:
+            network = ipaddress.ip_network(cidr, strict=False) if isinstance(cidr, str) else None
+        except ValueError:
+            network = None
+        if network is None:
+            raise PydanticCustomError("cidr", "cidr must be a network such as 10.20.0.0/16, got {value}",
+                                      {"value": quote(cidr)})
+        converted = {"destination": str(network.network_address), "netmask": str(network.netmask)}
+        if "gateway" in value:
+            converted["gateway"] = value["gateway"]
+        return converted
 
     @classmethod
     def from_any(cls, value: Any) -> "Route":
         """Accept the agent's form and the Go CPI's ``{cidr, gateway}`` form."""
-        if isinstance(value, dict) and "cidr" in value and "destination" not in value:
-            import ipaddress
-
-            network = ipaddress.ip_network(str(value["cidr"]), strict=False)
-            value = {"destination": str(network.network_address), "netmask": str(network.netmask),
-                     "gateway": value.get("gateway")}
         return cls.model_validate(value)
 
 
@@ -82,8 +140,11 @@ class VMCloudProperties(_Props):
     @field_validator("routes", mode="before")
     @classmethod
     def _routes(cls, value: Any) -> Any:
+        """null for no routes, at either level; the shapes themselves are pydantic's to check."""
+        if value is None:
+            return {}
         if isinstance(value, dict):
-            return {name: [Route.from_any(r) for r in (routes or [])] for name, routes in value.items()}
+            return {name: [] if routes is None else routes for name, routes in value.items()}
         return value
 
     @property
@@ -97,12 +158,37 @@ class NetworkCloudProperties(_Props):
     name: str | None = Field(None, description="CloudStack network, name or id (advanced zones).")
     security_groups: list[str] = Field(default_factory=list, description="Security groups (names or ids), in zones with security groups.")
     undiscoverable: bool = Field(False, description="Never make this network the first NIC (eth0 carries the metadata service).")
-    routes: list[Route] = Field(default_factory=list, description="Static routes the agent adds for this network.")
+    routes: Annotated[list[Route], BeforeValidator(_none_is_empty)] = Field(
+        default_factory=list, description="Static routes the agent adds for this network.")
 
-    @field_validator("routes", mode="before")
-    @classmethod
-    def _routes(cls, value: Any) -> Any:
-        return [Route.from_any(r) for r in value] if isinstance(value, list) else value
+
+class NetworkSpec(_Props):
+    """One network of create_vm's ``networks`` argument, as the director sends it (not operator-written).
+
+    Only the shape is checked here; which types this CPI supports is decided in
+    ``networks.parse``.  Other keys (``mac``, ``alias``, ``preconfigured``, ...)
+    are kept.
+    """
+
+    type: str | None = None
+    ip: OptionalIP = None
+    netmask: OptionalNetmask = None
+    gateway: OptionalIP = None
+    dns: list[IPAddress] | None = None
+    default: list[str] | None = None
+    cloud_properties: NetworkCloudProperties | None = None
+
+    @model_validator(mode="after")
+    def _one_family(self) -> "NetworkSpec":
+        if self.ip:
+            version = _address(self.ip).version
+            for key in ("netmask", "gateway"):
+                other = getattr(self, key)
+                if other and _address(other).version != version:
+                    raise PydanticCustomError(
+                        "ip_family", "{key} {other} is not an IPv{version} address like ip {ip}",
+                        {"key": key, "other": quote(other), "version": version, "ip": quote(self.ip)})
+        return self
 
 
 class DiskCloudProperties(_Props):
@@ -131,10 +217,36 @@ class StemcellCloudProperties(_Props):
 
 
 def parse(model: type[BaseModel], raw: dict | None, what: str):
-    """Validate cloud_properties; a mistake is the operator's, reported with the field path."""
+    """Validate cloud_properties; a mistake is the operator's, reported with the field path (never the value)."""
     try:
         return model.model_validate(raw or {})
     except ValidationError as exc:
-        from .config import describe_validation_error
+        raise CloudError(f"Invalid {what}: {describe(exc)}") from None
 
-        raise CloudError(f"Invalid {what}: {describe_validation_error(exc)}") from None
+
+def parse_argument(model: type[BaseModel], raw: Any, path: list):
+    """Validate a part of a request argument; a mistake is a ``CpiError`` naming the path and quoting the value."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise CpiError(describe(exc, path, values=True)) from None
+
+
+# Problems pydantic reports where the value adds nothing ("Field required") or is not the culprit.
+_NO_VALUE = frozenset({"missing", "ip_family", "cidr"})
+_MAX_PROBLEMS = 5
+
+
+def describe(exc: ValidationError, path: list | None = None, *, values: bool = False) -> str:
+    """Each problem as ``path: reason`` (with ``got <value>``, shortened, when ``values``); at most a few."""
+    problems = []
+    errors = exc.errors(include_url=False, include_context=False, include_input=values)
+    for error in errors[:_MAX_PROBLEMS]:
+        where = dotted([*(path or []), *error["loc"]]) or "(top level)"
+        text = f"{where}: {error['msg']}"
+        if values and error["type"] not in _NO_VALUE and "input" in error:
+            text += f", got {quote(error['input'])}"
+        problems.append(text)
+    if len(errors) > _MAX_PROBLEMS:
+        problems.append(f"and {len(errors) - _MAX_PROBLEMS} more")
+    return "; ".join(problems)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import lookups, models
-from .errors import CloudError
+from .errors import CloudError, CpiError, dotted, quote
 
 MANUAL, DYNAMIC, VIP = "manual", "dynamic", "vip"
 NIC_TYPES = (MANUAL, DYNAMIC)
@@ -73,18 +73,25 @@ class Placement:
 
 
 def parse(networks: dict) -> list[BoshNetwork]:
-    """Validate the director's networks map; order is kept."""
+    """Validate the director's networks map; order is kept.
+
+    A malformed value (an ip, netmask, gateway, dns entry or route that is not
+    one, a wrong JSON type) is a ``CpiError`` naming its path in the argument
+    (``networks.default.netmask``); a well-formed request this CPI cannot serve
+    is a ``CloudError``.  Nothing is looked up or created before this passes.
+    """
     parsed: list[BoshNetwork] = []
     for name, spec in networks.items():
         if not isinstance(spec, dict):
-            raise CloudError(f"Network '{name}' must be an object")
-        kind = spec.get("type") or MANUAL
+            raise CpiError(f"{dotted(['networks', name])} must be an object")
+        checked = models.parse_argument(models.NetworkSpec, spec, ["networks", name])
+        kind = checked.type or MANUAL
         if kind not in (MANUAL, DYNAMIC, VIP):
-            raise CloudError(f"Network '{name}' has type '{kind}': this CPI supports manual, dynamic and vip")
-        if kind in (MANUAL, VIP) and not spec.get("ip"):
-            raise CloudError(f"Network '{name}' is {kind} but has no ip")
-        props = models.parse(models.NetworkCloudProperties, spec.get("cloud_properties"),
-                             f"cloud_properties of network '{name}'")
+            raise CloudError(f"Network {quote(name)} has type {quote(kind)}: this CPI supports manual, "
+                             "dynamic and vip")
+        if kind in (MANUAL, VIP) and not checked.ip:
+            raise CloudError(f"Network {quote(name)} is {kind} but has no ip")
+        props = checked.cloud_properties or models.NetworkCloudProperties()
         parsed.append(BoshNetwork(name, spec, props))
     vips = [n.name for n in parsed if n.type == VIP]
     if len(vips) > 1:

@@ -3,7 +3,7 @@
 import pytest
 
 from cloudstack_cpi import networks as nets
-from cloudstack_cpi.errors import CloudError
+from cloudstack_cpi.errors import CloudError, CpiError
 
 ADVANCED = {"id": "z1", "name": "zone-1", "networktype": "Advanced", "securitygroupsenabled": False}
 ADVANCED_SG = {"id": "z2", "name": "zone-sg", "networktype": "Advanced", "securitygroupsenabled": True}
@@ -58,13 +58,71 @@ def test_parse_keeps_order_and_cloud_properties():
     ({"a": {"type": "manual", "cloud_properties": {"name": "n"}}}, "manual but has no ip"),
     ({"a": manual(), "v1": vip(), "v2": vip("203.0.113.11")}, "At most one vip network per VM, got 2: v1, v2"),
     ({"v": vip()}, "at least one manual or dynamic network"),
-    ({"a": "not-an-object"}, "must be an object"),
-    ({"a": {**manual(), "cloud_properties": {"routes": [{"destination": "10.0.0.0"}]}}},
-     "cloud_properties of network 'a'"),
 ])
-def test_parse_refuses_bad_networks(networks, message):
+def test_parse_refuses_networks_this_cpi_cannot_serve(networks, message):
     with pytest.raises(CloudError, match=message):
         nets.parse(networks)
+
+
+# Malformed values: a CpiError naming the path in the networks argument and quoting (a prefix of) the value.
+@pytest.mark.parametrize("networks, message", [
+    ({"a": "not-an-object"}, "networks.a must be an object"),
+    ({"default": {**manual(), "netmask": "banana"}},
+     "networks.default.netmask: must be a netmask such as 255.255.255.0, got 'banana'"),
+    ({"default": {**manual(), "netmask": "255.0.255.0"}}, "networks.default.netmask: must be a netmask"),
+    ({"default": {**manual(), "netmask": 24}}, "networks.default.netmask: Input should be a valid string, got 24"),
+    ({"default": {**manual(), "ip": "10.1.0.300"}}, "networks.default.ip: must be an IP address.*got '10.1.0.300'"),
+    ({"default": {**manual(), "ip": ["10.1.0.3"]}}, "networks.default.ip: Input should be a valid string"),
+    ({"default": {**manual(), "gateway": "router"}}, "networks.default.gateway: must be an IP address.*'router'"),
+    ({"default": {**manual(), "gateway": "fd00::1"}}, "networks.default: gateway 'fd00::1' is not an IPv4 address"),
+    ({"default": {**manual(), "dns": ["10.1.0.2", "dns.example.com"]}},
+     "networks.default.dns.1: must be an IP address.*'dns.example.com'"),
+    ({"default": {**manual(), "dns": "10.1.0.2"}}, "networks.default.dns: Input should be a valid list"),
+    ({"default": {**manual(), "default": "gateway"}}, "networks.default.default: Input should be a valid list"),
+    ({"default": {**manual(), "type": 7}}, "networks.default.type: Input should be a valid string"),
+    ({"a": {**manual(), "cloud_properties": {"routes": [{"destination": "10.0.0.0"}]}}},
+     "networks.a.cloud_properties.routes.0.netmask: Field required"),
+    ({"a": manual(routes=[{"destination": "10.9.0.0", "netmask": "banana", "gateway": "10.1.0.1"}])},
+     "networks.a.cloud_properties.routes.0.netmask: must be a netmask.*'banana'"),
+    ({"a": manual(routes=[{"destination": "10.9.0.0.0", "netmask": "255.255.0.0", "gateway": "10.1.0.1"}])},
+     "networks.a.cloud_properties.routes.0.destination: must be an IP address"),
+    ({"a": manual(routes=[{"destination": "10.9.0.0", "netmask": "255.255.0.0", "gateway": "x"}])},
+     "networks.a.cloud_properties.routes.0.gateway: must be an IP address"),
+    ({"a": manual(routes=[{"cidr": "10.9.0.0/33", "gateway": "10.1.0.1"}])},
+     "networks.a.cloud_properties.routes.0: cidr must be a network such as 10.20.0.0/16, got '10.9.0.0/33'"),
+    ({"a": manual(routes=[{"cidr": ["10.9.0.0/16"], "gateway": "10.1.0.1"}])},
+     "networks.a.cloud_properties.routes.0: cidr must be a network"),
+    ({"a": manual(routes=True)}, "networks.a.cloud_properties.routes: Input should be a valid list"),
+    ({"a": manual(routes=[True])}, "networks.a.cloud_properties.routes.0: Input should be a valid dictionary"),
+    ({"a": manual(security_groups="web")}, "networks.a.cloud_properties.security_groups: Input should be a valid list"),
+    ({"": {**manual(), "netmask": "banana"}}, r"networks\[''\].netmask: must be a netmask"),
+])
+def test_parse_refuses_malformed_values_naming_their_path(networks, message):
+    with pytest.raises(CpiError, match=message) as raised:
+        nets.parse(networks)
+    assert "\n" not in raised.value.message
+
+
+def test_malformed_values_are_quoted_by_a_short_prefix():
+    with pytest.raises(CpiError) as raised:
+        nets.parse({"default": {**manual(), "netmask": "2" * 100_000}})
+    message = raised.value.message
+    assert len(message) < 200, message
+    assert "networks.default.netmask" in message and "[100000 characters]" in message
+
+
+@pytest.mark.parametrize("spec", [
+    {**manual(), "ip": "fd00::10", "netmask": "ffff:ffff:ffff:ffff::", "gateway": "fd00::1", "dns": ["fd00::2"]},
+    {**manual(), "netmask": "255.255.255.255"},
+    {**manual(), "netmask": "0.0.0.0"},
+    {**manual(), "dns": None, "default": None, "cloud_properties": None},
+    {**manual(), "mac": "02:00:00:00:00:01", "alias": "eth0", "preconfigured": False},
+    {**dynamic(), "netmask": "", "gateway": "", "ip": ""},
+    {**manual(), "cloud_properties": {"name": "n", "routes": None}},
+])
+def test_parse_accepts_well_formed_values(spec):
+    parsed = nets.parse({"n": spec})
+    assert parsed[0].spec == spec
 
 
 def test_parse_accepts_go_cpi_cidr_routes():

@@ -9,10 +9,10 @@ from cloudstack_cpi import errors, rpc
 from cloudstack_cpi.log import Logger
 
 
-def call(payload, config_path=None, method_table=None):
+def call(payload, config_path=None, method_table=None, size=None):
     stream = io.StringIO()
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    response = rpc.handle(raw, config_path, Logger(stream=stream))
+    response = rpc.handle(raw, config_path, Logger(stream=stream), size)
     return response, stream.getvalue()
 
 
@@ -116,3 +116,108 @@ def test_lines_stderr_cannot_carry_go_into_log():
 def test_missing_config_is_a_cpi_error():
     response, _ = call({"method": "has_vm", "arguments": ["vm-1"]})
     assert response["error"]["type"] in ("Bosh::Clouds::CpiError", "Bosh::Clouds::NotImplemented")
+
+
+# -- values no request may hold, refused once at the edge with their path ----------------------------------------
+
+
+@pytest.mark.parametrize("payload, fragment", [
+    (b'{"method": "create_stemcell", "arguments": ["\\u0000", {}]}',
+     "create_stemcell: argument 1 (image_path) must not contain a NUL character (at character 0)"),
+    (b'{"method": "has_vm", "arguments": ["a\\ud800"]}',
+     "has_vm: argument 1 (vm_cid) must be valid Unicode: an unpaired surrogate \\ud800 at character 1"),
+    (b'{"method": "has_vm", "arguments": ["\\udc00\\ud800"]}', "an unpaired surrogate \\udc00 at character 0"),
+    (b'{"method": "create_vm", "arguments": ["a", "s", {"cpu": NaN}, {}]}',
+     "create_vm: argument 3 (cloud_properties.cpu) must be a finite number, got NaN"),
+    (b'{"method": "create_vm", "arguments": ["a", "s", {}, {"net": {"dns": [1, -Infinity]}}]}',
+     "create_vm: argument 4 (networks.net.dns.1) must be a finite number, got -Infinity"),
+    (b'{"method": "create_disk", "arguments": [1e400, {}]}', "argument 1 (size) must be a finite number, got 1e400"),
+    (b'{"method": "create_disk", "arguments": [' + b"1" * 40 + b', {}]}',
+     "argument 1 (size) is out of range: an integer of 40 digits"),
+    (b'{"method": "set_vm_metadata", "arguments": ["vm", {"a\\u0000b": 1}]}',
+     "set_vm_metadata: argument 2 (metadata) has a key that must not contain a NUL character (at character 1): "
+     "'a\\x00b'"),
+    (b'{"method": "set_vm_metadata", "arguments": ["vm", {"x.y": {"": [NaN]}}]}',
+     "argument 2 (metadata['x.y']['']. 0) must be a finite number".replace(". ", ".")),
+    (b'{"method": "info", "arguments": [], "context": {"request_id": NaN}}', "Request context.request_id"),
+    (b'{"method": "\\ud800", "arguments": []}', "Request method must be valid Unicode"),
+    (b'{"method": "nope", "arguments": [NaN]}', "Request arguments.0 must be a finite number"),
+    (b'{"method": "has_vm", "arguments": ["a", "b", NaN]}', "Request arguments.2 must be a finite number"),
+    (b'{"method": "info", "arguments": [' + b"[" * 70 + b"]" * 70 + b']}', "nested more than 64 levels deep"),
+    (b'{"method": "has_vm", "arguments": ["' + b"x" * 300 + b'"]}',
+     "argument 1 (vm_cid) is too long: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\u2026 [300 characters]'"),
+    (b'{"method": "has_vm", "arguments": ["vm-1\\n"]}',
+     "argument 1 (vm_cid) must not contain control characters, got 'vm-1\\x0a'"),
+    (b'{"method": "create_vm", "arguments": ["a", "s", {}, {}, ["d", 5]]}', "argument 5 (disk_cids) item 1 must be a string"),
+    (b'{"method": "create_disk", "arguments": [9007199254740992, {}]}', "argument 1 (size) must be at most"),
+    (b'{"method": "create_stemcell", "arguments": ["/tmp/' + b"p" * 5000 + b'", {}]}', "(image_path) is too long"),
+])
+def test_values_no_request_may_hold_are_cpi_errors_naming_their_path(payload, fragment):
+    response, _ = call(payload)
+    assert response["error"]["type"] == "Bosh::Clouds::CpiError", response
+    assert fragment in response["error"]["message"]
+    assert len(response["error"]["message"]) < 300
+
+
+def test_unknown_method_and_request_id_are_quoted_short():
+    response, stderr = call({"method": "m" * 10_000, "arguments": [], "context": {"request_id": "r" * 10_000}})
+    assert response["error"]["type"] == "Bosh::Clouds::NotImplemented"
+    assert "[10000 characters]" in response["error"]["message"] and len(response["error"]["message"]) < 200
+    response, stderr = call({"method": "has_vm", "arguments": [5], "context": {"request_id": "r" * 10_000}})
+    assert len(stderr) < 400 and "[10000 characters]" in stderr
+
+
+def test_request_over_the_limit_is_refused_whatever_its_content():
+    response, _ = call(b"{" * 10, size=rpc.MAX_REQUEST_BYTES + 1)
+    assert response["error"]["type"] == "Bosh::Clouds::CpiError"
+    assert response["error"]["message"] == f"Request is too large: {rpc.MAX_REQUEST_BYTES + 1} bytes " \
+                                           f"(at most {rpc.MAX_REQUEST_BYTES})"
+
+
+def test_read_request_keeps_at_most_the_limit_and_counts_the_rest():
+    data, size = rpc.read_request(io.BytesIO(b"a" * 100), limit=10)
+    assert (data, size) == (b"a" * 11, 100)
+    data, size = rpc.read_request(io.BytesIO(b'{"method": "info"}'), limit=100)
+    assert (data, size) == (b'{"method": "info"}', 18)
+
+
+def test_messages_from_actions_are_cut_redacted_and_one_line(monkeypatch):
+    import cloudstack_cpi.actions.info as info_module
+
+    long_value = "v" * 5000
+
+    def echo(ctx, *arguments):
+        raise errors.CloudError(f"Looking for '{long_value}' with secret-value-1234\nsecond line\tand\x07bell")
+
+    monkeypatch.setattr(info_module, "info", echo)
+    monkeypatch.setitem(rpc.METHODS, "info", rpc._m("info:info", ("x", rpc._cid_or_null), required=0))
+    log = Logger(stream=io.StringIO())
+    log.add_secret("secret-value-1234")
+    response = rpc.handle(json.dumps({"method": "info", "arguments": []}).encode(), None, log)
+    message = response["error"]["message"]
+    assert "secret-value" not in message and "\n" not in message
+    assert message.startswith("Looking for 'vvv") and message.endswith("\u2026 [5054 characters]")
+    assert len(message) == rpc.MAX_MESSAGE_CHARS + len("\u2026 [5054 characters]")
+    # A long value from the request itself is cut to a short prefix wherever the message quotes it.
+    monkeypatch.setitem(rpc.METHODS, "info", rpc._m("info:info", ("x", rpc._object_or_null), required=0))
+    response = rpc.handle(json.dumps({"method": "info", "arguments": [{"k": long_value}]}).encode(), None, log)
+    assert response["error"]["message"] == (f"Looking for '{'v' * 64}\u2026 [5000 characters]' with <redacted> "
+                                            "second line and\\x07bell")
+
+
+def test_encode_is_strict_ascii_json_without_lone_surrogates():
+    encoded = rpc.encode({"result": ["\ud800", "\U0001F600", "é"], "error": None, "log": ""})
+    assert encoded == b'{"result": ["\\ufffd", "\\ud83d\\ude00", "\\u00e9"], "error": null, "log": ""}'
+    for bad in (float("nan"), float("inf")):
+        decoded = json.loads(rpc.encode({"result": {"x": bad}, "error": None, "log": ""}))
+        assert decoded["error"]["type"] == "Bosh::Clouds::CpiError" and decoded["result"] is None
+
+
+def test_quote_and_shorten():
+    assert errors.quote("abc") == "'abc'"
+    assert errors.quote("a" * 65) == "'" + "a" * 64 + "\u2026 [65 characters]'"
+    assert errors.quote("a\x00\ud800\n") == "'a\\x00\\ud800\\x0a'"
+    assert errors.quote(None) == "null" and errors.quote(True) == "true" and errors.quote(2.5) == "2.5"
+    assert errors.quote({"a": 1}) == "an object" and errors.quote([1]) == "an array"
+    assert errors.dotted(["networks", "default", "routes", 0, "netmask"]) == "networks.default.routes.0.netmask"
+    assert errors.dotted(["routes", "", "a b"]) == "routes['']['a b']"
