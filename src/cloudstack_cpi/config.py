@@ -110,7 +110,10 @@ class CloudStackConfig(_Model):
     private_key: str | None = Field(None, description="Accepted for compatibility with the Go CPI; unused.")
     ca_cert: str | None = Field(None, description="PEM CA certificate(s) to verify the endpoint with.")
     skip_verify_ssl: bool = Field(False, description="Do not verify the endpoint's TLS certificate (testing only).")
-    expunge_vm: bool = Field(True, description="Expunge VMs on delete_vm so their IPs are free at once.")
+    expunge_vm: bool = Field(True, description=(
+        "Expunge VMs on delete_vm so their IPs are free at once. Needs an admin account or the cloud setting "
+        "allow.user.expunge.recover.vm; when CloudStack refuses, the VM is destroyed without expunging and keeps "
+        "its IPs until expunge.delay has passed."))
     default_security_groups: list[str] = Field(
         default_factory=list, description="Security groups (names or ids) for VMs in zones with security groups."
     )
