@@ -15,6 +15,14 @@ Director side (bosh-director ``lib/clouds/errors.rb``)::
 
 Any other type string makes the director raise ``UnknownError``, so every error
 that leaves this process is one of these ten classes.
+
+``ok_to_retry`` on the wire: the director reads it only for the four
+retriable types (``handle_error`` in bosh-director's external_cpi.rb builds
+those with the response's ok_to_retry and every other type from the message
+alone), and bosh-cli never reads it.  So the wire carries ``true`` only on
+those four types.  Inside the CPI, ``ok_to_retry`` still records that a
+failure was transient; for the other types that is said in the log instead
+(re-running the task may pass), never suggested to the director.
 """
 
 from __future__ import annotations
@@ -30,8 +38,14 @@ class BoshError(Exception):
         self.message = message
         self.ok_to_retry = ok_to_retry
 
+    @property
+    def director_retries(self) -> bool:
+        """True when the director acts on this error's ok_to_retry (one of the four retriable types)."""
+        return self.bosh_type in RETRIABLE_TYPES
+
     def to_wire(self) -> dict:
-        return {"type": self.bosh_type, "message": self.message, "ok_to_retry": bool(self.ok_to_retry)}
+        return {"type": self.bosh_type, "message": self.message,
+                "ok_to_retry": bool(self.ok_to_retry) and self.director_retries}
 
 
 class CpiError(BoshError):
@@ -152,6 +166,12 @@ def _escape(char: str) -> str:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
 
+
+# The types whose ok_to_retry the director honours (Bosh::Clouds::RetriableCloudError's subclasses).
+RETRIABLE_TYPES = frozenset({
+    "Bosh::Clouds::NoDiskSpace", "Bosh::Clouds::DiskNotAttached", "Bosh::Clouds::DiskNotFound",
+    "Bosh::Clouds::VMCreationFailed",
+})
 
 ALL_TYPES = frozenset(
     cls.bosh_type

@@ -355,12 +355,15 @@ def handle(raw: bytes, config_path: str | None, log: Logger, size: int | None = 
         wire["message"] = _message(err.message, arguments, log)
         if not isinstance(err, errors.NotImplemented_):
             log.error(wire["message"])
+            _say_transient(err, log)
         return _response(None, wire, log)
     except _cloudstack_error() as err:
         # An action let a CloudStack error through: still a cloud failure, said plainly.
         message = _message(str(err), arguments, log)
         log.error(message)
-        return _response(None, errors.CloudError(message, getattr(err, "is_transient", False)).to_wire(), log)
+        failure = errors.CloudError(message, getattr(err, "is_transient", False))
+        _say_transient(failure, log)
+        return _response(None, failure.to_wire(), log)
     except Exception as exc:  # noqa: BLE001 - the contract: every failure is one JSON answer
         import traceback
 
@@ -411,6 +414,13 @@ def _check_stemcell_api(method: str, ctx) -> None:
             f"Stemcell API version {version} is not supported: this CPI is registry-less and needs "
             "stemcells with api_version 2 or later (registry-based stemcells are not supported)"
         )
+
+
+def _say_transient(err: errors.BoshError, log) -> None:
+    """A transient failure of a type whose ok_to_retry the director ignores: say so where the operator reads."""
+    if err.ok_to_retry and not err.director_retries:
+        log.warning("This failure looks transient (CloudStack busy, unreachable or throttled): re-running the task "
+                    "may succeed. The director does not retry this error type by itself.")
 
 
 def _resolve(target: str):

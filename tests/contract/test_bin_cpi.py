@@ -137,3 +137,18 @@ def test_without_a_venv_it_answers_what_to_run_instead_of_a_traceback(config_pat
     assert "make install" in response["error"]["message"]
     assert f"Run 'make install' in {root}" in completed.stderr.decode()
     assert b"Traceback" not in completed.stderr
+
+
+def test_ok_to_retry_is_only_sent_where_the_director_reads_it(tmp_path):
+    """bosh-director's external_cpi.rb handle_error builds NoDiskSpace, DiskNotAttached, DiskNotFound and
+    VMCreationFailed with the response's ok_to_retry, every other type from the message alone. A transient
+    CloudError (nothing listens at the endpoint) answers ok_to_retry false and says in the log that a re-run may
+    pass."""
+    config = tmp_path / "cpi.json"
+    config.write_text(json.dumps({"cloudstack": {"endpoint": "http://127.0.0.1:9/client/api", "api_key": "k",
+                                                 "secret_access_key": "s3cret-key-value",
+                                                 "timeout": {"http_connect": 1, "http_read": 1}}}))
+    result = run_cpi({"method": "has_vm", "arguments": ["0f5a1a44-9c1b-4b7e-9d6a-3f0c2b1e8d77"], "context": {},
+                      "api_version": 2}, config, tmp=tmp_path)
+    assert result.error["type"] == "Bosh::Clouds::CloudError" and result.error["ok_to_retry"] is False
+    assert "looks transient" in result.stderr and "re-running the task may succeed" in result.stderr

@@ -6,7 +6,8 @@ Director behaviour imitated here (bosh-cpi-contract.md §2.3): create_vm is re-r
 ``ok_to_retry``; any other failed call is re-run as an operator re-runs a failed task (up to ``max_attempts``
 tries in all); cleanup calls (detach_disk, delete_snapshot, delete_disk, delete_vm) are re-run until they succeed.
 Every error answer is checked: one of the ten BOSH types, one line, naming what the CPI was doing, and retryable
-(every injected fault is transient, so an error it causes must carry ``ok_to_retry``).  What each successful
+(every injected fault is transient: an error it causes carries ``ok_to_retry`` when its type is one the director
+retries by itself, and never suggests it on other types, whose ok_to_retry the director ignores).  What each successful
 answer claims is checked against the simulator's state.  At the end, with faults off, the simulator must hold no
 VM, volume, snapshot, template, static NAT or public IP that the CPI did not hand to the "director".
 """
@@ -20,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloudstack_cpi.errors import ALL_TYPES
+from cloudstack_cpi.errors import ALL_TYPES, RETRIABLE_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN_CPI = ROOT / "bin" / "cpi"
@@ -103,8 +104,10 @@ def error_problems(method: str, error: dict, *, expect_retryable: bool = True) -
     prefix = BREADCRUMBS.get(method)
     if prefix and not message.startswith(prefix):
         problems.append(f"{method}: message does not say what the CPI was doing: {message!r}")
-    if expect_retryable and error.get("ok_to_retry") is not True:
+    if expect_retryable and error.get("type") in RETRIABLE_TYPES and error.get("ok_to_retry") is not True:
         problems.append(f"{method}: a transient fault answered without ok_to_retry: {error}")
+    if error.get("type") not in RETRIABLE_TYPES and error.get("ok_to_retry") is not False:
+        problems.append(f"{method}: ok_to_retry on a type the director does not retry: {error}")
     if method == "create_vm" and error.get("type") != "Bosh::Clouds::VMCreationFailed":
         problems.append(f"create_vm: a transient fault is {error.get('type')}, not VMCreationFailed, so the "
                         f"director would not retry it: {message!r}")
@@ -158,6 +161,8 @@ class Director:
             self.stats.error_types[error["type"]] += 1
             self.stats.examples.setdefault(method, error["message"])
             self.stats.problems.extend(error_problems(method, error))
+            if error["type"] not in RETRIABLE_TYPES and "looks transient" not in stderr:
+                self.stats.problems.append(f"{method}: a transient fault's log does not say it is transient")
         self.stats.gave_up += 1
         raise GaveUp(f"{method} failed {limit} times; last: {error['message']}")
 

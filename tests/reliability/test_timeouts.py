@@ -70,7 +70,9 @@ def test_create_vm_deploy_timeout_is_retryable_and_leaves_no_vm(sim, tmp_path):
     assert "deployVirtualMachine" in error["message"] and JOB_ID.search(error["message"])
     assert f"did not finish within {TIMEOUT:g}s" in error["message"]
     assert "Cleaned up VM" in log  # the deploy's VM is destroyed (that wait is bounded by timeout.delete_vm)
-    assert time.monotonic() - started < 4 * JOB_SECONDS
+    # The deploy, and the destroy that waits for it: bounded, with room for a loaded machine (the error above
+    # already proves the 0.3 s timeout fired: a 1.5 s deploy would otherwise have succeeded).
+    assert time.monotonic() - started < 10 * JOB_SECONDS
     settle(sim)
     assert sim.inventory()["virtualmachines"] == [] and sim.inventory()["volumes"] == []
     sim.set_job_seconds(0)
@@ -84,7 +86,9 @@ def test_create_disk_timeout_leaves_no_volume(sim, tmp_path):
     sim.set_job_seconds(JOB_SECONDS)
     response, log = call(config, "create_disk", 2048, {}, None)
     error = response["error"]
-    assert error["type"] == "Bosh::Clouds::CloudError" and error["ok_to_retry"] is True
+    # CloudError: the director ignores ok_to_retry (external_cpi.rb), so it is false and the log says transient.
+    assert error["type"] == "Bosh::Clouds::CloudError" and error["ok_to_retry"] is False
+    assert "looks transient" in log
     assert error_problems("create_disk", error) == []
     assert "createVolume" in error["message"] and JOB_ID.search(error["message"])
     settle(sim)
@@ -97,9 +101,10 @@ def test_delete_vm_timeout_then_the_repeat_succeeds(sim, tmp_path):
     created, _ = call(config, "create_vm", "agent-d", stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
     vm_id = created["result"][0]
     sim.set_job_seconds(JOB_SECONDS)
-    response, _ = call(config, "delete_vm", vm_id)
+    response, log = call(config, "delete_vm", vm_id)
     error = response["error"]
-    assert error["type"] == "Bosh::Clouds::CloudError" and error["ok_to_retry"] is True
+    assert error["type"] == "Bosh::Clouds::CloudError" and error["ok_to_retry"] is False
+    assert "looks transient" in log
     assert error_problems("delete_vm", error) == []
     assert "destroyVirtualMachine" in error["message"] and JOB_ID.search(error["message"])
     settle(sim)
@@ -121,7 +126,9 @@ def test_every_wait_has_a_configured_bound():
 #
 # Before the deadline, has_vm against such an endpoint answered after 6 tries x http_read (729 s with the default
 # 120 s) and validate printed nothing for the first http_read seconds.  With http_connect 0.5 s and http_read 1 s the
-# default deadline is 2 x (0.5 + 1) = 3 s; the bound asserted is three times that (process start-up included).
+# default deadline is 2 x (0.5 + 1) = 3 s. What is asserted does not hang on the machine's speed: the number of
+# connections (6 before, at most 4 within the deadline) and a wall-time bound of the deadline plus the start-up
+# time of the same program measured in the same test (a loaded machine slows both).
 
 CONNECT, READ = 0.5, 1.0
 DEADLINE = 2 * (CONNECT + READ)
@@ -168,24 +175,33 @@ def silent():
         yield endpoint
 
 
+def _seconds(run) -> float:
+    started = time.monotonic()
+    run()
+    return time.monotonic() - started
+
+
 def test_has_vm_against_a_silent_endpoint_answers_within_the_deadline(silent, tmp_path):
     config = write_config(tmp_path / "cpi.json", silent.endpoint, "key", "secret-value-0123",
                           timeout={"http_connect": CONNECT, "http_read": READ})
+    start_up = _seconds(lambda: run_cpi(conftest_request("info"), config, tmp=tmp_path).ok())
     started = time.monotonic()
     result = run_cpi(conftest_request("has_vm", "0f5a1a44-9c1b-4b7e-9d6a-3f0c2b1e8d77"), config, tmp=tmp_path,
                      timeout=60)
     elapsed = time.monotonic() - started
-    assert elapsed < 3 * DEADLINE, f"has_vm took {elapsed:.1f} s"
+    assert elapsed < DEADLINE + 3 * start_up + 2, f"has_vm took {elapsed:.1f} s (start-up {start_up:.1f} s)"
     error = result.error
     assert error is not None and error_problems("has_vm", error) == []  # a retryable CloudError, one line
     assert f"API deadline of {DEADLINE:g} s was reached" in error["message"]
     assert "listVirtualMachines" in error["message"] and silent.endpoint in error["message"]
-    assert silent.connections >= 2  # it did retry, within the deadline
+    assert 2 <= silent.connections <= 4  # it did retry, within the deadline (6 tries before)
 
 
 def test_validate_against_a_silent_endpoint_says_what_it_waits_for_and_ends(silent, tmp_path):
     config = write_config(tmp_path / "cpi.json", silent.endpoint, "key", "secret-value-0123",
                           timeout={"http_connect": CONNECT, "http_read": READ})
+    start_up = _seconds(lambda: subprocess.run([str(CONSOLE_SCRIPT), "validate", "--help"], capture_output=True,
+                                               env=bare_env(tmp_path), check=True))
     started = time.monotonic()
     process = subprocess.Popen([str(CONSOLE_SCRIPT), "validate", str(config)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=bare_env(tmp_path))
@@ -195,7 +211,8 @@ def test_validate_against_a_silent_endpoint_says_what_it_waits_for_and_ends(sile
     elapsed = time.monotonic() - started
     assert first_line.strip() == f"Connecting to {silent.endpoint} (up to {DEADLINE:g} s) ..."
     assert first_seen < elapsed - READ / 2, "the progress line came only at the end"
-    assert elapsed < 3 * DEADLINE, f"validate took {elapsed:.1f} s"
+    # validate makes two attempts, each bounded by the deadline.
+    assert elapsed < 2 * DEADLINE + 3 * start_up + 2, f"validate took {elapsed:.1f} s (start-up {start_up:.1f} s)"
     assert process.returncode == 1
     # validate tries twice; whichever ends first, its tries or the deadline, the report names the endpoint.
     assert "FAIL  endpoint: " in stdout and silent.endpoint in stdout
