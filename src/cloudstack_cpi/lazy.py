@@ -3,6 +3,11 @@
 Every BOSH call is a new process, and one module often serves calls of very
 different weight (``has_vm`` and ``create_vm`` share ``actions/vms.py``).  A
 lazily loaded module costs nothing until a handler touches one of its names.
+
+Not thread-safe (importlib's LazyLoader in 3.11): a second thread touching a
+module while the first is executing it sees it half made.  The CPI runs one
+call per process on one thread; code that runs calls on several threads in
+one process (tests) must touch the lazy modules first.
 """
 
 from __future__ import annotations

@@ -20,6 +20,13 @@ PROCESSES = 32
 VMS = 20              # 10 manual, 10 dynamic; the other 12 processes create disks
 
 
+def warm_lazy_modules() -> None:
+    from cloudstack_cpi.actions import disks, vms
+
+    for module in (vms.agent_settings, vms.loadbalancers, vms.models, vms.nets, vms.uuid, disks):
+        getattr(module, "__name__")
+
+
 def run_all(config, tmp, calls):
     processes = [spawn(config, tmp, method, *arguments) for method, *arguments in calls]
     return [finish(process) for process in processes]
@@ -60,6 +67,11 @@ def test_32_processes_create_and_delete_without_errors_duplicates_or_leaks(tmp_p
 
         def delete(call):
             return rpc.handle(request(*call), str(config), Logger(stream=io.StringIO()))
+
+        # The deletes share this process: load the modules the CPI loads lazily first. importlib's LazyLoader
+        # (3.11) is not thread-safe: a second thread touching a module while the first executes it sees it half
+        # made ("has no attribute"). bin/cpi runs one call per process, so only in-process threads meet this.
+        warm_lazy_modules()
 
         deletes = [("delete_vm", vm) for vm in vms] + [("delete_disk", d) for d in disks]
         with ThreadPoolExecutor(max_workers=PROCESSES) as pool:
