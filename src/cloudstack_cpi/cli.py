@@ -7,11 +7,37 @@ BOSH call); it runs ``cloudstack_cpi.entry`` directly.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    # Not click.version_option: it fails in a source checkout without package metadata.
+    if value and not ctx.resilient_parsing:
+        from . import version
+
+        click.echo(f"cloudstack-cpi {version()}")
+        ctx.exit()
+
+
+def _json_object(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dict[str, Any]:
+    import json
+
+    if value is None:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"expected a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and exit.")
 def main() -> None:
     """BOSH CPI for Apache CloudStack: run it, test it, check a cloud against it."""
 
@@ -66,11 +92,10 @@ def call_command(method: str, arguments: tuple[str, ...], config_path: str, api_
             parsed.append(json.loads(text))
         except ValueError:
             parsed.append(text)
-    outcome = CpiRunner(config_path, api_version=api_version, stemcell_api_version=stemcell_api_version).call(
-        method, *parsed)
-    if outcome.stderr.strip():
-        click.echo(click.style("--- CPI log (stderr) ---", dim=True), err=True)
-        click.echo(outcome.stderr.rstrip(), err=True)
+    runner = CpiRunner(config_path, api_version=api_version, stemcell_api_version=stemcell_api_version,
+                       on_log_line=lambda line: click.echo(line, err=True))  # the CPI's log, live
+    click.echo(click.style(f"… {method} (bin/cpi; its log follows)", dim=True), err=True)
+    outcome = runner.call(method, *parsed)
     if outcome.error:
         error = outcome.error
         click.echo(click.style(f"{error['type']}", fg="red", bold=True) + f" (ok_to_retry: {error['ok_to_retry']})")
@@ -105,19 +130,22 @@ def validate_command(config_path: str) -> None:
 @click.option("--disk-offering", help="Disk offering for the persistent disk.")
 @click.option("--stemcell", "stemcell_image", type=click.Path(exists=True, dir_okay=False),
               help="Stemcell image file (the tarball's `image`).")
-@click.option("--stemcell-properties", help="Stemcell cloud_properties as JSON (from its stemcell.MF).")
+@click.option("--stemcell-properties", callback=_json_object,
+              help="Stemcell cloud_properties as a JSON object (from its stemcell.MF).")
 @click.option("--light-template", help="Use an existing template (light stemcell) instead of uploading one.")
 @click.option("--show-calls", is_flag=True, help="Print every request and answer.")
 def lifecycle_command(config_path, compute_offering, network, network_type, ip, netmask, gateway, zone,
                       disk_offering, stemcell_image, stemcell_properties, light_template, show_calls) -> None:
-    """Run every CPI method against a cloud, as the official CPIs' lifecycle specs do, then clean up."""
-    import json
+    """Run every CPI method against a cloud, as the official CPIs' lifecycle specs do, then clean up.
 
+    The CPI's log shows on stderr as it comes.  Ctrl-C or SIGTERM lets the running call finish, removes
+    what the run created and exits 130 or 143; a second one stops the running call at once.
+    """
     from .operator.lifecycle import Lifecycle, Target
     from .operator.runner import CpiRunner
 
     if config_path is None:
-        sys.exit(_run_demo(show_calls=show_calls))
+        sys.exit(_run_demo(show_calls=show_calls, show_log=True))
     if not compute_offering or not (stemcell_image or light_template):
         raise click.UsageError("with --config, give --compute-offering and --stemcell (or --light-template)")
     if network_type == "manual" and not (ip and netmask and gateway):
@@ -125,19 +153,20 @@ def lifecycle_command(config_path, compute_offering, network, network_type, ip, 
     target = Target(compute_offering=compute_offering, network=network, network_type=network_type, ip=ip,
                     netmask=netmask, gateway=gateway, availability_zone=zone, disk_offering=disk_offering,
                     stemcell_image=stemcell_image, light_template=light_template,
-                    stemcell_properties=json.loads(stemcell_properties) if stemcell_properties else {})
+                    stemcell_properties=stemcell_properties)
     lifecycle = Lifecycle(CpiRunner(config_path), target, show_calls=show_calls)
-    sys.exit(0 if lifecycle.run() else 1)
+    lifecycle.run()
+    sys.exit(lifecycle.exit_status)
 
 
 @main.command("demo")
 @click.option("--quiet", is_flag=True, help="Only the step table, not every request and answer.")
 def demo_command(quiet: bool) -> None:
     """Start the embedded CloudStack simulator and run the whole BOSH lifecycle through bin/cpi."""
-    sys.exit(_run_demo(show_calls=not quiet))
+    sys.exit(_run_demo(show_calls=not quiet, show_log=not quiet))
 
 
-def _run_demo(*, show_calls: bool) -> int:
+def _run_demo(*, show_calls: bool, show_log: bool) -> int:
     import tempfile
     from pathlib import Path
 
@@ -149,12 +178,13 @@ def _run_demo(*, show_calls: bool) -> int:
         directory = Path(tmp)
         click.echo(f"Embedded CloudStack simulator at {sim.endpoint} (scenario: advanced)")
         config = simulator_config(sim, directory)
-        lifecycle = Lifecycle(CpiRunner(str(config)), simulator_target(directory), show_calls=show_calls)
-        ok = lifecycle.run()
+        lifecycle = Lifecycle(CpiRunner(str(config)), simulator_target(directory), show_calls=show_calls,
+                              show_log=show_log)
+        lifecycle.run()
         leftovers = {kind: ids for kind, ids in sim.inventory().items() if isinstance(ids, list) and ids}
         if leftovers:
             click.echo(f"simulator still holds: {leftovers}")
-        return 0 if ok and not leftovers else 1
+        return lifecycle.exit_status or (1 if leftovers else 0)
 
 
 if __name__ == "__main__":

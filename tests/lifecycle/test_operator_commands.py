@@ -1,16 +1,19 @@
-"""cloudstack-cpi validate and call against the simulator."""
+"""cloudstack-cpi validate, call and lifecycle against the simulator, through the real console script."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+from cloudstack_cpi.operator.demo import DEMO_STEMCELL_PROPERTIES, simulator_config, write_demo_image
 from cloudstack_cpi.operator.validate import Validator, render
 from tests.conftest import write_config
 
+CLI = Path(sys.executable).with_name("cloudstack-cpi")  # the console script of this venv
+
 
 def _cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "cloudstack_cpi.cli", *args], capture_output=True, text=True,
-                          timeout=120, **kwargs)
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=120, **kwargs)
 
 
 def test_validate_passes_on_a_good_config(simulator, tmp_path):
@@ -70,3 +73,36 @@ def test_lifecycle_against_the_embedded_simulator_passes_and_leaves_nothing():
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "lifecycle PASSED: 20 calls, 0 failed" in completed.stdout
     assert "simulator still holds" not in completed.stdout
+
+
+def _zone_id(sim, name):
+    with sim.state.lock:
+        return next(zone["id"] for zone in sim.state.zones.values() if zone["name"] == name)
+
+
+def test_lifecycle_in_another_zone_puts_the_stemcell_there(simulator, tmp_path):
+    config = simulator_config(simulator, tmp_path)  # default_zone: zone-1
+    image = write_demo_image(tmp_path / "image")
+    completed = _cli("lifecycle", "--config", str(config), "--zone", "zone-2", "--compute-offering", "small",
+                     "--network", "bosh-isolated", "--disk-offering", "shared.custom", "--stemcell", str(image),
+                     "--stemcell-properties", json.dumps(DEMO_STEMCELL_PROPERTIES))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "lifecycle PASSED: 20 calls, 0 failed" in completed.stdout
+    zone_2 = _zone_id(simulator, "zone-2")
+    zones = {command: params.get("zoneid") for command, params in simulator.request_log
+             if command in ("getuploadparamsfortemplate", "deployvirtualmachine")}
+    assert zones == {"getuploadparamsfortemplate": zone_2, "deployvirtualmachine": zone_2}
+    assert not any(simulator.inventory()[kind] for kind in ("virtualmachines", "volumes", "templates"))
+
+
+def test_lifecycle_refuses_stemcell_properties_that_are_not_json(tmp_path):
+    config, image = tmp_path / "cpi.json", tmp_path / "image"
+    config.write_text("{}")
+    image.write_bytes(b"")
+    base = ["lifecycle", "--config", str(config), "--compute-offering", "small", "--stemcell", str(image)]
+    bad = _cli(*base, "--stemcell-properties", "{bad")
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert "Invalid value for '--stemcell-properties': not valid JSON (Expecting property name" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    not_an_object = _cli(*base, "--stemcell-properties", "[1]")
+    assert not_an_object.returncode == 2 and "expected a JSON object, got list" in not_an_object.stderr

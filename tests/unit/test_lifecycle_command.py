@@ -1,6 +1,12 @@
-"""The lifecycle check's own logic: order, verdict, and cleanup after a failure or Ctrl-C."""
+"""The lifecycle check's own logic: order, verdict, and cleanup after a failure, Ctrl-C or SIGTERM."""
 
 import io
+import json
+import os
+import signal
+import threading
+
+import pytest
 
 from cloudstack_cpi.operator.lifecycle import Lifecycle, Target
 from cloudstack_cpi.operator.runner import CallOutcome
@@ -14,16 +20,27 @@ RESULTS = {
 
 class FakeRunner:
     on_log_line = None
+    config_path = "/nonexistent/cpi.json"
+    grace = 300.0
+    stop_deadline = None
 
-    def __init__(self, fail_at=None, interrupt_at=None):
+    def __init__(self, fail_at=None, interrupt_at=None, signal_at=None):
         self.calls = []
-        self.fail_at, self.interrupt_at = fail_at, interrupt_at
+        self.contexts = {}
+        self.fail_at, self.interrupt_at, self.signal_at = fail_at, interrupt_at, signal_at
         self.deleted = set()
+        self.interrupts = []
 
-    def call(self, method, *arguments):
+    def interrupt(self, *, now=False):
+        self.interrupts.append(now)
+
+    def call(self, method, *arguments, context=None):
         self.calls.append((method, arguments))
+        self.contexts[method] = context
         if method == self.interrupt_at:
             raise KeyboardInterrupt
+        if method == self.signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a supervisor would, while the call runs
         if method == self.fail_at:
             return CallOutcome(method, list(arguments), {"result": None, "log": "", "error": {
                 "type": "Bosh::Clouds::CloudError", "message": "boom", "ok_to_retry": False}}, "", 0.01)
@@ -64,9 +81,70 @@ def test_a_failed_step_stops_the_run_and_removes_what_it_created():
 
 def test_ctrl_c_still_cleans_up():
     runner, out = FakeRunner(interrupt_at="resize_disk"), io.StringIO()
-    assert Lifecycle(runner, _target(), out=out, tty=False).run() is False
+    lifecycle = Lifecycle(runner, _target(), out=out, err=io.StringIO(), tty=False)
+    assert lifecycle.run() is False
     assert [m for m, _ in runner.calls][-3:] == ["delete_disk", "delete_vm", "delete_stemcell"]
-    assert "interrupted: cleaning up" in out.getvalue()
+    text = out.getvalue()
+    assert "interrupted by SIGINT: cleaning up" in text
+    assert "lifecycle INTERRUPTED by SIGINT" in text and "cleaned up" in text and "PASSED" not in text
+    assert lifecycle.exit_status == 130
+
+
+def test_sigterm_during_a_step_lets_it_finish_then_removes_what_it_made():
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers need the main thread")
+    runner, out, err = FakeRunner(signal_at="create_vm"), io.StringIO(), io.StringIO()
+    before = signal.getsignal(signal.SIGTERM)
+    lifecycle = Lifecycle(runner, _target(), out=out, err=err, tty=False)
+    assert lifecycle.run() is False
+    # create_vm's answer was used (its VM deleted), and no step ran after it
+    assert [m for m, _ in runner.calls] == ["info", "create_stemcell", "create_vm", "delete_vm", "delete_stemcell"]
+    assert runner.calls[3][1] == ("vm-1",)
+    assert runner.interrupts == [False]  # the running call may finish, within the runner's grace
+    assert "SIGTERM: letting create_vm finish" in err.getvalue()
+    assert "lifecycle INTERRUPTED by SIGTERM" in out.getvalue() and lifecycle.exit_status == 143
+    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back
+
+
+def test_a_call_stopped_mid_way_is_reported_as_possibly_left_behind():
+    class Stopping(FakeRunner):
+        def call(self, method, *arguments, context=None):
+            outcome = super().call(method, *arguments, context=context)
+            if method == "create_vm":
+                outcome = CallOutcome(method, list(arguments), {"result": None, "log": "", "error": {
+                    "type": "Bosh::Clouds::CloudError", "message": "Interrupted: KeyboardInterrupt",
+                    "ok_to_retry": False}}, "", 0.01, stopped=True)
+                lifecycle._signal = signal.SIGINT
+            return outcome
+
+    out = io.StringIO()
+    lifecycle = Lifecycle(Stopping(), _target(), out=out, err=io.StringIO(), tty=False)
+    lifecycle.run()
+    text = out.getvalue()
+    assert "lifecycle INTERRUPTED by SIGINT" in text and lifecycle.exit_status == 130
+    assert "create_vm was stopped before it answered" in text and "cleaned up" not in text
+
+
+def test_zone_puts_the_stemcell_where_the_vm_goes(tmp_path):
+    config = tmp_path / "cpi.json"
+    config.write_text(json.dumps({"cloudstack": {"endpoint": "x", "default_zone": "zone-1",
+                                                 "stemcell": {"upload_strategy": "url", "zones": ["zone-1"]}}}))
+    runner = FakeRunner()
+    runner.config_path = str(config)
+    target = _target()
+    target.availability_zone = "zone-2"
+    assert Lifecycle(runner, target, out=io.StringIO(), err=io.StringIO(), tty=False).run() is True
+    # a context key replaces the file's whole key: the file's other stemcell settings come along
+    assert runner.contexts["create_stemcell"] == {"stemcell": {"upload_strategy": "url", "zones": ["zone-2"]}}
+    create_vm = next(arguments for method, arguments in runner.calls if method == "create_vm")
+    assert create_vm[2]["availability_zone"] == "zone-2"
+    assert runner.contexts["create_vm"] is None
+
+
+def test_without_zone_the_config_decides():
+    runner = FakeRunner()
+    Lifecycle(runner, _target(), out=io.StringIO(), err=io.StringIO(), tty=False).run()
+    assert runner.contexts["create_stemcell"] is None
 
 
 def test_progress_lines_become_a_bar_on_a_terminal():
@@ -77,18 +155,32 @@ def test_progress_lines_become_a_bar_on_a_terminal():
     assert progress_bar("Created VM 'x'") is None
 
     class Streaming(FakeRunner):
-        def call(self, method, *arguments):
+        def call(self, method, *arguments, context=None):
             if method == "create_stemcell" and self.on_log_line:
                 self.on_log_line(line)
-            return super().call(method, *arguments)
+            return super().call(method, *arguments, context=context)
 
     out = io.StringIO()
-    Lifecycle(Streaming(), _target(), out=out, tty=True).run()
+    Lifecycle(Streaming(), _target(), out=out, err=io.StringIO(), tty=True).run()
     assert "[############............]  50%" in out.getvalue()
 
-    plain = io.StringIO()
-    Lifecycle(Streaming(), _target(), out=plain, tty=False).run()
+    plain, log = io.StringIO(), io.StringIO()
+    Lifecycle(Streaming(), _target(), out=plain, err=log, tty=False).run()
     assert "50%" not in plain.getvalue() and "\r" not in plain.getvalue()
+    # off a terminal, the log lines go to err as they come, under the step that is running
+    assert f"… create_stemcell\n    {line}\n… create_vm" in log.getvalue()
+
+
+def test_log_lines_can_be_left_out():
+    class Streaming(FakeRunner):
+        def call(self, method, *arguments, context=None):
+            if self.on_log_line:
+                self.on_log_line(f"[cpi-1] INFO {method}: working")
+            return super().call(method, *arguments, context=context)
+
+    log = io.StringIO()
+    Lifecycle(Streaming(), _target(), out=io.StringIO(), err=log, tty=False, show_log=False).run()
+    assert log.getvalue() == ""
 
 
 def test_the_runner_streams_stderr_lines_as_they_come(tmp_path):

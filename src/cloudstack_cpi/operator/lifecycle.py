@@ -2,15 +2,20 @@
 
 It certifies a CloudStack cloud for BOSH (or shows the CPI working against the
 embedded simulator), prints each step with its timing, and removes everything
-it created, also when a step fails or the operator presses Ctrl-C.
+it created, also when a step fails or the operator presses Ctrl-C or sends SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
+import signal
 import sys
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -43,6 +48,14 @@ class LifecycleFailed(Exception):
     pass
 
 
+class Interrupted(Exception):
+    """The operator stopped the run (SIGINT or SIGTERM); what it created is still removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 @dataclass
 class Step:
     name: str
@@ -52,43 +65,105 @@ class Step:
 
 
 class Lifecycle:
-    def __init__(self, runner: CpiRunner, target: Target, *, out: TextIO = sys.stdout,
-                 show_calls: bool = False, tty: bool | None = None) -> None:
+    def __init__(self, runner: CpiRunner, target: Target, *, out: TextIO = sys.stdout, err: TextIO | None = None,
+                 show_calls: bool = False, show_log: bool = True, tty: bool | None = None) -> None:
         self.runner = runner
         self.target = target
         self.out = out
+        self.err = sys.stderr if err is None else err  # CPI log lines and notes; the step table stays alone on `out`
         self.show_calls = show_calls
+        self.show_log = show_log
         self.tty = out.isatty() if tty is None else tty
         self.steps: list[Step] = []
         self.created: dict[str, str] = {}  # kind -> cid, removed in reverse order on the way out
+        self.interrupted: int | None = None  # the signal that stopped the run
+        self.stopped_mid_call: str | None = None  # a call stopped before it answered: its CIDs are unknown
+        self._signal: int | None = None      # the first signal received, acted on before the next step
+        self._cleaning = False
         self._running = ""
-        if self.tty:
-            runner.on_log_line = self._progress
+        if self.tty or show_log:
+            runner.on_log_line = self._on_log_line
 
     # -- the scenario -------------------------------------------------------
 
     def run(self) -> bool:
         self._header()
+        with self._deferred_signals():
+            try:
+                self._scenario()
+            except LifecycleFailed:
+                pass
+            except (Interrupted, KeyboardInterrupt) as exc:
+                self.interrupted = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+                self._line(f"interrupted by {signal.Signals(self.interrupted).name}: cleaning up")
+            finally:
+                self._cleanup()
+                self._summary()
+        return self.passed
+
+    @property
+    def exit_status(self) -> int:
+        """0 passed, 1 failed, 128 + the signal's number when interrupted (130 SIGINT, 143 SIGTERM)."""
+        if self.interrupted is not None:
+            return 128 + self.interrupted
+        return 0 if self.passed else 1
+
+    @contextlib.contextmanager
+    def _deferred_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM stop the run between steps, never inside one or inside the cleanup.
+
+        Without a handler, SIGTERM ends the process on the spot and SIGINT raises wherever the code is,
+        e.g. after a create call made its resource but before its CID was recorded.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may set handlers; a KeyboardInterrupt is still handled
+            return
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._scenario()
-            return True
-        except LifecycleFailed:
-            return False
-        except KeyboardInterrupt:
-            self._line("interrupted: cleaning up")
-            return False
+            yield
         finally:
-            self._cleanup()
-            self._summary()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        # Only a flag and a deadline: the run stops before its next step (_stop_if_signalled).
+        name, step = signal.Signals(signum).name, self._running or "the current step"
+        if self._cleaning:
+            note = f"{name}: still removing what the run created (SIGKILL stops at once and leaves it)"
+        elif self._signal is None:
+            self._signal = signum
+            self.runner.interrupt()
+            note = (f"{name}: letting {step} finish (at most {self.runner.grace:.0f}s) so what it makes can be "
+                    f"removed, then cleaning up; send {name} again to stop {step} at once "
+                    "(what it half-made may remain)")
+        else:
+            self.runner.interrupt(now=True)
+            note = f"{name}: stopping {step} now"
+        self._note_from_handler(note)
+
+    def _note_from_handler(self, note: str) -> None:
+        # Straight to the descriptor: the handler may have interrupted the main thread inside a write to
+        # `err`, and a buffered write from here would re-enter it (RuntimeError).
+        try:
+            os.write(self.err.fileno(), (note + "\n").encode())
+        except (AttributeError, OSError, ValueError):  # no descriptor (a StringIO)
+            self._note(note)
+
+    def _stop_if_signalled(self) -> None:
+        if self._signal is not None:
+            raise Interrupted(self._signal)
 
     def _scenario(self) -> None:
         t = self.target
         self.expect("info", check=lambda r: isinstance(r, dict) and r.get("api_version", 0) >= 2)
+        # The CPI makes templates in cloudstack.stemcell.zones (else default_zone): --zone must be among them.
+        zone_context = self._stemcell_zone_context() if t.availability_zone else None
         if t.light_template:
             stemcell = self.expect("create_stemcell", "/dev/null", {
-                "name": "light-stemcell", "version": "0", "template_name": t.light_template})
+                "name": "light-stemcell", "version": "0", "template_name": t.light_template},
+                context=zone_context)
         else:
-            stemcell = self.expect("create_stemcell", t.stemcell_image, t.stemcell_properties)
+            stemcell = self.expect("create_stemcell", t.stemcell_image, t.stemcell_properties, context=zone_context)
         self.created["stemcell"] = stemcell
 
         vm_properties: dict[str, Any] = {"compute_offering": t.compute_offering}
@@ -135,6 +210,19 @@ class Lifecycle:
         self.expect("delete_stemcell", stemcell)
         del self.created["stemcell"]
 
+    def _stemcell_zone_context(self) -> dict[str, Any]:
+        """Context overrides putting the stemcell in the VM's zone only.
+
+        A context key replaces the config file's key whole, so the file's other stemcell settings
+        (upload strategy, OS type, ...) are carried over.
+        """
+        try:
+            with open(self.runner.config_path, encoding="utf-8") as handle:
+                stemcell = json.load(handle)["cloudstack"].get("stemcell") or {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            stemcell = {}  # the CPI itself reports an unreadable config, with a better message
+        return {"stemcell": {**stemcell, "zones": [self.target.availability_zone]}}
+
     def _networks(self) -> dict:
         t = self.target
         network: dict[str, Any] = {"type": t.network_type, "default": ["dns", "gateway"],
@@ -147,12 +235,16 @@ class Lifecycle:
 
     # -- calls and output -----------------------------------------------------
 
-    def expect(self, method: str, *arguments: Any, check: Callable[[Any], bool] | None = None) -> Any:
+    def expect(self, method: str, *arguments: Any, check: Callable[[Any], bool] | None = None,
+               context: dict[str, Any] | None = None) -> Any:
+        self._stop_if_signalled()
         self._running = method
         if self.tty:
             self.out.write(f"  … {method:<24} running\r")
             self.out.flush()
-        outcome = self.runner.call(method, *arguments)
+        elif self.show_log:
+            self._note(f"… {method}")
+        outcome = self.runner.call(method, *arguments, context=context)
         if self.tty:
             self.out.write("\r\033[K")
         ok = outcome.error is None and (check is None or check(outcome.result))
@@ -166,7 +258,10 @@ class Lifecycle:
         self._step_line(method, ok, outcome.seconds, detail)
         if self.show_calls:
             self._show(outcome)
+        if outcome.stopped:
+            self.stopped_mid_call = method
         if not ok:
+            self._stop_if_signalled()  # a call the operator stopped is an interruption, not a cloud failure
             raise LifecycleFailed(f"{method}: {detail}")
         return outcome.result
 
@@ -178,6 +273,8 @@ class Lifecycle:
             ("vm", lambda cid: ("delete_vm", cid)),
             ("stemcell", lambda cid: ("delete_stemcell", cid)),
         ]
+        self._cleaning = True
+        self.runner.stop_deadline = None  # a signal that came between two calls must not cut the cleanup short
         pending = [(kind, make) for kind, make in cleanups if kind in self.created]
         if not pending:
             return
@@ -191,12 +288,20 @@ class Lifecycle:
             if ok:
                 del self.created[kind]
 
-    def _progress(self, line: str) -> None:
-        """On a terminal, a long step's progress lines (uploads, copies) become a bar on the step's line."""
-        bar = progress_bar(line)
+    def _on_log_line(self, line: str) -> None:
+        """Each CPI log line as it comes (on `err`); on a terminal, progress lines become a bar on the step's line."""
+        bar = progress_bar(line) if self.tty else None
         if bar:
             self.out.write(f"\r\033[K  … {self._running:<24} {bar}")
             self.out.flush()
+        elif self.show_log:
+            if self.tty:
+                self.out.write("\r\033[K")  # the line goes above the step's status line, which is redrawn
+                self.out.flush()
+            self._note(f"    {line}")
+            if self.tty:
+                self.out.write(f"  … {self._running:<24} running\r")
+                self.out.flush()
 
     def _header(self) -> None:
         self._line(f"{'step':<28} {'':<4} {'time':>7}  result")
@@ -217,18 +322,31 @@ class Lifecycle:
         failed = [s for s in self.steps if not s.ok]
         total = sum(s.outcome.seconds for s in self.steps if s.outcome)
         leftover = ", ".join(f"{kind} {cid}" for kind, cid in self.created.items())
-        verdict = "PASSED" if not failed and not self.created and self.steps else "FAILED"
-        self._line(f"lifecycle {verdict}: {len(self.steps)} calls, {len(failed)} failed, {total:.2f}s in the CPI")
+        if self.interrupted is not None:
+            verdict = f"INTERRUPTED by {signal.Signals(self.interrupted).name}"
+        else:
+            verdict = "PASSED" if self.passed else "FAILED"
+        line = f"lifecycle {verdict}: {len(self.steps)} calls, {len(failed)} failed, {total:.2f}s in the CPI"
+        if self.interrupted is not None and not leftover and not self.stopped_mid_call:
+            line += "; everything it created was cleaned up"
+        self._line(line)
         if leftover:
             self._line(f"left behind (remove by hand): {leftover}")
+        if self.stopped_mid_call:
+            self._line(f"{self.stopped_mid_call} was stopped before it answered: what it had made may remain "
+                       "(look for it in the cloud)")
 
     def _line(self, text: str) -> None:
         self.out.write(text + "\n")
         self.out.flush()
 
+    def _note(self, text: str) -> None:
+        self.err.write(text + "\n")
+        self.err.flush()
+
     @property
     def passed(self) -> bool:
-        return bool(self.steps) and all(s.ok for s in self.steps) and not self.created
+        return bool(self.steps) and all(s.ok for s in self.steps) and not self.created and self.interrupted is None
 
 
 _PERCENT = re.compile(r"\((\d{1,3})%\)")

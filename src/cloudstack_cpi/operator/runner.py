@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 CHECKOUT_BIN_CPI = Path(__file__).resolve().parents[3] / "bin" / "cpi"
+POLL_SECONDS = 0.2  # how often a running call checks whether the operator asked it to stop
 
 
 def cpi_command() -> list[str]:
@@ -39,6 +41,7 @@ class CallOutcome:
     response: dict
     stderr: str
     seconds: float
+    stopped: bool = False  # interrupted mid-call (CpiRunner.interrupt): what it had made may remain
 
     @property
     def error(self) -> dict | None:
@@ -57,13 +60,31 @@ class CpiRunner:
     api_version: int = 2
     history: list[CallOutcome] = field(default_factory=list)
     on_log_line: Callable[[str], None] | None = None  # sees each stderr line as it is written (progress)
+    grace: float = 300.0  # seconds a running call may go on after interrupt() before bin/cpi is interrupted too
+    stop_deadline: float | None = None  # monotonic time at which the running call gets SIGINT (see interrupt)
     _counter: int = 0
 
-    def _spawn(self, request: bytes) -> tuple[bytes, str, int]:
+    def interrupt(self, *, now: bool = False) -> None:
+        """Stop the running call after ``grace`` seconds, or at once.
+
+        Only records a deadline (the waiting loop acts on it), so a signal handler may call it.  bin/cpi
+        answers a SIGINT at once; what the call had half-made is then removed only where the CPI's own
+        cleanup covers an interruption.
+        """
+        deadline = time.monotonic() + (0.0 if now else self.grace)
+        if self.stop_deadline is None or deadline < self.stop_deadline:
+            self.stop_deadline = deadline
+
+    def _spawn(self, request: bytes) -> tuple[bytes, str, int, bool]:
         """Run bin/cpi; stderr is read line by line as it comes, like the director does."""
+        # Its own session: the terminal's Ctrl-C goes to the whole foreground process group, and a CPI
+        # killed mid-call never tells us the CID of what it made.  Only the operator command gets it, and
+        # decides (interrupt()) whether this call finishes first.
         process = subprocess.Popen([*cpi_command(), self.config_path], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=director_env())
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=director_env(),
+                                   start_new_session=True)
         lines: list[str] = []
+        answer: list[bytes] = []
 
         def read_stderr() -> None:
             for raw in process.stderr:
@@ -72,8 +93,10 @@ class CpiRunner:
                 if self.on_log_line is not None:
                     self.on_log_line(line)
 
-        reader = threading.Thread(target=read_stderr, daemon=True)
-        reader.start()
+        readers = [threading.Thread(target=read_stderr, daemon=True),
+                   threading.Thread(target=lambda: answer.append(process.stdout.read()), daemon=True)]
+        for reader in readers:
+            reader.start()
         # Not communicate(): it would read stderr too, racing the reader for the lines.  The CPI reads all
         # of stdin before it writes anything, so writing the request first cannot deadlock.
         try:
@@ -81,12 +104,32 @@ class CpiRunner:
             process.stdin.close()
         except BrokenPipeError:
             pass
-        stdout = process.stdout.read()
-        process.wait()
-        reader.join()
-        return stdout, "\n".join(lines) + ("\n" if lines else ""), process.returncode
+        try:
+            stopped = self._wait(process, readers[1])
+        except BaseException:
+            # This command is stopping (Ctrl-C in `call`): stop the call too rather than leave it orphaned.
+            process.send_signal(signal.SIGINT)
+            process.wait()
+            raise
+        finally:
+            self.stop_deadline = None
+        for reader in readers:
+            reader.join()
+        return b"".join(answer), "\n".join(lines) + ("\n" if lines else ""), process.returncode, stopped
 
-    def call(self, method: str, *arguments: Any) -> CallOutcome:
+    def _wait(self, process: subprocess.Popen, stdout_reader: threading.Thread) -> bool:
+        """Wait for bin/cpi's answer; once the stop deadline has passed, interrupt it (once).  True if it was."""
+        interrupted = False
+        while stdout_reader.is_alive():
+            stdout_reader.join(POLL_SECONDS)
+            if not interrupted and self.stop_deadline is not None and time.monotonic() >= self.stop_deadline:
+                process.send_signal(signal.SIGINT)
+                interrupted = True
+        process.wait()
+        return interrupted
+
+    def call(self, method: str, *arguments: Any, context: dict[str, Any] | None = None) -> CallOutcome:
+        """One CPI call; ``context`` adds cpi-config overrides of ``cloudstack.*`` to the request's context."""
         self._counter += 1
         request = {
             "method": method,
@@ -95,11 +138,12 @@ class CpiRunner:
                 "director_uuid": self.director_uuid,
                 "request_id": f"cpi-{900000 + self._counter}",
                 "vm": {"stemcell": {"api_version": self.stemcell_api_version}},
+                **(context or {}),
             },
             "api_version": self.api_version,
         }
         started = time.monotonic()
-        stdout, stderr, returncode = self._spawn(json.dumps(request).encode())
+        stdout, stderr, returncode, stopped = self._spawn(json.dumps(request).encode())
         seconds = time.monotonic() - started
         try:
             response = json.loads(stdout)
@@ -107,6 +151,6 @@ class CpiRunner:
             response = {"result": None, "log": "", "error": {
                 "type": "InvalidResponse", "ok_to_retry": False,
                 "message": f"bin/cpi exited {returncode} without a JSON answer"}}
-        outcome = CallOutcome(method, list(arguments), response, stderr, seconds)
+        outcome = CallOutcome(method, list(arguments), response, stderr, seconds, stopped)
         self.history.append(outcome)
         return outcome
