@@ -8,10 +8,12 @@ the context).  Errors name the field path, never its value.
 """
 
 
+import difflib
 import json
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError, field_validator
 
 from .errors import CpiError
 
@@ -20,7 +22,12 @@ DIRECTOR_CONTEXT_KEYS = frozenset({"director_uuid", "request_id", "vm"})
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
+    # Unknown keys are refused (a typo must not silently fall back to a default); booleans are strict so that
+    # "yes" or "false" in quotes is refused rather than read.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
+GO_CPI_COMPAT = "Accepted for compatibility with the Go CPI release; ignored."
 
 
 class Timeouts(_Model):
@@ -42,7 +49,7 @@ class Timeouts(_Model):
     http_connect: float = Field(10, gt=0, description="Connecting to the API endpoint.")
     http_read: float = Field(120, gt=0, description="Waiting for one API answer.")
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 class DefaultOffers(_Model):
@@ -92,8 +99,8 @@ class StemcellConfig(_Model):
     os_type: str | None = Field(
         None, description="OS type description (listOsTypes) for new templates; default: mapped from the stemcell's os_distro."
     )
-    requires_hvm: bool = Field(True, description="Register templates as requiring HVM.")
-    public_visibility: bool = Field(False, description="Make templates public.")
+    requires_hvm: StrictBool = Field(True, description="Register templates as requiring HVM.")
+    public_visibility: StrictBool = Field(False, description="Make templates public.")
     zones: list[str] = Field(default_factory=list, description="Zones where templates must be usable (default: default_zone).")
     url: UrlUpload = Field(default_factory=UrlUpload)
     volume: VolumeUpload = Field(default_factory=VolumeUpload)
@@ -107,17 +114,17 @@ class CloudStackConfig(_Model):
     secret_access_key: SecretStr = Field(description="Secret key of that user.")
     default_zone: str | None = Field(None, description="Zone (name or id) when neither availability_zone nor disks decide.")
     default_key_name: str | None = Field(None, description="SSH key pair installed for user vcap on new VMs.")
-    private_key: str | None = Field(None, description="Accepted for compatibility with the Go CPI; unused.")
+    private_key: str | None = Field(None, description=GO_CPI_COMPAT)
     ca_cert: str | None = Field(None, description="PEM CA certificate(s) to verify the endpoint with.")
-    skip_verify_ssl: bool = Field(False, description="Do not verify the endpoint's TLS certificate (testing only).")
-    expunge_vm: bool = Field(True, description=(
+    skip_verify_ssl: StrictBool = Field(False, description="Do not verify the endpoint's TLS certificate (testing only).")
+    expunge_vm: StrictBool = Field(True, description=(
         "Expunge VMs on delete_vm so their IPs are free at once. Needs an admin account or the cloud setting "
         "allow.user.expunge.recover.vm; when CloudStack refuses, the VM is destroyed without expunging and keeps "
         "its IPs until expunge.delay has passed."))
     default_security_groups: list[str] = Field(
         default_factory=list, description="Security groups (names or ids) for VMs in zones with security groups."
     )
-    enable_auto_anti_affinity: bool = Field(
+    enable_auto_anti_affinity: StrictBool = Field(
         False, description="Put the VMs of each BOSH instance group into their own anti-affinity group."
     )
     auto_anti_affinity_type: str = Field("host anti-affinity", description="Affinity group type for the automatic groups.")
@@ -129,6 +136,11 @@ class CloudStackConfig(_Model):
     )
     api_retries: int = Field(6, ge=1, le=20, description="Tries in all for API requests that are safe to repeat.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Detail of the stderr log.")
+    clean_disk: Any = Field(None, description=GO_CPI_COMPAT + " (Its orphaned-disk cleaner; delete_vm removes "
+                                                              "ephemeral disks itself.)")
+    interval_clean_disk: Any = Field(None, description=GO_CPI_COMPAT)
+    calculate: Any = Field(None, description=GO_CPI_COMPAT + " (Offering tag filters of its "
+                                                             "calculate_vm_cloud_properties.)")
 
     @field_validator("endpoint")
     @classmethod
@@ -136,6 +148,18 @@ class CloudStackConfig(_Model):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("ca_cert")
+    @classmethod
+    def _pem_text(cls, value: str | None) -> str | None:
+        # requests wants a file, but the job renders the certificate itself into cpi.json: a path here is a mistake
+        # that would otherwise surface as a TLS failure far from its cause.
+        if value and "-----BEGIN" not in value:
+            if re.match(r"^\s*(/|~|\.{1,2}/|[A-Za-z]:\\)", value):
+                raise ValueError("must be PEM text (-----BEGIN CERTIFICATE-----...), not a file path: put the "
+                                 "certificate itself in the config, not where it is stored")
+            raise ValueError("must be PEM text (-----BEGIN CERTIFICATE-----...), and this has no PEM block")
+        return value
 
 
 class Blobstore(_Model):
@@ -151,6 +175,7 @@ class AgentConfig(_Model):
     mbus: str | None = Field(None, description="Message bus URL the agent listens on or connects to.")
     ntp: list[str] = Field(default_factory=list, description="NTP servers for the agent.")
     blobstore: Blobstore | None = Field(None, description="Blobstore settings (env.bosh.blobstores takes precedence).")
+    env_service: Any = Field(None, description=GO_CPI_COMPAT)
 
 
 class Config(_Model):
@@ -159,6 +184,8 @@ class Config(_Model):
     cloudstack: CloudStackConfig
     agent: AgentConfig = Field(default_factory=AgentConfig)
     ntp: list[str] = Field(default_factory=list, description="NTP servers (legacy place; agent.ntp wins).")
+    registry: Any = Field(None, description=GO_CPI_COMPAT + " (The registry is gone: settings travel as user data.)")
+    director: Any = Field(None, description=GO_CPI_COMPAT + " (director.name, used by its disk cleaner.)")
 
     @property
     def agent_ntp(self) -> list[str]:
@@ -174,8 +201,10 @@ def load(path: str, context: dict | None = None) -> Config:
         raise CpiError(f"Reading CPI config '{path}': file not found") from None
     except OSError as exc:
         raise CpiError(f"Reading CPI config '{path}': {exc.strerror}") from None
-    except ValueError as exc:
-        raise CpiError(f"Reading CPI config '{path}': not valid JSON ({_position(exc)})") from None
+    except UnicodeDecodeError:
+        raise CpiError(f"Reading CPI config '{path}': not UTF-8 text; the CPI reads a JSON file") from None
+    except json.JSONDecodeError as exc:
+        raise CpiError(f"Reading CPI config '{path}': {_json_problem(exc)}") from None
     return parse(raw, context, source=path)
 
 
@@ -199,10 +228,39 @@ def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         path = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        problems.append(f"{path}: {error['msg']}")
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{path}: unknown property{_nearest(error['loc'])}")
+        elif error["type"] == "bool_type":
+            problems.append(f"{path}: must be true or false (a JSON boolean, not a string or number)")
+        else:
+            problems.append(f"{path}: {error['msg']}")
     return "; ".join(problems)
 
 
-def _position(exc: ValueError) -> str:
-    line, col = getattr(exc, "lineno", None), getattr(exc, "colno", None)
-    return f"line {line} column {col}" if line else "unparseable"
+def _nearest(loc: tuple) -> str:
+    """", did you mean 'x'?" for the closest property at the same place, from the model itself."""
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            field = next((f for f in model.model_fields.values() if f.alias == part), None)
+        model = field.annotation if field is not None else None
+        model = next((arg for arg in getattr(model, "__args__", ()) if isinstance(arg, type)
+                      and issubclass(arg, BaseModel)), model)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return ""
+    names = [field.alias or name for name, field in model.model_fields.items()]
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    return f", did you mean '{close[0]}'?" if close else f" (valid here: {', '.join(sorted(names))})"
+
+
+_YAML_LINE = re.compile(r"^\s*(---|[A-Za-z_][\w.-]*\s*:(\s|$)|- )")
+
+
+def _json_problem(exc: json.JSONDecodeError) -> str:
+    """What is wrong with the text, with line and column; YAML is named as such (the job renders JSON)."""
+    first = next((line for line in exc.doc.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
+    if _YAML_LINE.match(first):
+        return ("this looks like YAML, but the CPI reads JSON (the BOSH job renders config/cpi.json as JSON; "
+                "outside BOSH, write the same properties as a JSON object)")
+    return f"not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"

@@ -185,7 +185,10 @@ def config_leaves():
     leaves = dict(_leaves(cpi_config.Config, ""))
     # agent.blobstore is one object: provider + free-form options.
     leaves.pop("agent.blobstore")
-    return leaves
+    # Keys of the Go CPI's config.json that the model accepts and ignores: a manifest that still sets the Go
+    # release's job properties needs no declaration (BOSH drops undeclared properties), private_key excepted.
+    return {key: field for key, field in leaves.items()
+            if key == "cloudstack.private_key" or not (field.description or "").startswith(cpi_config.GO_CPI_COMPAT)}
 
 
 def spec_properties():
@@ -223,6 +226,8 @@ def _sample(name: str, field):
         return [f"sample-{name}"]
     if default is not None:
         return default
+    if name == "cloudstack.ca_cert":  # the config refuses anything but PEM text
+        return f"-----BEGIN CERTIFICATE-----\nsample-{name}\n-----END CERTIFICATE-----\n"
     return f"sample-{name}"
 
 

@@ -43,7 +43,7 @@ class Validator:
         try:
             cfg = config_module.load(self.config_path)
         except BoshError as err:
-            self._fail("config file", err.message, "Fix the file: the message names the property.")
+            self._fail("config file", err.message, _config_fix(err.message))
             return self.findings
         self._pass("config file", f"{self.config_path} is valid")
         self.cfg = cfg
@@ -264,3 +264,15 @@ def render(findings: list[Finding]) -> str:
     problems = sum(not f.ok for f in findings)
     lines.append("valid: the cloud is ready for BOSH" if not problems else f"{problems} problem(s) found")
     return "\n".join(lines)
+
+
+def _config_fix(message: str) -> str:
+    """The fix for a config-file failure: what to change, without claiming a property where none is named."""
+    if "Invalid CPI config" in message:
+        return ("Fix each property the message names (docs/configuration.md lists them all); an unknown property "
+                "is a typo or a key this CPI does not have.")
+    if "file not found" in message:
+        return "Pass the path of the rendered config/cpi.json (or your own JSON config)."
+    if "YAML" in message:
+        return "Write the config as JSON: the same properties as a JSON object (see docs/examples/)."
+    return "Fix the file at the line and column given: it must be one JSON object (see docs/examples/)."
