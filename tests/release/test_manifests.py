@@ -22,7 +22,8 @@ def _flatten(value, prefix=""):
         yield prefix
 
 
-@pytest.mark.parametrize("name", ["cpi.yml", "cloud-config-advanced.yml", "cloud-config-basic.yml", "deployment.yml"])
+@pytest.mark.parametrize("name", ["cpi.yml", "cpi-release-url.yml", "cloud-config-advanced.yml", "cloud-config-basic.yml",
+                                  "deployment.yml"])
 def test_manifest_parses(name):
     assert load_yaml(MANIFESTS / name)
 
