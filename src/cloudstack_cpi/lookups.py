@@ -34,6 +34,20 @@ def pick(items: Iterable[dict], wanted: str, *, kind: str, name_key: str = "name
     raise CloudError(f"{kind} '{wanted}' not found{location} (available: {listing})")
 
 
+def only_named(items: Iterable[dict], name: str, *, kind: str) -> dict | None:
+    """The one item whose name is exactly ``name``, or None.
+
+    A ``name=`` filter is not an equality test on every list command (listVirtualMachines and listSnapshots
+    match substrings, and MySQL compares case-insensitively), so the answer is filtered again here; two
+    exact matches mean the name does not say which resource is meant, which is an error, never a choice.
+    """
+    matches = [item for item in items if item.get("name") == name]
+    if len(matches) > 1:
+        ids = ", ".join(sorted(str(item.get("id")) for item in matches))
+        raise CloudError(f"{kind} name '{name}' is ambiguous: {len(matches)} have exactly that name ({ids})")
+    return matches[0] if matches else None
+
+
 def zone(client, wanted: str) -> dict:
     return pick(client.list("listZones"), wanted, kind="Zone")
 
@@ -64,9 +78,10 @@ def template(client, wanted: str, zone_id: str | None = None) -> dict | None:
     by_id = client.find("listTemplates", templatefilter="executable", id=wanted, zoneid=zone_id)
     if by_id:
         return by_id
-    named = [t for t in client.list("listTemplates", templatefilter="executable", name=wanted, zoneid=zone_id)
-             if t.get("name") == wanted]
-    return named[0] if named else None
+    rows = client.list("listTemplates", templatefilter="executable", name=wanted, zoneid=zone_id)
+    # Without a zone a template answers one row per zone: the same template, not several.
+    distinct = list({str(t.get("id")): t for t in rows if t.get("name") == wanted}.values())
+    return only_named(distinct, wanted, kind="Template")
 
 
 def vm(client, vm_id: str) -> dict | None:

@@ -51,10 +51,12 @@ ROLES = {
     "root-admin": (1, "Admin", "Root Admin"),
 }
 # Global settings a scenario may override, with the real server's defaults (allow.user.* are account-scoped
-# ConfigKeys, "false" in UserVmManager / QueryService; expunge.delay is seconds, 86400 in Config.java).
+# ConfigKeys, "false" in UserVmManager / QueryService; expunge.delay is seconds, 86400 in Config.java;
+# custom.diskoffering.size.min/max are GB, 1 and 1024 in VolumeOrchestrationService's ConfigKeys).
 SETTING_DEFAULTS: dict[str, Any] = {
     "max_data_volumes": 6, "userdata_max_length": 32768, "default_page_size": 500,
     "allow.user.expunge.recover.vm": False, "allow.user.view.destroyed.vm": False, "expunge.delay": 86400,
+    "custom.diskoffering.size.min": 1, "custom.diskoffering.size.max": 1024,
 }
 
 

@@ -156,3 +156,24 @@ def test_basic_zone_with_security_groups(basic_cpi, basic_simulator):
 def test_calculate_vm_cloud_properties(cpi):
     assert cpi.ok("calculate_vm_cloud_properties", {"cpu": 2, "ram": 3000, "ephemeral_disk_size": 20_000}) == \
         {"compute_offering": "medium", "ephemeral_disk_offering": "shared.custom", "disk": 20_000}
+
+
+def test_basic_zone_deploy_never_names_networks(basic_cpi, basic_simulator):
+    """A Basic zone refuses any network ids at once, iptonetworklist included: DeployVMCmd.getNetworkIds()
+    answers the iptonetworklist's networks and DeployVMCmd.create() throws "Can't specify network Ids in Basic
+    zone" when it is not null (apache/cloudstack api/.../command/user/vm/DeployVMCmd.java).  The CPI sends
+    only ``ipaddress`` there, for a manual network."""
+    api = Api(basic_simulator)
+    networks = {"default": {"type": "manual", "ip": "192.168.100.51", "netmask": "255.255.255.0",
+                            "gateway": "192.168.100.1", "dns": ["8.8.8.8"], "default": ["dns", "gateway"],
+                            "cloud_properties": {"name": api.list("listNetworks", "network")[0]["name"]}}}
+    basic_simulator.clear_request_log()
+    vm_id, _ = basic_cpi.ok("create_vm", "agent-n", api.template("bosh-stemcell-existing")["id"],
+                            {"compute_offering": "small"}, networks, [], {})
+    deploys = [params for command, params in basic_simulator.request_log if command == "deployvirtualmachine"]
+    assert len(deploys) == 1
+    sent = {name.lower() for name in deploys[0]}
+    assert "networkids" not in sent and not any(name.startswith("iptonetworklist") for name in sent)
+    assert deploys[0].get("ipaddress") == "192.168.100.51"
+    basic_cpi.ok("delete_vm", vm_id)
+    assert leftovers(basic_simulator) == EMPTY

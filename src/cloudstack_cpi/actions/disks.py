@@ -304,8 +304,8 @@ def grow_params(current: dict | None, offerings: list[dict], new_gib: int, custo
     if fixed:
         best = min(fixed, key=lambda o: (offering_gib(o), str(o.get("name"))))
         return {"diskofferingid": best["id"]}
-    custom = next((o for o in offerings if o.get("id") == custom_name), None) or lookups.first(offerings,
-                                                                                               name=custom_name)
+    custom = next((o for o in offerings if o.get("id") == custom_name), None) or lookups.only_named(
+        offerings, custom_name, kind="Disk offering")
     if custom is not None and is_customized(custom) and compatible(current, custom):
         return {"diskofferingid": custom["id"], "size": new_gib}
     name = current.get("name") if current else "unknown"

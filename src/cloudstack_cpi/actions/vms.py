@@ -525,7 +525,7 @@ def _affinity(ctx, props: models.VMCloudProperties, env: dict) -> list[tuple[str
 
 
 def _affinity_group(client, name: str) -> dict | None:
-    return lookups.first(client.list("listAffinityGroups", name=name), name=name)
+    return lookups.only_named(client.list("listAffinityGroups", name=name), name, kind="Affinity group")
 
 
 def _settings(ctx, plan: _Plan, nics: dict[str, dict], ephemeral: dict | None) -> dict:
@@ -636,8 +636,8 @@ class _Build:
 
     def _volume_named(self, name: str) -> str | None:
         """After a lost createVolume answer: the volume it may have made anyway."""
-        found = self.client.list("listVolumes", name=name, listall=True)
-        return next((volume["id"] for volume in found if volume.get("name") == name), None)
+        found = lookups.only_named(self.client.list("listVolumes", name=name, listall=True), name, kind="Volume")
+        return found["id"] if found else None
 
     def _tag_vm(self, vm_id: str) -> None:
         wanted = {tags.AGENT_KEY: self.plan.agent_id}

@@ -187,6 +187,14 @@ def list_response(ctx: Ctx, key: str, items: list[dict], keyword_fields=("name",
     return {"count": total, key: page}
 
 
+def name_like(value: object, wanted: str) -> bool:
+    """``value LIKE '%wanted%'`` as MySQL evaluates it for the list commands whose search criteria use
+    SearchCriteria.Op.LIKE on the name: a substring, case-insensitive (the cloud schema's utf8 tables collate
+    case-insensitively), and a ``%`` or ``_`` in the wanted name is a wildcard, not a literal."""
+    pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in wanted)
+    return re.search(pattern, str(value or ""), re.IGNORECASE | re.DOTALL) is not None
+
+
 def by_ids(ctx: Ctx, items: list[dict], field: str = "id") -> list[dict]:
     """Apply the common ``id`` / ``ids`` filters."""
     if ctx.has("id"):

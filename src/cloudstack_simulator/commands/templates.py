@@ -72,17 +72,24 @@ def list_templates(ctx):
     return list_response(ctx, "template", rows, keyword_fields=("name", "displaytext"))
 
 
-def _common_template_args(ctx, zone_hypervisors):
+# Hypervisor.HypervisorType in 4.11-4.18 (declaration order, as EnumUtils.listValues prints it), without None.
+HYPERVISOR_TYPES = ("XenServer", "KVM", "VMware", "Hyperv", "VirtualBox", "Parralels", "BareMetal", "Simulator",
+                    "Ovm", "Ovm3", "LXC", "Any")
+
+
+def _common_template_args(ctx, upload: bool = False):
     st = ctx.state
+    hyp = ctx.p["hypervisor"]
+    known = {h.lower(): h for h in HYPERVISOR_TYPES}
+    # TemplateAdapterBase refuses only what HypervisorType.getType does not know (None); a real hypervisor the
+    # zone lacks is accepted. The upload path prints the parsed type (always "None"), registerTemplate the name.
+    if hyp.lower() not in known:
+        raise param_error(f"Hypervisor Type: {'None' if upload else hyp} is invalid. Supported Hypervisor types are "
+                          f"{', '.join(HYPERVISOR_TYPES)}")
     fmt = ctx.p["format"].upper()
     if fmt not in FORMATS:
         raise param_error(f"Image format: {ctx.p['format']} is incorrect. Supported formats are "
                           f"{', '.join(FORMATS)}")
-    hyp = ctx.p["hypervisor"]
-    known = {h.lower(): h for hs in zone_hypervisors for h in hs}
-    if hyp.lower() not in known:
-        raise param_error(f"Hypervisor Type: {hyp} is invalid. Supported Hypervisors types are "
-                          f"{', '.join(sorted(set(known.values())))}")
     ostype = None
     if ctx.has("ostypeid"):
         ostype = ctx.find(st.ostypes, "ostypeid", "Please specify a valid guest OS type {id}")
@@ -117,7 +124,7 @@ def register_template(ctx):
             zone_ids.append(ctx.find(st.zones, "zoneids", "Unable to find zone by id {id}", value=z)["id"])
     else:
         raise param_error("Either zoneid or zoneids parameter has to be specified")
-    fmt, hyp, ostype = _common_template_args(ctx, [st.zones[z]["_hypervisors"] for z in zone_ids])
+    fmt, hyp, ostype = _common_template_args(ctx)
     tid = st.new_id("template")
     tpl = st.new_template_record(tid, name=ctx.p["name"], displaytext=ctx.s("displaytext", ctx.p["name"]), fmt=fmt,
                                  hypervisor=hyp, ostype=ostype, size=0, ispublic=ctx.b("ispublic"),
@@ -143,7 +150,7 @@ def get_upload_params_for_template(ctx):
     if ctx.p["format"].upper() not in UPLOAD_FORMATS:
         raise param_error(f"Image format: {ctx.p['format']} is incorrect. Supported formats are "
                           f"{', '.join(UPLOAD_FORMATS)}")
-    fmt, hyp, ostype = _common_template_args(ctx, [zone["_hypervisors"]])
+    fmt, hyp, ostype = _common_template_args(ctx, upload=True)
     tid = st.new_id("template")
     tpl = st.new_template_record(tid, name=ctx.p["name"], displaytext=ctx.s("displaytext", ctx.p["name"]), fmt=fmt,
                                  hypervisor=hyp, ostype=ostype, size=0, ispublic=ctx.b("ispublic"),

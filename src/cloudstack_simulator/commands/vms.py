@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 from ..errors import ApiError, invalid_uuid, param_error
 from ..util import GiB, now_str, public
-from . import by_ids, command, list_response
+from . import by_ids, command, list_response, name_like
 
 VMCMD = "org.apache.cloudstack.api.command.user.vm."
 ADMIN_VMCMD = "org.apache.cloudstack.api.command.admin.vm."
@@ -180,14 +180,16 @@ def deploy_virtual_machine(ctx):
     basic = zone["networktype"] == "Basic"
     ipmap = ctx.map_entries("iptonetworklist")
     sg_ids, sg_names = ctx.lst("securitygroupids"), ctx.lst("securitygroupnames")
-    if basic and "networkids" in ctx.p:
+    # DeployVMCmd.getNetworkIds() answers the iptonetworklist's networks when that list is given (refusing it
+    # alongside networkids/ipaddress first), so create() refuses both in a Basic zone, before any job exists.
+    if ipmap and (ctx.has("networkids") or ctx.has("ipaddress")):
+        raise param_error("ipToNetworkMap can't be specified along with networkIds or ipAddress")
+    if basic and ("networkids" in ctx.p or ipmap):
         raise param_error("Can't specify network Ids in Basic zone")
     if sg_ids and sg_names:
         raise param_error("securitygroupids parameter is mutually exclusive with securitygroupnames parameter")
     if (sg_ids or sg_names) and not zone["securitygroupsenabled"]:
         raise param_error("Can't create vm with security groups; security group feature is not enabled per zone")
-    if ipmap and (ctx.has("networkids") or ctx.has("ipaddress")):
-        raise param_error("ipToNetworkMap can't be specified along with networkIds or ipAddress")
 
     # networks and requested addresses
     nets: list[tuple[dict, str | None, str | None]] = []
@@ -195,8 +197,7 @@ def deploy_virtual_machine(ctx):
         guest = next((n for n in st.networks.values() if n["zoneid"] == zone["id"]), None)
         if guest is None:
             raise param_error(f"Unable to find default network for zone {zone['id']}")
-        req_ip = ipmap[0].get("ip") if ipmap else ctx.s("ipaddress")
-        nets.append((guest, req_ip, ipmap[0].get("mac") if ipmap else ctx.s("macaddress")))
+        nets.append((guest, ctx.s("ipaddress"), ctx.s("macaddress")))
     elif ipmap:
         for e in ipmap:
             nid = e.get("networkid")
@@ -589,8 +590,8 @@ def list_virtual_machines(ctx):
     hidden = ("Expunging",) if st.sees_destroyed() else HIDDEN_STATES
     items = [v for v in st.vms.values() if v["state"] not in hidden]
     items = by_ids(ctx, items)
-    if ctx.has("name"):
-        items = [v for v in items if v["name"] == ctx.p["name"]]
+    if ctx.has("name"):  # QueryManagerImpl.searchForUserVMsInternal: name LIKE %name% (listApis says so too)
+        items = [v for v in items if name_like(v["name"], ctx.p["name"])]
     for f in ("zoneid", "templateid", "serviceofferingid", "keypair"):
         if ctx.has(f):
             items = [v for v in items if v.get(f) == ctx.p[f]]

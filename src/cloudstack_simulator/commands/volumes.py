@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from ..errors import invalid_uuid, param_error
 from ..util import GiB, make_sparse, now_str, public, sparse_copy
-from . import by_ids, command, list_response
+from . import by_ids, command, list_response, name_like
 
 VOLCMD = "org.apache.cloudstack.api.command.user.volume."
 SNAPCMD = "org.apache.cloudstack.api.command.user.snapshot."
@@ -111,8 +111,10 @@ def create_volume(ctx):
             gb = ctx.i("size")
             if gb is None:
                 raise param_error("This disk offering requires a custom size specified")
-            if gb < 1 or gb > 1024:
-                raise param_error("Invalid size for custom volume creation: " + str(gb) + " ,max volume size is:1024 GB")
+            # VolumeApiServiceImpl.allocVolume: the range comes from custom.diskoffering.size.min/max
+            low, high = int(st.settings["custom.diskoffering.size.min"]), int(st.settings["custom.diskoffering.size.max"])
+            if gb < low or gb > high:
+                raise param_error(f"Volume size: {gb}GB is out of allowed range. Max: {high} Min:{low}")
             size = gb * GiB
         else:
             if ctx.has("size") and ctx.i("size") != offering["disksize"]:
@@ -396,9 +398,11 @@ def delete_snapshot(ctx):
 def list_snapshots(ctx):
     st = ctx.state
     items = by_ids(ctx, list(st.snapshots.values()))
-    for f in ("volumeid", "zoneid", "name", "snapshottype", "intervaltype"):
+    for f in ("volumeid", "zoneid", "snapshottype", "intervaltype"):
         if ctx.has(f):
             items = [s for s in items if str(s.get(f, "")).lower() == ctx.p[f].lower()]
+    if ctx.has("name"):  # SnapshotManagerImpl.listSnapshots: name LIKE %name%
+        items = [s for s in items if name_like(s.get("name"), ctx.p["name"])]
     tf = ctx.tag_filter()
     if tf:
         items = [s for s in items if st.match_tags("Snapshot", s["id"], tf)]
