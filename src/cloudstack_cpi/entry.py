@@ -6,7 +6,29 @@ process exits 0 whatever happened, after writing exactly one JSON document.
 
 from __future__ import annotations
 
+import signal
 import sys
+
+
+def _stop_on_signals(log) -> None:
+    """SIGTERM and SIGINT stop the call once: what it created is removed, then it answers (issue: SIGTERM used to
+    kill the process with no answer, leaving the VM it was creating).  A second signal during that cleanup is
+    only logged, so the cleanup finishes; SIGKILL remains the way to stop at once."""
+    from .errors import Interrupted
+
+    raised = []
+
+    def handler(signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        if raised:
+            log.warning(f"{name} again: still removing what this call created; it answers when done")
+            return
+        raised.append(name)
+        log.warning(f"{name}: stopping this call; removing what it created before answering")
+        raise Interrupted(name)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import rpc
 
     log = Logger()
+    _stop_on_signals(log)
     try:
         raw, size = rpc.read_request(sys.stdin.buffer)  # a request over the limit is drained, not kept
     except (OSError, ValueError):
@@ -27,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
         response = {"result": None, "error": CloudError(f"Interrupted: {type(exc).__name__}").to_wire(), "log": ""}
     del raw
+    for signum in (signal.SIGTERM, signal.SIGINT):  # the answer is ready: nothing may stop it being written
+        signal.signal(signum, signal.SIG_IGN)
     out = sys.stdout.buffer
     out.write(rpc.encode(response))
     out.write(b"\n")

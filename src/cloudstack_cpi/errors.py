@@ -48,6 +48,15 @@ class BoshError(Exception):
                 "ok_to_retry": bool(self.ok_to_retry) and self.director_retries}
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT during a call (entry.py raises it once): like KeyboardInterrupt, it passes the handlers
+    that catch Exception, so every ``except BaseException`` cleanup on its way runs before the call answers."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
 class CpiError(BoshError):
     bosh_type = "Bosh::Clouds::CpiError"
 

@@ -364,6 +364,12 @@ def handle(raw: bytes, config_path: str | None, log: Logger, size: int | None = 
         failure = errors.CloudError(message, getattr(err, "is_transient", False))
         _say_transient(failure, log)
         return _response(None, failure.to_wire(), log)
+    except (KeyboardInterrupt, errors.Interrupted) as exc:
+        name = exc.signal_name if isinstance(exc, errors.Interrupted) else "SIGINT"
+        message = _message(f"{method} interrupted by {name}: what it had created was removed "
+                           "(see the log for anything that could not be)", arguments, log)
+        log.error(message)
+        return _response(None, errors.CloudError(message).to_wire(), log)
     except Exception as exc:  # noqa: BLE001 - the contract: every failure is one JSON answer
         import traceback
 

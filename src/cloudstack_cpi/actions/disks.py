@@ -409,6 +409,10 @@ def _create_volume(ctx, name: str, zone_id: str, offering_id: str, sizing: dict,
         for volume_id in sorted(leftovers):
             discard_volume(ctx, volume_id)
         raise CloudError(f"{what}: {err}", ok_to_retry=err.is_transient) from None
+    except BaseException:  # interrupted (SIGTERM/SIGINT) while the job ran: the volume may exist
+        for volume_id in sorted(_volumes_named(ctx, name)):
+            discard_volume(ctx, volume_id)
+        raise
     volume_id = (job.get("volume") or {}).get("id")
     if volume_id:
         return volume_id
@@ -429,6 +433,9 @@ def _tag_new_volume(ctx, volume_id: str, what: str) -> None:
     except CloudStackError as err:
         discard_volume(ctx, volume_id)
         raise CloudError(f"{what}: tagging volume '{volume_id}': {err}", ok_to_retry=err.is_transient) from None
+    except BaseException:  # interrupted: the volume exists but the director will never learn its id
+        discard_volume(ctx, volume_id)
+        raise
 
 
 def _volumes_named(ctx, name: str) -> set[str]:

@@ -43,6 +43,10 @@ def snapshot_disk(ctx, disk_cid: str, metadata: dict | None = None) -> str:
         for snapshot_id in sorted(leftovers):
             _discard(ctx, snapshot_id)
         raise CloudError(f"{what}: {err}", ok_to_retry=err.is_transient) from None
+    except BaseException:  # interrupted (SIGTERM/SIGINT) while the job ran: the snapshot may exist
+        for snapshot_id in sorted(_snapshots_named(ctx, disk_cid, name)):
+            _discard(ctx, snapshot_id)
+        raise
     snapshot_id = (job.get("snapshot") or {}).get("id")
     if not snapshot_id:
         found = _snapshots_named(ctx, disk_cid, name)
@@ -104,6 +108,9 @@ def _tag(ctx, snapshot_id: str, wanted: dict[str, str], what: str) -> None:
     except CloudStackError as err:
         _discard(ctx, snapshot_id)
         raise CloudError(f"{what}: tagging snapshot '{snapshot_id}': {err}", ok_to_retry=err.is_transient) from None
+    except BaseException:  # interrupted: the snapshot exists but the director will never learn its id
+        _discard(ctx, snapshot_id)
+        raise
 
 
 def _snapshots_named(ctx, disk_cid: str, name: str) -> set[str]:

@@ -560,7 +560,7 @@ class _Build:
             return self._create()
         except (errors.BoshError, CloudStackError) as err:
             raise self._failed(err) from None
-        except Exception:
+        except BaseException:  # anything else, a signal included: nothing may be left behind
             self._cleanup()
             raise
 
@@ -623,6 +623,9 @@ class _Build:
             elif err.outcome_unknown:
                 self.vm_ids.extend(self._vms_named(plan.vm_name))
             raise
+        except BaseException:  # interrupted (SIGTERM/SIGINT) while the job ran: the VM may exist
+            self.vm_ids.extend(self._vms_named(plan.vm_name))
+            raise
         vm = result.get("virtualmachine") or {}
         if not vm.get("id"):
             raise errors.VMCreationFailed(f"deployVirtualMachine answered no VM for {plan.vm_name}", ok_to_retry=True)
@@ -660,6 +663,9 @@ class _Build:
             self.volume_id = err.resource_id
             if not self.volume_id and err.outcome_unknown:  # the answer was lost: the volume may exist anyway
                 self.volume_id = self._volume_named(f"{plan.vm_name}-ephemeral")
+            raise
+        except BaseException:  # interrupted while the job ran: the volume may exist anyway
+            self.volume_id = self._volume_named(f"{plan.vm_name}-ephemeral")
             raise
         self.volume_id = (created.get("volume") or {}).get("id")
         marks = {tags.ROLE_KEY: tags.ROLE_EPHEMERAL, tags.VM_KEY: vm["id"]}
