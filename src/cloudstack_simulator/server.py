@@ -147,6 +147,7 @@ class Handler(BaseHTTPRequestHandler):
     def _api_inner(self, method: str, raw: dict, lname: str):
         sim = self.sim
         cmd = REGISTRY.get(lname)
+        cmd_value = next((v for k, v in raw.items() if k.lower() == "command"), lname)
         if cmd is None:
             e = ApiError(401, AUTH_TEXT)
             self._send_json(401, {"errorresponse": {"uuidList": [], "errorcode": 401, "errortext": AUTH_TEXT}},
@@ -157,6 +158,12 @@ class Handler(BaseHTTPRequestHandler):
             log.info("signature check failed for %s: %s", lname, reason)
             self._send_json(401, {response_name(lname): {"uuidList": [], "errorcode": 401, "errortext": AUTH_TEXT}},
                             headers={"X-Description": AUTH_TEXT})
+            return 401
+        if cmd.admin_only and not sim._state.is_admin:
+            # ApiServer.commandAvailable: the role may not call it -> PermissionDeniedException -> 401
+            text = f"The given command '{cmd_value}' either does not exist, is not available for user."
+            self._send_json(401, {response_name(lname): {"uuidList": [], "errorcode": 401, "cserrorcode": 9999,
+                                                         "errortext": text}}, headers={"X-Description": text})
             return 401
         faults = sim._injector.for_request(lname)
         if faults.drop:

@@ -107,6 +107,8 @@ class State:
         self.publicips: dict[str, dict] = {}
         self.lbrules: dict[str, dict] = {}
         self.fwrules: dict[str, dict] = {}
+        self.pfrules: dict[str, dict] = {}       # port forwarding and IP forwarding (static NAT) rules
+        self.events: list[dict] = []             # listEvents, newest last
         self.affinitygroups: dict[str, dict] = {}
         self.sshkeys: dict[str, dict] = {}
         self.secgroups: dict[str, dict] = {}
@@ -474,6 +476,14 @@ class State:
                 return False
         return True
 
+    # ------------------------------------------------------------------ events
+    def record_event(self, etype: str, description: str, level: str = "INFO") -> None:
+        """An ActionEvent in state Completed, as the real server records when an action finishes."""
+        acc = self.account
+        self.events.append({"id": self.new_id("event"), "type": etype, "level": level, "state": "Completed",
+                            "description": description, "created": now_str(), "username": acc["name"],
+                            "account": acc["name"], "domainid": acc["domainid"], "domain": acc["domain"]})
+
     # ------------------------------------------------------------------ jobs
     def submit_job(self, *, command: str, cmd_class: str, instancetype: str | None, instanceid: str | None,
                    complete, rollback=None) -> Job:
@@ -496,6 +506,7 @@ class State:
                                 if i["state"] != "Free" and not i.get("_scenario")),
             "loadbalancerrules": sorted(self.lbrules),
             "firewallrules": sorted(self.fwrules),
+            "portforwardingrules": sorted(self.pfrules),
             "affinitygroups": sorted(self.affinitygroups),
             "tags": len(self.tags),
         }

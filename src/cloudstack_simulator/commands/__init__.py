@@ -20,11 +20,13 @@ class Command:
     name: str
     handler: Callable
     cmd_class: str
+    admin_only: bool = False   # refused to a "user" account (the User role has no permission for it)
 
 
-def command(name: str, cmd_class: str | None = None):
+def command(name: str, cmd_class: str | None = None, admin_only: bool = False):
     def deco(fn):
-        REGISTRY[name.lower()] = Command(name, fn, cmd_class or f"org.apache.cloudstack.api.command.user.{name[0].upper()}{name[1:]}Cmd")
+        REGISTRY[name.lower()] = Command(name, fn, cmd_class or f"org.apache.cloudstack.api.command.user.{name[0].upper()}{name[1:]}Cmd",
+                                         admin_only)
         return fn
     return deco
 
@@ -206,4 +208,4 @@ def by_ids(ctx: Ctx, items: list[dict], field: str = "id") -> list[dict]:
 
 
 def load_all() -> None:
-    from . import catalog, vms, volumes, templates, netrules, tags  # noqa: F401
+    from . import catalog, vms, volumes, templates, netrules, tags, forwarding, admin  # noqa: F401

@@ -91,6 +91,8 @@ def disassociate_ip_address(ctx):
         for rid in [r["id"] for r in st.fwrules.values() if r["ipaddressid"] == ip["id"]]:
             st.fwrules.pop(rid, None)
             st.drop_tags("FirewallRule", rid)
+        from .forwarding import drop_rules_for
+        drop_rules_for(st, ip_id=ip["id"])
         _free_ip(st, ip)
         ip.pop("_scenario", None)
         return {"success": True}
@@ -175,6 +177,8 @@ def disable_static_nat(ctx):
         raise param_error("Specified IP address id is not associated with any vm Id")
 
     def complete():
+        from .forwarding import drop_rules_for
+        drop_rules_for(ctx.state, ip_id=ip["id"], kind="static")
         ip["isstaticnat"] = False
         for k in ("virtualmachineid", "virtualmachinename", "virtualmachinedisplayname", "vmipaddress",
                   "virtualmachinetype"):

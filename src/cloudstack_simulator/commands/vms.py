@@ -130,6 +130,8 @@ def detach_all_and_cleanup_volumes(st, vm, expunge: bool) -> None:
 
 
 def remove_network_rules_for_vm(st, vm) -> None:
+    from .forwarding import drop_rules_for
+    drop_rules_for(st, vm_id=vm["id"])
     for ip in st.publicips.values():
         if ip.get("virtualmachineid") == vm["id"] and ip["isstaticnat"]:
             ip["isstaticnat"] = False
@@ -362,6 +364,7 @@ def deploy_virtual_machine(ctx):
                 vol["vmstate"] = vm["state"]
         if data is not None:
             attach_device(st, data, vm)
+        st.record_event("VM.CREATE", f"Successfully completed deploying Vm. Vm Id: {vm['id']}")
         return {"virtualmachine": render_vm(st, vm)}
 
     return ctx.submit(instancetype="VirtualMachine", instanceid=vmid, complete=complete, rollback=rollback,
@@ -499,8 +502,10 @@ def destroy_virtual_machine(ctx):
                 st.expunge_destroyed(vm)
             return {"virtualmachine": render_vm(st, vm)}
         _destroy(st, vm, expunge)
+        st.record_event("VM.DESTROY", f"Successfully completed destroying Vm. Vm Id: {vm['id']}")
         for vid in volume_ids:
             st.volumes.pop(vid, None)
+            st.record_event("VOLUME.DELETE", f"Successfully completed deleting volume. Volume Id: {vid}")
         return {"virtualmachine": render_vm(st, vm)}
     return ctx.submit(instancetype="VirtualMachine", instanceid=vm["id"], complete=complete)
 
@@ -523,6 +528,7 @@ def expunge_virtual_machine(ctx):
             _destroy(st, vm, True)
         else:
             st.expunge_destroyed(vm)
+        st.record_event("VM.EXPUNGE", f"Successfully completed expunging Vm. Vm Id: {vm['id']}")
         return {"success": True}
     return ctx.submit(instancetype="VirtualMachine", instanceid=vm["id"], complete=complete)
 

@@ -150,6 +150,7 @@ def create_volume(ctx):
             if vm["id"] not in st.vms or vm["state"] not in ("Running", "Stopped"):
                 raise param_error("Please specify a VM that is either running or stopped.")
             _attach(st, vol, vm, pick_device_id(ctx, st, vm, None))
+        st.record_event("VOLUME.CREATE", f"Successfully completed creating volume. Volume Id: {vid}")
         return {"volume": render_volume(st, vol)}
 
     def rollback():
@@ -261,6 +262,7 @@ def delete_volume(ctx):
     st.volumes.pop(vol["id"], None)
     st.drop_tags("Volume", vol["id"])
     drop_volume_files(vol)
+    st.record_event("VOLUME.DELETE", f"Successfully completed deleting volume. Volume Id: {vol['id']}")
     return {"success": True}
 
 
