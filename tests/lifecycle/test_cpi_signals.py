@@ -59,8 +59,8 @@ def _settled_inventory(sim) -> dict:
     return sim.inventory()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("command", ["deployVirtualMachine", "createVolume"])
+@pytest.mark.parametrize("signum, command", [(signal.SIGTERM, "deployVirtualMachine"),
+                                             (signal.SIGINT, "createVolume")], ids=["SIGTERM-deploy", "SIGINT-volume"])
 def test_create_vm_stopped_by_a_signal_answers_and_leaves_nothing(slow_simulator, tmp_path, signum, command):
     payload = request("create_vm", "agent-sig", _stemcell(slow_simulator),
                       {"compute_offering": "small", "disk": 1024}, NETWORKS, [], {})

@@ -15,8 +15,10 @@ from cloudstack_simulator.commands import REGISTRY, load_all
 from .helpers import Api, ApiError, JobFailed
 
 ROOT = Path(__file__).resolve().parents[2]
-REF = {a["name"]: a for a in json.loads((ROOT.parent / "shared/reference/cloudstack-4.11-listApis.json")
-                                        .read_text())["api"]}
+LIST_APIS = ROOT.parent / "shared/reference/cloudstack-4.11-listApis.json"
+if not LIST_APIS.exists():  # CI and the developers' machines have shared/ beside the checkout; a bare clone may not
+    pytest.skip("the 4.11 listApis reference is not next to this checkout", allow_module_level=True)
+REF = {a["name"]: a for a in json.loads(LIST_APIS.read_text())["api"]}
 JSON_TYPES = {"string": str, "boolean": bool, "integer": int, "long": int, "short": int, "list": list,
               "map": dict, "date": str, "state": str, "float": (int, float), "uuid": str}
 
