@@ -157,7 +157,7 @@ def _request(method, *arguments):
 
 
 # Every failure ever found, by this test or by bench/fuzz_requests.py, stays here.
-@settings(max_examples=300, derandomize=True, database=None, deadline=None,
+@settings(max_examples=150, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(requests_st)
 # Crashes ("Unexpected error"): a NUL in a path, a lone surrogate in a CID, routes of the wrong shape.

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from cloudstack_cpi import config
+from cloudstack_cpi.errors import CpiError
 from tests.conftest import bare_env, run_cpi
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ def error_for(tmp_path, text: str) -> str:
     return error["message"]
 
 
-@pytest.mark.parametrize("cloudstack, says", [
+MISTAKES = [
     ({"defualt_zone": "z"}, "cloudstack.defualt_zone: unknown property, did you mean 'default_zone'?"),
     ({"timeout": {"create_vn": 5}}, "cloudstack.timeout.create_vn: unknown property, did you mean 'create_vm'?"),
     ({"stemcell": {"upload_stratgy": "post"}}, "cloudstack.stemcell.upload_stratgy: unknown property, did you mean "
@@ -36,11 +37,21 @@ def error_for(tmp_path, text: str) -> str:
     ({"skip_verify_ssl": "yes"}, "cloudstack.skip_verify_ssl: must be true or false"),
     ({"expunge_vm": 1}, "cloudstack.expunge_vm: must be true or false"),
     ({"ca_cert": "/etc/ssl/certs/cloud-ca.pem"}, "cloudstack.ca_cert: Value error, must be PEM text"),
-])
-def test_mistakes_are_refused_naming_the_property(tmp_path, cloudstack, says):
+]
+
+
+@pytest.mark.parametrize("cloudstack, says", [MISTAKES[0], MISTAKES[3]])
+def test_mistakes_are_refused_through_bin_cpi(tmp_path, cloudstack, says):
     message = error_for(tmp_path, json.dumps({"cloudstack": {**BASE, **cloudstack}}))
     assert says in message
     assert "s3cret-key-value" not in message
+
+
+@pytest.mark.parametrize("cloudstack, says", MISTAKES)
+def test_mistakes_are_refused_naming_the_property(cloudstack, says):
+    with pytest.raises(CpiError) as raised:
+        config.parse({"cloudstack": {**BASE, **cloudstack}})
+    assert says in raised.value.message and "s3cret-key-value" not in raised.value.message
 
 
 def test_an_unknown_top_level_key_lists_what_is_valid(tmp_path):

@@ -84,7 +84,7 @@ _values = st.text(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.dictionaries(_names, _values, min_size=1, max_size=8), st.text(min_size=1, max_size=40))
 def test_agrees_with_independent_server_model(params, secret):
     assert sign(params, secret) == _server_signature(params, secret)
