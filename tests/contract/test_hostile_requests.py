@@ -201,7 +201,7 @@ sys.stdout.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) + "
 """
 
 
-@pytest.mark.parametrize("size", [5_000_000, 20_000_000])
+@pytest.mark.parametrize("size", [20_000_000])
 def test_peak_memory_stays_flat_for_huge_requests(cpi, tmp_path, size):
     """Before: a 20 MB CID took 370 MB of memory and came back whole on stdout (100 MB: 1.6 GB)."""
     path = tmp_path / "request.json"
