@@ -174,13 +174,28 @@ def basic_simulator():
 
 
 @pytest.fixture
+def user_simulator():
+    """The advanced cloud seen by a plain user account under the real server's defaults (may not expunge)."""
+    sim = _start_simulator("advanced-user")
+    yield sim
+    sim.stop()
+
+
+def cpi_for(sim, tmp_path: Path, **cloudstack) -> Cpi:
+    """A CPI whose config points at ``sim``."""
+    return Cpi(write_config(tmp_path / "cpi.json", sim.endpoint, sim.api_key, sim.secret_key, **cloudstack), tmp_path)
+
+
+@pytest.fixture
 def cpi(simulator, tmp_path) -> Cpi:
-    config = write_config(tmp_path / "cpi.json", simulator.endpoint, simulator.api_key, simulator.secret_key)
-    return Cpi(config, tmp_path)
+    return cpi_for(simulator, tmp_path)
 
 
 @pytest.fixture
 def basic_cpi(basic_simulator, tmp_path) -> Cpi:
-    config = write_config(tmp_path / "cpi.json", basic_simulator.endpoint, basic_simulator.api_key,
-                          basic_simulator.secret_key, default_zone="basic-zone")
-    return Cpi(config, tmp_path)
+    return cpi_for(basic_simulator, tmp_path, default_zone="basic-zone")
+
+
+@pytest.fixture
+def user_cpi(user_simulator, tmp_path) -> Cpi:
+    return cpi_for(user_simulator, tmp_path)

@@ -78,10 +78,14 @@ def template(client, wanted: str, zone_id: str | None = None) -> dict | None:
     by_id = client.find("listTemplates", templatefilter="executable", id=wanted, zoneid=zone_id)
     if by_id:
         return by_id
-    rows = client.list("listTemplates", templatefilter="executable", name=wanted, zoneid=zone_id)
-    # Without a zone a template answers one row per zone: the same template, not several.
-    distinct = list({str(t.get("id")): t for t in rows if t.get("name") == wanted}.values())
-    return only_named(distinct, wanted, kind="Template")
+    return only_named_template(
+        client.list("listTemplates", templatefilter="executable", name=wanted, zoneid=zone_id), wanted)
+
+
+def only_named_template(rows: Iterable[dict], name: str) -> dict | None:
+    """``only_named`` for listTemplates: without a zone it answers one row per zone of the same template."""
+    distinct = list({str(t.get("id")): t for t in rows if t.get("name") == name}.values())
+    return only_named(distinct, name, kind="Template")
 
 
 def vm(client, vm_id: str) -> dict | None:

@@ -12,7 +12,7 @@ import pytest
 from cloudstack_simulator.commands import REGISTRY
 from cloudstack_simulator.errors import CS_CLOUD_RUNTIME, ApiError
 from cloudstack_simulator.state import load_scenario
-from tests.conftest import Cpi, _start_simulator, write_config
+from tests.conftest import Cpi, _start_simulator, cpi_for, write_config
 from tests.simulator.helpers import Api
 
 CLOUDSTACK_CPI = Path(sys.executable).with_name("cloudstack-cpi")
@@ -70,21 +70,6 @@ def persistent_disk(simulator, disk: str) -> dict:
     return Api(simulator).list("listVolumes", "volume", id=disk)[0]
 
 
-@pytest.fixture
-def user_simulator():
-    """The advanced cloud seen by a plain user account under the real server's defaults."""
-    sim = _start_simulator("advanced-user")
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture
-def user_cpi(user_simulator, tmp_path) -> Cpi:
-    config = write_config(tmp_path / "cpi.json", user_simulator.endpoint, user_simulator.api_key,
-                          user_simulator.secret_key)
-    return Cpi(config, tmp_path)
-
-
 # -- an account that may not expunge -------------------------------------------------------------------------
 
 
@@ -126,8 +111,7 @@ def test_delete_vm_destroys_without_expunging_when_the_account_may_not_expunge(u
 def test_delete_vm_without_expunge_configured_never_asks(user_simulator, tmp_path):
     """cloudstack.expunge_vm: false: one destroy without expunge, data volumes detached first."""
     sim = user_simulator
-    config = write_config(tmp_path / "cpi.json", sim.endpoint, sim.api_key, sim.secret_key, expunge_vm=False)
-    cpi = Cpi(config, tmp_path)
+    cpi = cpi_for(sim, tmp_path, expunge_vm=False)
     vm_id, _, disk = create_vm_with_disks(cpi, sim, "10.1.0.71")
     sim.clear_request_log()
     result = cpi.call("delete_vm", vm_id)

@@ -139,9 +139,7 @@ def _recovering_template(ctx, naming, made: _Made):
     except CloudStackError as err:
         if err.outcome_unknown and not made.template_id:
             rows = ctx.client.list_all("listTemplates", templatefilter="self", name=naming.name, listall=True)
-            # one row per zone of the same template; the name filter is not trusted to be exact
-            distinct = list({str(t.get("id")): t for t in rows if t.get("name") == naming.name}.values())
-            found = lookups.only_named(distinct, naming.name, kind="Template")
+            found = lookups.only_named_template(rows, naming.name)  # the name filter is not trusted to be exact
             if found:
                 made.template_id = found["id"]
                 ctx.log.info(f"{err.command}'s answer was lost; it had created template {made.template_id}")
