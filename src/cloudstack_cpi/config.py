@@ -8,184 +8,177 @@ the context).  Errors name the field path, never its value.
 """
 
 
-import difflib
 import json
 import re
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, ValidationError, field_validator
+from typing import Any
 
 from .errors import CpiError
+from .schema import (Anything, Choice, Flag, Integer, Mapping, Nested, Number, Problem, Secret, SecretText, Section,
+                     Text, TextList, parse as parse_section)
 
 # Context keys the director itself sends; everything else in the context is cpi-config.
 DIRECTOR_CONTEXT_KEYS = frozenset({"director_uuid", "request_id", "vm"})
 
-
-class _Model(BaseModel):
-    # Unknown keys are refused (a typo must not silently fall back to a default); booleans are strict so that
-    # "yes" or "false" in quotes is refused rather than read.
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
+# Sections refuse unknown keys (a typo must not silently fall back to a default), and flags are strict so that
+# "yes" or "false" in quotes is refused rather than read (see schema.py for why this is not a pydantic model).
 
 GO_CPI_COMPAT = "Accepted for compatibility with the Go CPI release; ignored."
 
 
-class Timeouts(_Model):
+class Timeouts(Section):
     """Seconds to wait for CloudStack, per operation."""
 
-    global_: float = Field(600, alias="global", gt=0, description="Any async job not listed below.")
-    create_vm: float = Field(900, gt=0, description="deployVirtualMachine until Running.")
-    delete_vm: float = Field(600, gt=0, description="destroyVirtualMachine.")
-    reboot_vm: float = Field(600, gt=0, description="rebootVirtualMachine / startVirtualMachine.")
-    stop_vm: float = Field(600, gt=0, description="stopVirtualMachine.")
-    create_volume: float = Field(600, gt=0, description="createVolume.")
-    delete_volume: float = Field(300, gt=0, description="deleteVolume.")
-    resize_volume: float = Field(900, gt=0, description="resizeVolume.")
-    attach_volume: float = Field(600, gt=0, description="attachVolume.")
-    detach_volume: float = Field(600, gt=0, description="detachVolume.")
-    snapshot_volume: float = Field(3600, gt=0, description="createSnapshot.")
-    delete_snapshot_volume: float = Field(600, gt=0, description="deleteSnapshot.")
-    poll_template: float = Field(3600, gt=0, description="A template upload, download or copy until Download Complete.")
-    http_connect: float = Field(10, gt=0, description="Connecting to the API endpoint.")
-    http_read: float = Field(120, gt=0, description="Waiting for one API answer.")
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
+    global_: float = Number(600, gt=0, key="global", doc="Any async job not listed below.")
+    create_vm: float = Number(900, gt=0, doc="deployVirtualMachine until Running.")
+    delete_vm: float = Number(600, gt=0, doc="destroyVirtualMachine.")
+    reboot_vm: float = Number(600, gt=0, doc="rebootVirtualMachine / startVirtualMachine.")
+    stop_vm: float = Number(600, gt=0, doc="stopVirtualMachine.")
+    create_volume: float = Number(600, gt=0, doc="createVolume.")
+    delete_volume: float = Number(300, gt=0, doc="deleteVolume.")
+    resize_volume: float = Number(900, gt=0, doc="resizeVolume.")
+    attach_volume: float = Number(600, gt=0, doc="attachVolume.")
+    detach_volume: float = Number(600, gt=0, doc="detachVolume.")
+    snapshot_volume: float = Number(3600, gt=0, doc="createSnapshot.")
+    delete_snapshot_volume: float = Number(600, gt=0, doc="deleteSnapshot.")
+    poll_template: float = Number(3600, gt=0, doc="A template upload, download or copy until Download Complete.")
+    http_connect: float = Number(10, gt=0, doc="Connecting to the API endpoint.")
+    http_read: float = Number(120, gt=0, doc="Waiting for one API answer.")
 
 
-class DefaultOffers(_Model):
+class DefaultOffers(Section):
     """Offerings used when cloud_properties name none."""
 
-    disk: str | None = Field(None, description="Disk offering for persistent disks.")
-    ephemeral_disk: str | None = Field(None, description="Disk offering for ephemeral disks.")
-    custom_disk: str = Field("shared.custom", description="Customized disk offering used when a size must be chosen freely.")
-    compute: str | None = Field(None, description="Compute offering when a VM type names none.")
-    custom_compute: str | None = Field(
-        None, description="Customized compute offering used by calculate_vm_cloud_properties for exact sizes."
+    disk: str | None = Text(None, doc="Disk offering for persistent disks.")
+    ephemeral_disk: str | None = Text(None, doc="Disk offering for ephemeral disks.")
+    custom_disk: str = Text("shared.custom", doc="Customized disk offering used when a size must be chosen freely.")
+    compute: str | None = Text(None, doc="Compute offering when a VM type names none.")
+    custom_compute: str | None = Text(
+        None, doc="Customized compute offering used by calculate_vm_cloud_properties for exact sizes."
     )
 
 
-class UrlUpload(_Model):
+class UrlUpload(Section):
     """The ``url`` upload strategy: CloudStack downloads the image over HTTP."""
 
-    base_url: str | None = Field(
-        None, description="URL of a web server that already serves the images; the file name is appended."
+    base_url: str | None = Text(
+        None, doc="URL of a web server that already serves the images; the file name is appended."
     )
-    serve_directory: str | None = Field(None, description="Where to copy the image so that base_url serves it.")
-    listen_host: str = Field("0.0.0.0", description="Address the built-in HTTP server binds to.")
-    listen_port: int = Field(0, ge=0, le=65535, description="Port of the built-in server (0: any free port).")
-    advertise_host: str | None = Field(
-        None, description="Host name or IP CloudStack's secondary storage uses to reach the built-in server."
+    serve_directory: str | None = Text(None, doc="Where to copy the image so that base_url serves it.")
+    listen_host: str = Text("0.0.0.0", doc="Address the built-in HTTP server binds to.")
+    listen_port: int = Integer(0, ge=0, le=65535, doc="Port of the built-in server (0: any free port).")
+    advertise_host: str | None = Text(
+        None, doc="Host name or IP CloudStack's secondary storage uses to reach the built-in server."
     )
 
 
-class VolumeUpload(_Model):
+class VolumeUpload(Section):
     """The ``volume`` strategy: write the image onto a volume attached to the VM the CPI runs on."""
 
-    vm_id: str | None = Field(None, description="The CloudStack id of the VM running the CPI (default: asked from the metadata service).")
-    device_dir: str = Field("/dev", description="Where the attached volume's block device appears.")
-    metadata_url: str = Field(
-        "http://data-server./latest/meta-data/vm-id", description="Metadata service URL that answers this VM's id."
+    vm_id: str | None = Text(None, doc="The CloudStack id of the VM running the CPI (default: asked from the metadata service).")
+    device_dir: str = Text("/dev", doc="Where the attached volume's block device appears.")
+    metadata_url: str = Text(
+        "http://data-server./latest/meta-data/vm-id", doc="Metadata service URL that answers this VM's id."
     )
-    disk_offering: str | None = Field(None, description="Disk offering for the work volume (default: default_offer.custom_disk).")
-    device_timeout: float = Field(120, gt=0, description="Seconds to wait for the attached work volume's block device to appear.")
+    disk_offering: str | None = Text(None, doc="Disk offering for the work volume (default: default_offer.custom_disk).")
+    device_timeout: float = Number(120, gt=0, doc="Seconds to wait for the attached work volume's block device to appear.")
 
 
-class StemcellConfig(_Model):
+class StemcellConfig(Section):
     """How stemcell images become CloudStack templates (see docs/stemcells.md)."""
 
-    upload_strategy: Literal["auto", "post", "url", "volume"] = Field(
-        "auto", description="How images reach CloudStack: auto picks post, or url when url.base_url is set."
+    upload_strategy: str = Choice(
+        "auto", options=("auto", "post", "url", "volume"),
+        doc="How images reach CloudStack: auto picks post, or url when url.base_url is set."
     )
-    os_type: str | None = Field(
-        None, description="OS type description (listOsTypes) for new templates; default: mapped from the stemcell's os_distro."
+    os_type: str | None = Text(
+        None, doc="OS type description (listOsTypes) for new templates; default: mapped from the stemcell's os_distro."
     )
-    requires_hvm: StrictBool = Field(True, description="Register templates as requiring HVM.")
-    public_visibility: StrictBool = Field(False, description="Make templates public.")
-    zones: list[str] = Field(default_factory=list, description="Zones where templates must be usable (default: default_zone).")
-    url: UrlUpload = Field(default_factory=UrlUpload)
-    volume: VolumeUpload = Field(default_factory=VolumeUpload)
+    requires_hvm: bool = Flag(True, doc="Register templates as requiring HVM.")
+    public_visibility: bool = Flag(False, doc="Make templates public.")
+    zones: list[str] = TextList(doc="Zones where templates must be usable (default: default_zone).")
+    url: UrlUpload = Nested(UrlUpload)
+    volume: VolumeUpload = Nested(VolumeUpload)
 
 
-class CloudStackConfig(_Model):
+def _http_endpoint(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _pem_text(value: str) -> str:
+    # requests wants a file, but the job renders the certificate itself into cpi.json: a path here is a mistake
+    # that would otherwise surface as a TLS failure far from its cause.
+    if value and "-----BEGIN" not in value:
+        if re.match(r"^\s*(/|~|\.{1,2}/|[A-Za-z]:\\)", value):
+            raise ValueError("must be PEM text (-----BEGIN CERTIFICATE-----...), not a file path: put the "
+                             "certificate itself in the config, not where it is stored")
+        raise ValueError("must be PEM text (-----BEGIN CERTIFICATE-----...), and this has no PEM block")
+    return value
+
+
+class CloudStackConfig(Section):
     """The CloudStack API and how the CPI uses it (job properties `cloudstack.*`)."""
 
-    endpoint: str = Field(description="API endpoint, e.g. https://cloud.example.com/client/api.")
-    api_key: str = Field(description="API key of the CloudStack user the CPI acts as.")
-    secret_access_key: SecretStr = Field(description="Secret key of that user.")
-    default_zone: str | None = Field(None, description="Zone (name or id) when neither availability_zone nor disks decide.")
-    default_key_name: str | None = Field(None, description="SSH key pair installed for user vcap on new VMs.")
-    private_key: str | None = Field(None, description=GO_CPI_COMPAT)
-    ca_cert: str | None = Field(None, description="PEM CA certificate(s) to verify the endpoint with.")
-    skip_verify_ssl: StrictBool = Field(False, description="Do not verify the endpoint's TLS certificate (testing only).")
-    expunge_vm: StrictBool = Field(True, description=(
+    endpoint: str = Text(doc="API endpoint, e.g. https://cloud.example.com/client/api.", check=_http_endpoint)
+    api_key: str = Text(doc="API key of the CloudStack user the CPI acts as.")
+    secret_access_key: Secret = SecretText(doc="Secret key of that user.")
+    default_zone: str | None = Text(None, doc="Zone (name or id) when neither availability_zone nor disks decide.")
+    default_key_name: str | None = Text(None, doc="SSH key pair installed for user vcap on new VMs.")
+    private_key: str | None = Text(None, doc=GO_CPI_COMPAT)
+    ca_cert: str | None = Text(None, doc="PEM CA certificate(s) to verify the endpoint with.", check=_pem_text)
+    skip_verify_ssl: bool = Flag(False, doc="Do not verify the endpoint's TLS certificate (testing only).")
+    expunge_vm: bool = Flag(True, doc=(
         "Expunge VMs on delete_vm so their IPs are free at once. Needs an admin account or the cloud setting "
         "allow.user.expunge.recover.vm; when CloudStack refuses, the VM is destroyed without expunging and keeps "
         "its IPs until expunge.delay has passed."))
-    default_security_groups: list[str] = Field(
-        default_factory=list, description="Security groups (names or ids) for VMs in zones with security groups."
+    default_security_groups: list[str] = TextList(
+        doc="Security groups (names or ids) for VMs in zones with security groups."
     )
-    enable_auto_anti_affinity: StrictBool = Field(
-        False, description="Put the VMs of each BOSH instance group into their own anti-affinity group."
+    enable_auto_anti_affinity: bool = Flag(
+        False, doc="Put the VMs of each BOSH instance group into their own anti-affinity group."
     )
-    auto_anti_affinity_type: str = Field("host anti-affinity", description="Affinity group type for the automatic groups.")
-    timeout: Timeouts = Field(default_factory=Timeouts)
-    default_offer: DefaultOffers = Field(default_factory=DefaultOffers)
-    stemcell: StemcellConfig = Field(default_factory=StemcellConfig)
-    user_data_limit: int = Field(
-        32768, ge=1024, description="Largest base64 user data the cloud accepts (its vm.userdata.max.length)."
+    auto_anti_affinity_type: str = Text("host anti-affinity", doc="Affinity group type for the automatic groups.")
+    timeout: Timeouts = Nested(Timeouts)
+    default_offer: DefaultOffers = Nested(DefaultOffers)
+    stemcell: StemcellConfig = Nested(StemcellConfig)
+    user_data_limit: int = Integer(
+        32768, ge=1024, doc="Largest base64 user data the cloud accepts (its vm.userdata.max.length)."
     )
-    api_retries: int = Field(6, ge=1, le=20, description="Tries in all for API requests that are safe to repeat.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Detail of the stderr log.")
-    clean_disk: Any = Field(None, description=GO_CPI_COMPAT + " (Its orphaned-disk cleaner; delete_vm removes "
-                                                              "ephemeral disks itself.)")
-    interval_clean_disk: Any = Field(None, description=GO_CPI_COMPAT)
-    calculate: Any = Field(None, description=GO_CPI_COMPAT + " (Offering tag filters of its "
-                                                             "calculate_vm_cloud_properties.)")
-
-    @field_validator("endpoint")
-    @classmethod
-    def _http_endpoint(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
-
-    @field_validator("ca_cert")
-    @classmethod
-    def _pem_text(cls, value: str | None) -> str | None:
-        # requests wants a file, but the job renders the certificate itself into cpi.json: a path here is a mistake
-        # that would otherwise surface as a TLS failure far from its cause.
-        if value and "-----BEGIN" not in value:
-            if re.match(r"^\s*(/|~|\.{1,2}/|[A-Za-z]:\\)", value):
-                raise ValueError("must be PEM text (-----BEGIN CERTIFICATE-----...), not a file path: put the "
-                                 "certificate itself in the config, not where it is stored")
-            raise ValueError("must be PEM text (-----BEGIN CERTIFICATE-----...), and this has no PEM block")
-        return value
+    api_retries: int = Integer(6, ge=1, le=20, doc="Tries in all for API requests that are safe to repeat.")
+    log_level: str = Choice("info", options=("debug", "info", "warning", "error"), doc="Detail of the stderr log.")
+    clean_disk: Any = Anything(doc=GO_CPI_COMPAT + " (Its orphaned-disk cleaner; delete_vm removes "
+                                                   "ephemeral disks itself.)")
+    interval_clean_disk: Any = Anything(doc=GO_CPI_COMPAT)
+    calculate: Any = Anything(doc=GO_CPI_COMPAT + " (Offering tag filters of its "
+                                                  "calculate_vm_cloud_properties.)")
 
 
-class Blobstore(_Model):
+class Blobstore(Section):
     """Blobstore settings handed to the agent."""
 
-    provider: str = Field(description="Blobstore provider the agent uses (dav, s3, local, ...).")
-    options: dict[str, Any] = Field(default_factory=dict, description="Provider options (endpoint, user, password, ...).")
+    provider: str = Text(doc="Blobstore provider the agent uses (dav, s3, local, ...).")
+    options: dict[str, Any] = Mapping(doc="Provider options (endpoint, user, password, ...).")
 
 
-class AgentConfig(_Model):
+class AgentConfig(Section):
     """Settings handed to every new VM's agent (job properties `agent.*`)."""
 
-    mbus: str | None = Field(None, description="Message bus URL the agent listens on or connects to.")
-    ntp: list[str] = Field(default_factory=list, description="NTP servers for the agent.")
-    blobstore: Blobstore | None = Field(None, description="Blobstore settings (env.bosh.blobstores takes precedence).")
-    env_service: Any = Field(None, description=GO_CPI_COMPAT)
+    mbus: str | None = Text(None, doc="Message bus URL the agent listens on or connects to.")
+    ntp: list[str] = TextList(doc="NTP servers for the agent.")
+    blobstore: Blobstore | None = Nested(Blobstore, optional=True,
+                                         doc="Blobstore settings (env.bosh.blobstores takes precedence).")
+    env_service: Any = Anything(doc=GO_CPI_COMPAT)
 
 
-class Config(_Model):
+class Config(Section):
     """The whole config file."""
 
-    cloudstack: CloudStackConfig
-    agent: AgentConfig = Field(default_factory=AgentConfig)
-    ntp: list[str] = Field(default_factory=list, description="NTP servers (legacy place; agent.ntp wins).")
-    registry: Any = Field(None, description=GO_CPI_COMPAT + " (The registry is gone: settings travel as user data.)")
-    director: Any = Field(None, description=GO_CPI_COMPAT + " (director.name, used by its disk cleaner.)")
+    cloudstack: CloudStackConfig = Nested(CloudStackConfig, required=True)
+    agent: AgentConfig = Nested(AgentConfig)
+    ntp: list[str] = TextList(doc="NTP servers (legacy place; agent.ntp wins).")
+    registry: Any = Anything(doc=GO_CPI_COMPAT + " (The registry is gone: settings travel as user data.)")
+    director: Any = Anything(doc=GO_CPI_COMPAT + " (director.name, used by its disk cleaner.)")
 
     @property
     def agent_ntp(self) -> list[str]:
@@ -218,40 +211,10 @@ def parse(raw: Any, context: dict | None = None, *, source: str = "config") -> C
         merged.update(overrides)
         raw = {**raw, "cloudstack": merged}
     try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        raise CpiError(f"Invalid CPI config '{source}': {describe_validation_error(exc)}") from None
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """Field paths and reasons, never the offending values (they may be secrets)."""
-    problems = []
-    for error in exc.errors(include_input=False, include_url=False):
-        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        if error["type"] == "extra_forbidden":
-            problems.append(f"{path}: unknown property{_nearest(error['loc'])}")
-        elif error["type"] == "bool_type":
-            problems.append(f"{path}: must be true or false (a JSON boolean, not a string or number)")
-        else:
-            problems.append(f"{path}: {error['msg']}")
-    return "; ".join(problems)
-
-
-def _nearest(loc: tuple) -> str:
-    """", did you mean 'x'?" for the closest property at the same place, from the model itself."""
-    model: Any = Config
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part)) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            field = next((f for f in model.model_fields.values() if f.alias == part), None)
-        model = field.annotation if field is not None else None
-        model = next((arg for arg in getattr(model, "__args__", ()) if isinstance(arg, type)
-                      and issubclass(arg, BaseModel)), model)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return ""
-    names = [field.alias or name for name, field in model.model_fields.items()]
-    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
-    return f", did you mean '{close[0]}'?" if close else f" (valid here: {', '.join(sorted(names))})"
+        config: Config = parse_section(Config, raw)
+    except Problem as problem:
+        raise CpiError(f"Invalid CPI config '{source}': {problem.message}") from None
+    return config
 
 
 _YAML_LINE = re.compile(r"^\s*(---|[A-Za-z_][\w.-]*\s*:(\s|$)|- )")

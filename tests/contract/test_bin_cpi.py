@@ -152,3 +152,25 @@ def test_ok_to_retry_is_only_sent_where_the_director_reads_it(tmp_path):
                       "api_version": 2}, config, tmp=tmp_path)
     assert result.error["type"] == "Bosh::Clouds::CloudError" and result.error["ok_to_retry"] is False
     assert "looks transient" in result.stderr and "re-running the task may succeed" in result.stderr
+
+
+def test_has_vm_imports_neither_pydantic_nor_the_create_vm_machinery(simulator, tmp_path):
+    """Issue 17: has_vm may cost at most 1.3x `import requests, pydantic` (bench/overhead.py measures it).  It
+    gets there by importing only requests beyond the standard library: the config is read without pydantic
+    (schema.py) and create_vm's machinery loads lazily.  Runs bin/cpi's own command line with -X importtime."""
+    import re
+    import sys
+
+    from tests.conftest import request, write_config
+
+    config = write_config(tmp_path / "cpi.json", simulator.endpoint, simulator.api_key, simulator.secret_key)
+    code = re.search(r"-I -c '([^']+)'", BIN_CPI.read_text()).group(1)
+    completed = subprocess.run([sys.executable, "-I", "-X", "importtime", "-c", code, str(config)],
+                               input=json.dumps(request("has_vm", "0f5a1a44-9c1b-4b7e-9d6a-3f0c2b1e8d77")).encode(),
+                               capture_output=True, env=bare_env(tmp_path))
+    assert json.loads(completed.stdout) == {"result": False, "error": None, "log": ""}
+    imported = {line.rsplit("|", 1)[1].strip() for line in completed.stderr.decode().splitlines()
+                if line.startswith("import time:")}
+    assert "requests" in imported
+    assert not {name for name in imported if name.startswith(("pydantic", "cloudstack_cpi.models",
+                                                                "cloudstack_cpi.networks"))}

@@ -7,9 +7,9 @@ import re
 import subprocess
 
 import pytest
-from pydantic import BaseModel
 
 from cloudstack_cpi import config as cpi_config
+from cloudstack_cpi.schema import Nested, Prop, Section
 
 from .conftest import JOB, RenderError, load_yaml
 
@@ -170,15 +170,18 @@ def test_empty_required_property_fails_the_render(render):
 # --- the spec against config.py ------------------------------------------------------
 
 
-def _leaves(model: type[BaseModel], prefix: str):
-    """(property name, field) for every leaf of the config model."""
-    for name, field in model.model_fields.items():
-        key = f"{prefix}.{field.alias or name}" if prefix else (field.alias or name)
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from _leaves(annotation, key)
+def _leaves(section: type[Section], prefix: str):
+    """(property name, schema.Prop) for every leaf of the config schema."""
+    for name, prop in section.__props__.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if isinstance(prop, Nested) and not prop.optional:
+            yield from _leaves(prop.section, key)
         else:
-            yield key, field
+            yield key, prop
+
+
+def _default(prop: Prop):
+    return None if prop.required else prop.default_value()
 
 
 def config_leaves():
@@ -188,7 +191,7 @@ def config_leaves():
     # Keys of the Go CPI's config.json that the model accepts and ignores: a manifest that still sets the Go
     # release's job properties needs no declaration (BOSH drops undeclared properties), private_key excepted.
     return {key: field for key, field in leaves.items()
-            if key == "cloudstack.private_key" or not (field.description or "").startswith(cpi_config.GO_CPI_COMPAT)}
+            if key == "cloudstack.private_key" or not field.doc.startswith(cpi_config.GO_CPI_COMPAT)}
 
 
 def spec_properties():
@@ -211,7 +214,7 @@ def test_spec_documents_every_property_and_its_cpi_default():
         field = leaves.get(name)
         if field is None:
             continue
-        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        default = _default(field)
         match = re.search(r"\(CPI default: (.+)\)$", description)
         if default is None:
             assert match is None, f"{name} has no default in config.py"
@@ -221,7 +224,7 @@ def test_spec_documents_every_property_and_its_cpi_default():
 
 
 def _sample(name: str, field):
-    default = None if field.is_required() else field.get_default(call_default_factory=True)
+    default = _default(field)
     if default == []:
         return [f"sample-{name}"]
     if default is not None:

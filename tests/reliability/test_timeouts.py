@@ -116,7 +116,9 @@ def test_delete_vm_timeout_then_the_repeat_succeeds(sim, tmp_path):
 def test_every_wait_has_a_configured_bound():
     from cloudstack_cpi.config import Timeouts
 
-    bounds = Timeouts().model_dump()
+    from cloudstack_cpi.schema import parse
+
+    bounds = parse(Timeouts, {}).as_dict()
     assert bounds and all(isinstance(value, float | int) and value > 0 for value in bounds.values())
     assert {"create_vm", "delete_vm", "create_volume", "attach_volume", "detach_volume", "snapshot_volume",
             "delete_snapshot_volume", "delete_volume", "global_", "http_read"} <= set(bounds)
