@@ -23,11 +23,14 @@ joins is created again once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import tags
 from .cloudstack.errors import CloudStackError
 from .errors import CloudError
-from .models import LoadBalancer
+
+if TYPE_CHECKING:  # delete_vm of a member leaves its rules without reading cloud_properties (pydantic)
+    from .models import LoadBalancer
 
 LB_RULE_KEY = "cpi_lb_rule"       # on a firewall rule the CPI opened: the id of its load balancer rule
 MEMBER_KEY = "cpi_lb_member"      # on VMs created with lbs: delete_vm looks for their rules (others cost nothing)

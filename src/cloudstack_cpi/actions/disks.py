@@ -11,14 +11,18 @@ never reported as a persistent disk.  See docs/disks.md.
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from .. import cleanup, disk_hints, lookups, models, tags
+from .. import cleanup, disk_hints, lookups, tags
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError, DiskNotFound, NotSupported, VMNotFound
+from ..lazy import lazy_import
+
+# Only create_disk reads cloud_properties (pydantic) or makes a name: attach, detach and delete load neither.
+models = lazy_import("cloudstack_cpi.models")
+uuid = lazy_import("uuid")
 
 NAME_PREFIX = "bosh-disk-"
 GIB = 1024 ** 3
