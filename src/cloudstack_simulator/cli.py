@@ -15,6 +15,7 @@ import threading
 from .faults import FaultConfig
 from .simulator import Simulator
 from .state import BUILT_IN, VARIANTS
+from .timing import PROFILES
 
 
 def scenario_names() -> list[str]:
@@ -58,8 +59,14 @@ def build_parser(prog: str = "python -m cloudstack_simulator") -> argparse.Argum
     p.add_argument("--port", type=_at_least(0, int), default=0, help="port to listen on; 0 picks a free one")
     p.add_argument("--scenario", type=_scenario, default="advanced",
                    help=f"{' | '.join(scenario_names())} | path to a scenario JSON file (default: %(default)s)")
-    p.add_argument("--job-seconds", type=_at_least(0.0), default=0.0,
-                   help="how long every async job runs, in seconds (default: %(default)s)")
+    p.add_argument("--timing", choices=sorted(PROFILES), default="instant",
+                   help="how long async jobs and template processing take: 'instant' (at once) or 'realistic' "
+                        "(per-command durations of a KVM cloud, docs/simulator.md) (default: %(default)s)")
+    p.add_argument("--timing-scale", type=_at_least(0.0), default=1.0,
+                   help="multiply every --timing duration, e.g. 0.01 to run realistic ratios 100 times faster "
+                        "(default: %(default)s)")
+    p.add_argument("--job-seconds", type=_at_least(0.0), default=None,
+                   help="how long every async job runs, in seconds, whatever the command (replaces --timing)")
     p.add_argument("--seed", type=int, default=None, help="seed of the fault injection, for reproducible faults")
     p.add_argument("--error-rate", type=_rate, default=0.0,
                    help="share of API requests answered HTTP 500/503 before acting (0-1)")
@@ -101,7 +108,8 @@ def main(argv=None, prog: str = "python -m cloudstack_simulator") -> int:
                              drop_after_action_rate=args.drop_after_action_rate)
         sim = Simulator(scenario=args.scenario, host=args.host, port=args.port, job_seconds=args.job_seconds,
                         seed=args.seed, faults=faults, device_dir=args.device_dir, tls_cert=args.tls_cert,
-                        tls_key=args.tls_key, numeric_ids=args.numeric_ids)
+                        tls_key=args.tls_key, numeric_ids=args.numeric_ids, timing=args.timing,
+                        timing_scale=args.timing_scale)
         sim.start()
     except (OSError, ValueError) as e:
         print(f"cloudstack-simulator: {e}", file=sys.stderr)

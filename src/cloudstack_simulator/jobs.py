@@ -1,11 +1,13 @@
-"""Async job machinery: jobs complete after ``job_seconds``; results are kept for queryAsyncJobResult."""
+"""Async job machinery: each job completes after its duration (timing.py: a profile's figure for its command, or
+the single ``job_seconds`` override); results are kept for queryAsyncJobResult."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import ApiError
+from .errors import CS_INVALID_PARAMETER, INTERNAL_ERROR, PARAM_ERROR, ApiError
+from .timing import Timing
 from .util import now_str
 
 JOB_FAILURE_TEXT = "Internal error executing command, please contact your system administrator"
@@ -54,18 +56,37 @@ class Job:
 @dataclass
 class JobManager:
     """All methods are called with the state lock held."""
-    job_seconds: float = 0.0
+    timing: Timing = field(default_factory=Timing)
+    # How ApiAsyncJobDispatcher.runJob records a failure: "4.20" (the newest source: an InvalidParameterValueException
+    # becomes PARAM_ERROR 431, jobresultcode = errorcode) or "4.11" (4.11 to 4.19: it is "not a ServerApiException",
+    # so errorcode 530, and jobresultcode is INTERNAL_ERROR 530 for every failure).  Scenario setting job_error_codes.
+    error_codes: str = "4.20"
     jobs: dict[str, Job] = field(default_factory=dict)
     _pending: list[Job] = field(default_factory=list)
     _seq: int = 0
 
-    def submit(self, job: Job) -> Job:
+    @property
+    def job_seconds(self) -> float | None:
+        """The single duration that overrides the timing profile for every job (None: the profile decides)."""
+        return self.timing.override
+
+    @job_seconds.setter
+    def job_seconds(self, seconds: float | None) -> None:
+        self.timing.override = None if seconds is None else float(seconds)
+
+    def duration(self, command: str, variant: str | None = None) -> float:
+        return self.timing.seconds(command, variant)
+
+    def submit(self, job: Job, seconds: float | None = None) -> Job:
+        """Queue ``job``; it completes ``seconds`` from now (default: the timing of its command)."""
+        if seconds is None:
+            seconds = self.duration(job.command)
         self._seq += 1
         job.seq = self._seq
-        job.due = time.monotonic() + self.job_seconds
+        job.due = time.monotonic() + seconds
         self.jobs[job.id] = job
         self._pending.append(job)
-        if self.job_seconds <= 0:
+        if seconds <= 0:
             self.tick()
         return job
 
@@ -91,8 +112,11 @@ class JobManager:
         except ApiError as e:
             if job.rollback is not None:
                 job.rollback()
-            job.status, job.resultcode = 2, e.code
-            job.result = {"errorcode": e.code, "errortext": e.text}
+            code = e.code
+            if self.error_codes == "4.11" and code == PARAM_ERROR and e.cserrorcode == CS_INVALID_PARAMETER:
+                code = INTERNAL_ERROR
+            job.status, job.resultcode = 2, INTERNAL_ERROR if self.error_codes == "4.11" else code
+            job.result = {"errorcode": code, "errortext": e.text}
         except Exception as e:  # a simulator bug must still end the job
             if job.rollback is not None:
                 try:

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from . import signing
-from .commands import REGISTRY, Ctx, parse_params, response_name
+from .commands import project_scope, REGISTRY, Ctx, parse_params, response_name
 from .errors import ApiError, CS_CLOUD_RUNTIME, CS_REQUEST_LIMIT
 from .spec import load_spec
 
@@ -195,7 +195,11 @@ class Handler(BaseHTTPRequestHandler):
                 state.jobs.tick()
                 ctx = Ctx(sim, state, spec, cmd, params, maps, method)
                 ctx.validate()
-                result = cmd.handler(ctx)
+                state.scope = project_scope(ctx)
+                try:
+                    result = cmd.handler(ctx)
+                finally:
+                    state.scope = None
             body = {response_name(lname): result}
             if sim.numeric_ids is not None:
                 body = sim.numeric_ids.body_out(body)

@@ -12,13 +12,18 @@ from .faults import FaultConfig, FaultInjector
 from .numeric_ids import NumericIds
 from .server import Handler, SimHTTPServer
 from .state import State, load_scenario
+from .timing import Timing
 from .uploads import Uploads
 
 
 class Simulator:
-    def __init__(self, scenario="advanced", host: str = "127.0.0.1", port: int = 0, job_seconds: float = 0.0,
+    def __init__(self, scenario="advanced", host: str = "127.0.0.1", port: int = 0, job_seconds: float | None = None,
                  seed: int | None = None, faults: FaultConfig | None = None, device_dir=None,
-                 tls_cert=None, tls_key=None, numeric_ids: bool = False):
+                 tls_cert=None, tls_key=None, numeric_ids: bool = False, timing: str = "instant",
+                 timing_scale: float = 1.0):
+        """``timing`` names the job durations ("instant", "realistic": timing.py); ``timing_scale`` multiplies
+        them; ``job_seconds``, when given, is the one duration of every job instead (the profile is unused)."""
+        timing_ = Timing(timing, timing_scale, job_seconds)
         load_all()
         self._scenario_data = load_scenario(scenario)
         self.scenario_name = self._scenario_data.get("name", "custom")
@@ -35,7 +40,7 @@ class Simulator:
         # Ids shown as numbers, as CloudStack before 4.0 answered (numeric_ids.py).
         self.numeric_ids = NumericIds() if numeric_ids else None
         self._injector = FaultInjector(faults or FaultConfig(), seed)
-        self._state = State(self._scenario_data, self._datadir, self.device_dir, self._injector, job_seconds)
+        self._state = State(self._scenario_data, self._datadir, self.device_dir, self._injector, timing=timing_)
         self._uploads = Uploads(self)
         self._log_lock = threading.Lock()
         self._request_log: list[tuple[str, dict]] = []
@@ -135,9 +140,20 @@ class Simulator:
     def fault_counts(self) -> dict[str, int]:
         return self._injector.snapshot_counts()
 
-    def set_job_seconds(self, seconds: float) -> None:
+    def set_job_seconds(self, seconds: float | None) -> None:
+        """Every job from now on runs ``seconds``; None gives the timing profile back its say."""
         with self._state.lock:
-            self._state.jobs.job_seconds = float(seconds)
+            self._state.jobs.job_seconds = seconds
+
+    def set_timing(self, profile: str, scale: float | None = None) -> None:
+        """Use the timing profile ``profile`` (and ``scale``) for jobs submitted from now on; clears job_seconds."""
+        with self._state.lock:
+            current = self._state.jobs.timing
+            self._state.jobs.timing = Timing(profile, current.scale if scale is None else scale)
+
+    @property
+    def timing(self) -> Timing:
+        return self._state.jobs.timing
 
     def set_faults(self, faults: FaultConfig) -> None:
         self._injector.set_config(faults)

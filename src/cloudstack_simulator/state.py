@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import param_error
 from .jobs import Job, JobManager
+from .timing import Timing
 from .util import GiB, now_str, public
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -45,6 +46,8 @@ VARIANTS = {
 }
 
 # Account roles a scenario may give: (accounttype, roletype, rolename) as listAccounts reports them.
+ALL_PROJECTS = "-1"   # projectid=-1: every project the caller belongs to
+
 ROLES = {
     "user": (0, "User", "User"),
     "domain-admin": (2, "DomainAdmin", "Domain Admin"),
@@ -56,6 +59,7 @@ ROLES = {
 SETTING_DEFAULTS: dict[str, Any] = {
     "max_data_volumes": 6, "userdata_max_length": 32768, "default_page_size": 500,
     "allow.user.expunge.recover.vm": False, "allow.user.view.destroyed.vm": False, "expunge.delay": 86400,
+    "list.name.operator": "EQ",
     "custom.diskoffering.size.min": 1, "custom.diskoffering.size.max": 1024,
 }
 
@@ -82,17 +86,21 @@ def load_scenario(scenario: str | os.PathLike | dict) -> dict:
 
 
 class State:
-    def __init__(self, scenario: dict, datadir: Path, device_dir: Path | None, injector, job_seconds: float = 0.0):
+    def __init__(self, scenario: dict, datadir: Path, device_dir: Path | None, injector,
+                 job_seconds: float | None = None, timing: Timing | None = None):
         self.lock = threading.RLock()
         self.datadir = Path(datadir)
         for sub in ("volumes", "snapshots", "templates", "tmp"):
             (self.datadir / sub).mkdir(parents=True, exist_ok=True)
         self.device_dir = Path(device_dir) if device_dir else None
         self.injector = injector
-        self.jobs = JobManager(job_seconds=job_seconds)
+        self.jobs = JobManager(timing=timing or Timing(override=job_seconds))
         self.scenario = scenario
         self.scenario_name = scenario.get("name", "custom")
         self.settings = {**SETTING_DEFAULTS, **scenario.get("settings", {})}
+        self.jobs.error_codes = str(self.settings.get("job_error_codes", "4.20"))  # jobs.py: JobManager.error_codes
+        if self.jobs.error_codes not in ("4.11", "4.20"):
+            raise ValueError(f"setting job_error_codes must be 4.11 or 4.20, not {self.jobs.error_codes!r}")
         self.known: dict[str, str] = {}          # every id ever issued -> kind (like findByUuidIncludingRemoved)
         self.zones: dict[str, dict] = {}
         self.networks: dict[str, dict] = {}
@@ -119,6 +127,9 @@ class State:
         self._vm_counter = 0
         self._vol_counter = 0
         self.base_url = ""                       # http(s)://host:port, set by the server
+        # The project a request acts in (its projectid: a project record, ALL_PROJECTS for -1, None for the
+        # account itself); set by the server for each request, read by owner_fields and the list commands.
+        self.scope: dict | str | None = None
         self._load(scenario)
 
     # ------------------------------------------------------------------ ids
@@ -160,6 +171,12 @@ class State:
         }
         if self.account["role"] not in ROLES:
             raise ValueError(f"account role {self.account['role']!r} is not one of {', '.join(ROLES)}")
+        self.projects: dict[str, dict] = {}
+        for pr in sc.get("projects", []):
+            pid = self.fixed_id("project", pr["name"])
+            self.projects[pid] = {"id": pid, "name": pr["name"], "displaytext": pr.get("displaytext", pr["name"]),
+                                  "state": pr.get("state", "Active"), "_member": pr.get("member", True),
+                                  "_accountid": self.fixed_id("projectaccount", pr["name"])}
         for i, os_ in enumerate(sc.get("os_types", [])):
             oid = self.fixed_id("ostype", os_["description"])
             self.ostypes[oid] = {"id": oid, "description": os_["description"], "name": os_["description"],
@@ -208,7 +225,7 @@ class State:
                 tpl["_zones"][zone["id"]] = {"status": "Download Complete", "isready": True, "created": now_str()}
             self.templates[tid] = tpl
         for k in sc.get("ssh_key_pairs", []):
-            self.add_keypair(k["name"], k["public_key"], fixed=True)
+            self.add_keypair(k["name"], k["public_key"], fixed=True, project=self._project_named(k.get("project")))
         for g in sc.get("security_groups", []):
             gid = self.fixed_id("securitygroup", g["name"])
             rules = []
@@ -247,6 +264,7 @@ class State:
                                        "forvirtualnetwork": True, "isportable": False, "fordisplay": True,
                                        "vlanid": vlan_id, "vlanname": r.get("vlan", "vlan://untagged"),
                                        "networkid": pub_net_id, "state": "Free", "hasannotations": False,
+                                       "physicalnetworkid": self.fixed_id("physicalnetwork", z["name"]),
                                        "_gateway": r.get("gateway"), "_netmask": r.get("netmask")}
         for n in z.get("networks", []):
             self._load_network(zone, n)
@@ -293,7 +311,7 @@ class State:
                "related": nid, "dns1": dns[0] if dns else zone["dns1"], "dns2": dns[1] if len(dns) > 1 else "",
                "isdefault": ntype == "Shared" and is_basic, "issystem": False,
                "acltype": "Domain" if cs_type == "Shared" else "Account",
-               "account": self.account["name"], "domainid": self.account["domainid"], "domain": self.account["domain"],
+               **self.owner_fields(self._project_named(n.get("project"))),
                "networkofferingid": self.fixed_id("networkoffering", ntype),
                "networkofferingname": {"Isolated": "DefaultIsolatedNetworkOfferingWithSourceNatService",
                                        "Shared": "DefaultSharedNetworkOffering" if not is_basic else "DefaultSharedNetworkOfferingWithSGService",
@@ -304,6 +322,12 @@ class State:
                "vlan": None if is_basic else str(100 + len(self.networks)),
                "_start": int(start), "_end": int(end), "_used": {}, "_reserved": {int(ipaddress.IPv4Address(gw))},
                "_basic": is_basic, "_kind": ntype}
+        # 4.11 NetworkResponse: the offering's availability, display text and conserve mode (as listNetworkOfferings
+        # answers them); subdomainaccess only for Domain-wide networks (ApiResponseHelper.createNetworkResponse)
+        net.update(networkofferingavailability="Required" if ntype == "Isolated" else "Optional",
+                   networkofferingdisplaytext=net["networkofferingname"], networkofferingconservemode=True)
+        if net["acltype"] == "Domain":
+            net["subdomainaccess"] = True
         if net["vlan"] is None:
             del net["vlan"]
         else:
@@ -322,20 +346,61 @@ class State:
                 return z
         raise ValueError(f"unknown zone {name}")
 
-    def add_keypair(self, name: str, public_key: str, fixed: bool = False) -> dict:
+    def add_keypair(self, name: str, public_key: str, fixed: bool = False, project: dict | None = None) -> dict:
         try:
             blob = base64.b64decode(public_key.split()[1] + "==")
         except Exception:
             blob = public_key.encode()
         fp = ":".join("%02x" % b for b in hashlib.md5(blob).digest())
         kid = self.fixed_id("sshkeypair", name) if fixed else self.new_id("sshkeypair")
-        k = {"id": kid, "name": name, "fingerprint": fp, "account": self.account["name"],
-             "domainid": self.account["domainid"], "domain": self.account["domain"], "_publickey": public_key}
+        k = {"id": kid, "name": name, "fingerprint": fp, **self.owner_fields(project), "_publickey": public_key}
         self.sshkeys[name] = k
         return k
 
-    def owner_fields(self) -> dict:
+    def owner_fields(self, project: dict | None = None) -> dict:
+        """The owner fields of a new resource: the request's project when it names one, else the account.
+
+        ApiResponseHelper.populateOwner: a resource whose owner is a project's account answers ``projectid`` and
+        ``project`` instead of ``account``; both answer the domain."""
+        project = project or (self.scope if isinstance(self.scope, dict) else None)
+        if project is not None:
+            return {"projectid": project["id"], "project": project["name"], "domainid": self.account["domainid"],
+                    "domain": self.account["domain"]}
         return {"account": self.account["name"], "domainid": self.account["domainid"], "domain": self.account["domain"]}
+
+    def owner_of(self, resource_id: str) -> dict:
+        """The owner fields of an existing resource: what a resource made from it, or a tag on it, belongs to
+        (TaggedResourceManagerImpl takes a tag's account from its resource; a snapshot's is its volume's)."""
+        for table in (self.vms, self.volumes, self.snapshots, self.templates, self.publicips, self.lbrules,
+                      self.fwrules, self.pfrules, self.affinitygroups, self.networks, self.secgroups):
+            found = table.get(resource_id)
+            if found is not None:
+                return {k: found[k] for k in ("account", "projectid", "project", "domainid", "domain") if k in found}
+        return self.owner_fields()
+
+    def _project_named(self, name: str | None) -> dict | None:
+        if name is None:
+            return None
+        found = [p for p in self.projects.values() if p["name"] == name]
+        if not found:
+            raise ValueError(f"unknown project {name}")
+        return found[0]
+
+    def visible(self, item: dict, *, by_id: bool) -> bool:
+        """Whether a list command in the request's scope shows ``item`` (AccountManagerImpl.buildACLSearchParameters).
+
+        Without projectid a project's resources are skipped (SkipProjectResources), except for an admin asking for
+        one id; a normal user's list is narrowed to its own account, by id too.  With projectid=<id> the list shows
+        that project's resources, with projectid=-1 those of every project the caller belongs to; resources of the
+        caller's own account are then left out.  Resources no account owns here (public templates, offerings,
+        zones, shared networks with ACL type Domain) are shown in every scope."""
+        owned_by_project = "projectid" in item
+        if self.scope is None:
+            return not owned_by_project or (by_id and self.is_admin)
+        if owned_by_project:
+            return self.scope == ALL_PROJECTS or item["projectid"] == self.scope["id"]
+        owned_by_account = item.get("account") == self.account["name"] and item.get("acltype") != "Domain"
+        return not owned_by_account
 
     # ------------------------------------------------------------------ the account's role and settings
     @property
@@ -392,8 +457,7 @@ class State:
              "passwordenabled": bool(passwordenabled), "sshkeyenabled": bool(sshkeyenabled),
              "templatetype": templatetype, "crossZones": False, "bootable": True, "isdynamicallyscalable": False,
              "requireshvm": True, "directdownload": False, "deployasis": False, "bits": bits,
-             "created": now_str(), "details": details or {}, "hasannotations": False,
-             "account": self.account["name"], "domainid": self.account["domainid"], "domain": self.account["domain"],
+             "created": now_str(), "details": details or {}, "hasannotations": False, **self.owner_fields(),
              "_zones": {}, "_file": None, "_owned": True}
         return t
 
@@ -486,11 +550,13 @@ class State:
 
     # ------------------------------------------------------------------ jobs
     def submit_job(self, *, command: str, cmd_class: str, instancetype: str | None, instanceid: str | None,
-                   complete, rollback=None) -> Job:
+                   complete, rollback=None, variant: str | None = None, seconds: float | None = None) -> Job:
+        """Queue an async job of ``command``; it runs ``seconds``, by default as long as the timing says for
+        ``command``/``variant``."""
         job = Job(id=self.new_id("job"), cmd=cmd_class, command=command, instancetype=instancetype,
                   instanceid=instanceid, created=now_str(), due=0.0, complete=complete, rollback=rollback,
                   fail_fault=self.injector.job_fails(command))
-        return self.jobs.submit(job)
+        return self.jobs.submit(job, self.jobs.duration(command, variant) if seconds is None else seconds)
 
     # ------------------------------------------------------------------ inventory
     def inventory(self) -> dict[str, Any]:

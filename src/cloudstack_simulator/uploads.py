@@ -93,8 +93,9 @@ class Uploads:
                     tpl["_zones"][zid].update(status=status, isready=isready)
             return tpl
 
-    def _finish_later(self, tid: str, zone_ids, path: str, fmt: str) -> None:
-        """Template bytes are in place: 'Installing Template' then 'Download Complete' after job_seconds."""
+    def _finish_later(self, tid: str, zone_ids, path: str, fmt: str, step: str = "registerTemplate") -> None:
+        """Template bytes are in place: 'Installing Template', then 'Download Complete' once the timing's
+        ``<step>:install`` duration (or the job_seconds override) has passed."""
         st = self.state
         with st.lock:
             tpl = st.templates.get(tid)
@@ -104,7 +105,7 @@ class Uploads:
             tpl["_file"] = path
             tpl["_physicalsize"] = os.path.getsize(path)
             tpl["size"] = virtual_size(path, fmt)
-            delay = st.jobs.job_seconds
+            delay = st.jobs.duration(step, "install")
         if delay > 0:
             self._set_status(tid, zone_ids, "Installing Template", False)
             if self.stop_event.wait(delay):
@@ -244,10 +245,11 @@ class Uploads:
             self._set_status(tid, zone_ids, f"Upload failed: format mismatch, declared {fmt} but {reason}", False)
             return self._reply(h, 500, f"Upload failed: format mismatch, declared {fmt} but {reason}")
         os.replace(part, final)
-        if st.jobs.job_seconds > 0:
-            threading.Thread(target=self._finish_later, args=(tid, zone_ids, final, fmt), daemon=True).start()
+        if st.jobs.duration("upload", "install") > 0:
+            threading.Thread(target=self._finish_later, args=(tid, zone_ids, final, fmt, "upload"),
+                             daemon=True).start()
         else:
-            self._finish_later(tid, zone_ids, final, fmt)
+            self._finish_later(tid, zone_ids, final, fmt, "upload")
         return self._reply(h, 200, "upload successful.")
 
     # ------------------------------------------------------------------ GET /extract/<token>

@@ -100,7 +100,8 @@ class Api:
         return self.list("listZones", "zone", name=name)[0]
 
     def network(self, zone_id: str, name: str) -> dict:
-        return self.list("listNetworks", "network", zoneid=zone_id, name=name)[0]
+        # listNetworks has no ``name`` parameter (4.11-4.18): the server ignores it, so pick the network here
+        return next(n for n in self.list("listNetworks", "network", zoneid=zone_id) if n["name"] == name)
 
     def offering(self, name: str) -> dict:
         return self.list("listServiceOfferings", "serviceoffering", name=name)[0]

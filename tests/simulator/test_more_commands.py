@@ -114,10 +114,14 @@ def test_ip_forwarding_round_trip(api, sim, net_setup):
     assert api.call("enableStaticNat", ipaddressid=ip["id"], virtualmachineid=vm["id"]) == {"success": True}
     r = api.call("createIpForwardingRule", ipaddressid=ip["id"], protocol="tcp", startport=22, endport=23)
     rule = api.wait(r["jobid"])["jobresult"]["ipforwardingrule"]
-    assert_fields("createIpForwardingRule", rule)
-    assert (rule["publicport"], rule["publicendport"], rule["virtualmachineid"]) == ("22", "23", vm["id"])
-    listed = check_list(api, "listIpForwardingRules", "ipforwardingrule", virtualmachineid=vm["id"])
-    assert [x["id"] for x in listed] == [rule["id"]]
+    # Not the FirewallRuleResponse fields listApis documents: both commands really answer an IpForwardingRuleResponse
+    # (ApiResponseHelper.createIpForwardingRuleResponse), ports as numbers, ipaddressid the IP's row number (a Long).
+    assert list(rule) == ["id", "protocol", "virtualmachineid", "virtualmachinename", "virtualmachinedisplayname",
+                          "ipaddressid", "ipaddress", "startport", "endport", "state"]
+    assert (rule["startport"], rule["endport"], rule["virtualmachineid"]) == (22, 23, vm["id"])
+    assert type(rule["ipaddressid"]) is int and rule["ipaddress"] == ip["ipaddress"]
+    listed = api.call("listIpForwardingRules", virtualmachineid=vm["id"])
+    assert listed == {"count": 1, "ipforwardingrule": [{**rule, "state": "Active"}]}
     assert api.call("listPortForwardingRules") == {}   # the two kinds are listed apart
     assert api.acall("deleteIpForwardingRule", id=rule["id"]) == {"success": True}
     assert api.call("listIpForwardingRules") == {}

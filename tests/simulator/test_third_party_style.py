@@ -73,7 +73,7 @@ def test_third_party_flow(sim, method):
     z = next(x for x in zones if x["name"] == "zone-1")
     so = c.listServiceOfferings(name="small")["serviceoffering"][0]
     t = c.listTemplates(templatefilter="executable", name="bosh-stemcell-existing", zoneid=z["id"])["template"][0]
-    n = c.listNetworks(zoneid=z["id"], name="bosh-isolated")["network"][0]
+    n = next(x for x in c.listNetworks(zoneid=z["id"])["network"] if x["name"] == "bosh-isolated")
     r = c.deployVirtualMachine(zoneid=z["id"], serviceofferingid=so["id"], templateid=t["id"], networkids=n["id"],
                                userdata=base64.b64encode(b"hi there").decode())
     vm = c.wait(r["jobid"])["virtualmachine"]

@@ -5,7 +5,7 @@ import pytest
 
 from cloudstack_simulator import Simulator
 
-from .helpers import Api, ApiError
+from .helpers import Api, ApiError, JobFailed
 
 GiB = 1024 ** 3
 
@@ -24,9 +24,9 @@ def test_create_attach_detach_delete(api, sim):
     with pytest.raises(ApiError) as e:
         api.call("deleteVolume", id=v["id"])
     assert e.value.errortext == "Please specify a volume that is not attached to any VM."
-    with pytest.raises(ApiError) as e:
-        api.call("attachVolume", id=v["id"], virtualmachineid=vm["id"])
-    assert e.value.status == 431
+    with pytest.raises(JobFailed) as e:     # attachVolumeToVM's checks run in the job
+        api.acall("attachVolume", id=v["id"], virtualmachineid=vm["id"])
+    assert e.value.errorcode == 431
     d = api.acall("detachVolume", id=v["id"])["volume"]
     assert "virtualmachineid" not in d
     assert sim.inventory()["volumes"] == [v["id"]]
@@ -42,32 +42,32 @@ def test_device_ids_skip_cdrom_and_max(api):
         ids.append(api.acall("attachVolume", id=v["id"], virtualmachineid=vm["id"])["volume"]["deviceid"])
     assert ids == [1, 2, 4, 5, 6, 7]
     extra = new_volume(api)
-    with pytest.raises(ApiError) as e:
-        api.call("attachVolume", id=extra["id"], virtualmachineid=vm["id"])
+    with pytest.raises(JobFailed) as e:
+        api.acall("attachVolume", id=extra["id"], virtualmachineid=vm["id"])
     assert "maximum number of data disks" in e.value.errortext
 
 
 def test_explicit_device_id(api):
     vm = api.deploy()
     v = new_volume(api)
-    with pytest.raises(ApiError) as e:
-        api.call("attachVolume", id=v["id"], virtualmachineid=vm["id"], deviceid=3)
-    assert e.value.errortext == "deviceId should be 0,1,2,4-7"
+    with pytest.raises(JobFailed) as e:     # getDeviceId's RuntimeException: errorcode 530
+        api.acall("attachVolume", id=v["id"], virtualmachineid=vm["id"], deviceid=3)
+    assert e.value.errortext == "deviceId should be 0,1,2,4-7" and e.value.errorcode == 530
     assert api.acall("attachVolume", id=v["id"], virtualmachineid=vm["id"], deviceid=5)["volume"]["deviceid"] == 5
 
 
 def test_root_detach_refused_and_destroyed_vm(api):
     vm = api.deploy()
     root = api.list("listVolumes", "volume", virtualmachineid=vm["id"], type="ROOT")[0]
-    with pytest.raises(ApiError):
-        api.call("detachVolume", id=root["id"])
+    with pytest.raises(JobFailed):
+        api.acall("detachVolume", id=root["id"])
     v = new_volume(api)
     api.acall("attachVolume", id=v["id"], virtualmachineid=vm["id"])
     api.acall("destroyVirtualMachine", id=vm["id"])
     vols = api.list("listVolumes", "volume")
     assert [x["id"] for x in vols] == [v["id"]] and "virtualmachineid" not in vols[0]   # ROOT gone, data detached
-    with pytest.raises(ApiError):
-        api.call("attachVolume", id=v["id"], virtualmachineid=vm["id"])
+    with pytest.raises(JobFailed):
+        api.acall("attachVolume", id=v["id"], virtualmachineid=vm["id"])
 
 
 def test_custom_size_and_resize(api):
@@ -76,9 +76,9 @@ def test_custom_size_and_resize(api):
     v = new_volume(api, offering="shared.custom", size=20)
     assert v["size"] == 20 * GiB
     assert api.acall("resizeVolume", id=v["id"], size=30)["volume"]["size"] == 30 * GiB
-    with pytest.raises(ApiError) as e:
-        api.call("resizeVolume", id=v["id"], size=5)
-    assert "shrinkok" in e.value.errortext
+    with pytest.raises(JobFailed) as e:     # ResizeVolumeCmd: the manager's refusal as errorcode 432, in the job
+        api.acall("resizeVolume", id=v["id"], size=5)
+    assert "shrinkok" in e.value.errortext and e.value.errorcode == 432
     assert api.acall("resizeVolume", id=v["id"], size=5, shrinkok="true")["volume"]["size"] == 5 * GiB
     r = api.acall("resizeVolume", id=v["id"], diskofferingid=api.disk_offering("disk-50")["id"])["volume"]
     assert r["size"] == 50 * GiB and r["diskofferingname"] == "disk-50"

@@ -143,12 +143,54 @@ class Ctx:
 
     # ---------------------------------------------------------------- async
     def submit(self, *, instancetype: str | None, instanceid: str | None, complete, rollback=None,
-               create: bool = False) -> dict:
+               create: bool = False, variant: str | None = None, seconds: float | None = None) -> dict:
+        """Queue the command's job; ``variant`` picks its duration in the timing profile (timing.py)."""
         job = self.state.submit_job(command=self.name, cmd_class=self.command.cmd_class, instancetype=instancetype,
-                                    instanceid=instanceid, complete=complete, rollback=rollback)
+                                    instanceid=instanceid, complete=complete, rollback=rollback, variant=variant,
+                                    seconds=seconds)
         if create:
             return {"id": instanceid, "jobid": job.id}
         return {"jobid": job.id}
+
+    def submit_checked(self, checks, *, instancetype: str | None, instanceid: str | None,
+                       create: bool = False) -> dict:
+        """An async command whose own checks run inside the job, as the real server runs the command's execute()
+        (and the manager's checks in it) in the job, after ParamProcessWorker passed the request.
+
+        ``checks()`` runs now, under the state lock: the job's first step.  It returns ``(complete, rollback,
+        variant)`` and may reserve what the job will use.  An ApiError it raises is not the request's answer but
+        the job's: the job fails (jobstatus 2, jobresultcode = errorcode, as ApiAsyncJobDispatcher.runJob records
+        it) after the timing's ``rejected`` duration, and nothing was changed."""
+        try:
+            complete, rollback, variant = checks()
+        except ApiError as refused:
+            error = refused  # ``refused`` is unbound once the except clause ends; the job raises it later
+
+            def fail():
+                raise error
+            return self.submit(instancetype=instancetype, instanceid=instanceid, complete=fail, create=create,
+                               seconds=self.state.jobs.duration("rejected"))
+        return self.submit(instancetype=instancetype, instanceid=instanceid, complete=complete, rollback=rollback,
+                           create=create, variant=variant)
+
+
+def project_scope(ctx: Ctx):
+    """The project a request acts in: its ``projectid`` when the command takes one (else the parameter is ignored,
+    as ApiDispatcher ignores unknown parameters), checked as AccountManagerImpl.buildACLSearchParameters (lists) and
+    finalyzeAccountId (creates) do: a project the caller does not belong to is refused with PermissionDenied."""
+    if not any(prm["name"] == "projectid" for prm in ctx.spec.get("params", [])) or not ctx.has("projectid"):
+        return None
+    st, pid = ctx.state, ctx.p["projectid"]
+    if pid == "-1":  # every project the caller belongs to: only lists take it
+        if ctx.lname.startswith("list"):
+            return "-1"
+        raise param_error("Unable to find project by id -1")
+    project = st.projects.get(pid)
+    if project is None:  # a known id of something else
+        raise invalid_uuid(ctx.lname, "projectid", pid)
+    if not (project["_member"] or st.is_admin):
+        raise ApiError(531, f"Account Acct[{st.account['id']}-{st.account['name']}] can't access project id={pid}")
+    return project
 
 
 def paginate(ctx: Ctx, items: list) -> list:
@@ -176,10 +218,11 @@ def paginate(ctx: Ctx, items: list) -> list:
 
 
 def list_response(ctx: Ctx, key: str, items: list[dict], keyword_fields=("name",)) -> dict:
+    by_id = ctx.has("id") or ctx.has("ids")
+    items = [it for it in items if ctx.state.visible(it, by_id=by_id)]  # the request's project scope
     kw = ctx.s("keyword")
-    if kw and keyword_fields:
-        kl = kw.lower()
-        items = [it for it in items if any(kl in str(it.get(f, "")).lower() for f in keyword_fields)]
+    if kw and keyword_fields:  # the list commands OR ``field LIKE '%keyword%'`` over these fields
+        items = [it for it in items if any(name_like(it.get(f), kw) for f in keyword_fields)]
     total = len(items)
     page = paginate(ctx, items)
     if total == 0:
@@ -195,6 +238,24 @@ def name_like(value: object, wanted: str) -> bool:
     case-insensitively), and a ``%`` or ``_`` in the wanted name is a wildcard, not a literal."""
     pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in wanted)
     return re.search(pattern, str(value or ""), re.IGNORECASE | re.DOTALL) is not None
+
+
+def name_matches(ctx: Ctx, value: object, wanted: str) -> bool:
+    """``name=`` of the list commands that changed operator in 4.17 (apache/cloudstack PR #6032):
+    listVirtualMachines, listSnapshots, listVPCs and listLoadBalancerRules compared ``LIKE '%name%'`` through
+    4.16 and ``=`` since.  The scenario setting ``list.name.operator`` chooses: ``EQ`` (default, 4.17+) or ``LIKE``
+    (4.11-4.16, what 4.11's listApis documents as "a substring match").  A client must be correct under both."""
+    if str(ctx.state.settings.get("list.name.operator", "EQ")).upper() == "LIKE":
+        return name_like(value, wanted)
+    return name_equals(value, wanted)
+
+
+def name_equals(value: object, wanted: str) -> bool:
+    """``value = 'wanted'`` as MySQL evaluates it for the list commands whose search criteria use
+    SearchCriteria.Op.EQ on the name: the cloud schema's utf8 tables collate case-insensitively
+    (utf8_general_ci) and pad with spaces, so case and trailing blanks do not count.  Accent folding, which
+    that collation also does, is not modelled."""
+    return str(value or "").rstrip(" ").casefold() == str(wanted).rstrip(" ").casefold()
 
 
 def by_ids(ctx: Ctx, items: list[dict], field: str = "id") -> list[dict]:

@@ -5,7 +5,7 @@ import ipaddress
 
 from ..errors import param_error
 from ..util import now_str, public
-from . import by_ids, command, list_response
+from . import by_ids, command, list_response, name_equals, name_matches, name_like
 
 # Resource.ResourceType: (ordinal as resourcetype, resourcetypename); limits -1 = unlimited, as a fresh account.
 RESOURCE_TYPES = [(0, "user_vm"), (1, "public_ip"), (2, "volume"), (3, "snapshot"), (4, "template"),
@@ -45,9 +45,10 @@ def render_vpc(st, vpc) -> dict:
 def list_vpcs(ctx):
     st = ctx.state
     items = by_ids(ctx, list(st.vpcs.values()))
-    for f in ("zoneid", "name"):
-        if ctx.has(f):
-            items = [v for v in items if v[f] == ctx.p[f]]
+    if ctx.has("zoneid"):
+        items = [v for v in items if v["zoneid"] == ctx.p["zoneid"]]
+    if ctx.has("name"):  # VpcManagerImpl.listVpcs (4.17+): name EQ; 4.11 had LIKE '%name%'
+        items = [v for v in items if name_matches(ctx, v["name"], ctx.p["name"])]
     rendered = [render_vpc(st, v) for v in items]
     if ctx.has("state"):
         rendered = [v for v in rendered if v["state"].lower() == ctx.p["state"].lower()]
@@ -80,7 +81,12 @@ def network_offerings(st) -> list[dict]:
 def list_network_offerings(ctx):
     st = ctx.state
     items = by_ids(ctx, network_offerings(st))
-    for f in ("name", "displaytext", "traffictype", "availability"):
+    # ConfigurationManagerImpl.searchForNetworkOfferings: name EQ, displaytext LIKE '%displaytext%'
+    if ctx.has("name"):
+        items = [o for o in items if name_equals(o["name"], ctx.p["name"])]
+    if ctx.has("displaytext"):
+        items = [o for o in items if name_like(o["displaytext"], ctx.p["displaytext"])]
+    for f in ("traffictype", "availability"):
         if ctx.has(f):
             items = [o for o in items if o[f].lower() == ctx.p[f].lower()]
     if ctx.has("guestiptype"):
@@ -100,11 +106,34 @@ def list_network_offerings(ctx):
 
 # ---------------------------------------------------------------------- projects, domains
 def _projects(st) -> list[dict]:
+    """The projects the caller belongs to (a user sees only those: ProjectManagerImpl.listProjects)."""
     out = []
-    for p in st.scenario.get("projects", []):
-        pid = st.fixed_id("project", p["name"])
-        out.append({"id": pid, "name": p["name"], "displaytext": p.get("displaytext", p["name"]),
-                    "state": p.get("state", "Active"), "tags": st.tags_for("Project", pid), **st.owner_fields()})
+    for p in st.projects.values():
+        if p["_member"] or st.is_admin:
+            out.append({**{k: v for k, v in p.items() if not k.startswith("_")}, "tags": st.tags_for("Project", p["id"]),
+                        "account": st.account["name"], "domainid": st.account["domainid"],
+                        "domain": st.account["domain"], **_project_resources(st, p["id"])})
+    return out
+
+
+def _project_resources(st, pid: str) -> dict:
+    """ProjectJoinDaoImpl -> AccountJoinDaoImpl.setResourceLimits for the project's account: ``<r>limit`` and
+    ``<r>available`` are strings ("Unlimited": the simulator sets no limits), ``<r>total`` numbers (GiB for storage,
+    secondary storage a float), ``vmrunning`` / ``vmstopped`` integers."""
+    vms = [v for v in st.vms.values() if v.get("projectid") == pid and v["state"] not in ("Destroyed", "Expunging")]
+    vols = [v for v in st.volumes.values() if v.get("projectid") == pid]
+    totals = {"vm": len(vms), "cpu": sum(v["cpunumber"] for v in vms), "memory": sum(v["memory"] for v in vms),
+              "volume": len(vols), "primarystorage": sum(v["size"] for v in vols) // 1024 ** 3,
+              "ip": sum(1 for i in st.publicips.values() if i.get("projectid") == pid),
+              "network": sum(1 for n in st.networks.values() if n.get("projectid") == pid),
+              "snapshot": sum(1 for x in st.snapshots.values() if x.get("projectid") == pid),
+              "template": sum(1 for t in st.templates.values() if t.get("projectid") == pid),
+              "vpc": 0, "secondarystorage": 0.0}
+    out: dict = {}
+    for r, total in totals.items():
+        out.update({f"{r}limit": "Unlimited", f"{r}total": total, f"{r}available": "Unlimited"})
+    out.update(vmrunning=sum(1 for v in vms if v["state"] == "Running"),
+               vmstopped=sum(1 for v in vms if v["state"] == "Stopped"))
     return out
 
 
@@ -167,7 +196,8 @@ def list_events(ctx):
         items = [e for e in items if e["level"].lower() == ctx.p["level"].lower()]
     if ctx.has("startid"):
         items = [e for e in items if e["id"] == ctx.p["startid"] or e.get("parentid") == ctx.p["startid"]]
-    return list_response(ctx, "event", [public(e) for e in items], keyword_fields=("type", "description"))
+    # QueryManagerImpl.searchForEventsInternal: keyword is type, description or level LIKE '%keyword%'
+    return list_response(ctx, "event", [public(e) for e in items], keyword_fields=("type", "description", "level"))
 
 
 # ---------------------------------------------------------------------- capacity (admin only)

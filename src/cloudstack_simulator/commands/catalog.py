@@ -4,10 +4,10 @@ from __future__ import annotations
 import base64
 import os
 
-from ..errors import ApiError, param_error
+from ..errors import CS_SERVER_API, ApiError, param_error
 from ..spec import load_spec
 from ..util import public
-from . import by_ids, command, list_response
+from . import REGISTRY, by_ids, command, list_response, name_equals
 
 VM = "org.apache.cloudstack.api.command.user"
 
@@ -17,30 +17,33 @@ def list_zones(ctx):
     st = ctx.state
     items = [public(z) for z in st.zones.values()]
     items = by_ids(ctx, items)
-    if ctx.has("name"):
-        items = [z for z in items if z["name"] == ctx.p["name"]]
+    # QueryManagerImpl.listDataCentersInternal: ``if (id != null) ... else if (name != null) name EQ ... else
+    # { keyword: name or description LIKE }`` -- a name is ignored beside an id, a keyword beside either
+    if ctx.has("name") and not ctx.has("id"):
+        items = [z for z in items if name_equals(z["name"], ctx.p["name"])]
     if ctx.has("networktype"):
         items = [z for z in items if z["networktype"].lower() == ctx.p["networktype"].lower()]
-    return list_response(ctx, "zone", items)
+    fields = () if ctx.has("id") or ctx.has("name") else ("name", "description")
+    return list_response(ctx, "zone", items, keyword_fields=fields)
 
 
 @command("listServiceOfferings")
 def list_service_offerings(ctx):
     items = by_ids(ctx, [dict(o) for o in ctx.state.service_offerings.values()])
-    if ctx.has("name"):
-        items = [o for o in items if o["name"] == ctx.p["name"]]
+    if ctx.has("name"):  # QueryManagerImpl.searchForServiceOfferingsInternal: name EQ
+        items = [o for o in items if name_equals(o["name"], ctx.p["name"])]
     if ctx.has("virtualmachineid"):
         vm = ctx.state.vms.get(ctx.p["virtualmachineid"])
         items = [o for o in items if vm and o["id"] == vm["serviceofferingid"]]
-    return list_response(ctx, "serviceoffering", items)
+    return list_response(ctx, "serviceoffering", items, keyword_fields=("displaytext", "name"))
 
 
 @command("listDiskOfferings")
 def list_disk_offerings(ctx):
     items = by_ids(ctx, [dict(o) for o in ctx.state.disk_offerings.values()])
-    if ctx.has("name"):
-        items = [o for o in items if o["name"] == ctx.p["name"]]
-    return list_response(ctx, "diskoffering", items)
+    if ctx.has("name"):  # QueryManagerImpl.searchForDiskOfferingsInternal: name EQ
+        items = [o for o in items if name_equals(o["name"], ctx.p["name"])]
+    return list_response(ctx, "diskoffering", items, keyword_fields=("displaytext", "name"))
 
 
 @command("listOsTypes")
@@ -79,8 +82,7 @@ def list_networks(ctx):
     items = by_ids(ctx, items)
     if ctx.has("zoneid"):
         items = [n for n in items if n["zoneid"] == ctx.p["zoneid"]]
-    if ctx.has("name"):
-        items = [n for n in items if n["name"] == ctx.p["name"]]
+    # no ``name`` here: ListNetworksCmd (4.11-4.18) has no such parameter and the server ignores what it does not know
     if ctx.has("type"):
         items = [n for n in items if n["type"].lower() == ctx.p["type"].lower()]
     if ctx.has("vpcid"):
@@ -92,7 +94,8 @@ def list_networks(ctx):
     tf = ctx.tag_filter()
     if tf:
         items = [n for n in items if st.match_tags("Network", n["id"], tf)]
-    return list_response(ctx, "network", [render_network(st, n) for n in items], keyword_fields=("name", "displaytext"))
+    # NetworkServiceImpl.searchForNetworks: keyword is ``name LIKE '%keyword%'`` only
+    return list_response(ctx, "network", [render_network(st, n) for n in items], keyword_fields=("name",))
 
 
 @command("queryAsyncJobResult", "org.apache.cloudstack.api.command.user.job.QueryAsyncJobResultCmd")
@@ -154,12 +157,21 @@ def list_accounts(ctx):
 
 @command("listApis")
 def list_apis(ctx):
+    """ApiDiscoveryServiceImpl.listApis: the APIs the caller's role may call; ``name`` is looked up in a HashMap
+    keyed by the exact (case-sensitive) API name, and a name that is not there or not allowed makes ListApisCmd
+    throw ServerApiException(INTERNAL_ERROR, ...): 530 with cserrorcode 9999, never an empty list."""
     items = []
     for name, a in sorted(load_spec().items()):
-        if ctx.has("name") and name != ctx.p["name"].lower():
+        cmd = REGISTRY.get(name)
+        if cmd is not None and cmd.admin_only and not ctx.state.is_admin:
+            continue
+        if ctx.has("name") and a["name"] != ctx.p["name"]:
             continue
         items.append({"name": a["name"], "isasync": a["isasync"], "description": "",
                       "params": [dict(p) for p in a["params"]], "response": [], "related": ""})
+    if ctx.has("name") and not items:
+        raise ApiError(530, "Api Discovery plugin was unable to find an api by that name or process any apis",
+                       CS_SERVER_API)
     return list_response(ctx, "api", items)
 
 
@@ -167,8 +179,8 @@ def list_apis(ctx):
 @command("listSSHKeyPairs")
 def list_ssh_key_pairs(ctx):
     items = [public(k) for k in ctx.state.sshkeys.values()]
-    if ctx.has("name"):
-        items = [k for k in items if k["name"] == ctx.p["name"]]
+    if ctx.has("name"):  # ManagementServerImpl.listSSHKeyPairs: name EQ
+        items = [k for k in items if name_equals(k["name"], ctx.p["name"])]
     if ctx.has("fingerprint"):
         items = [k for k in items if k["fingerprint"] == ctx.p["fingerprint"]]
     if ctx.has("id"):
@@ -232,15 +244,16 @@ def render_secgroup(st, g):
 def list_security_groups(ctx):
     st = ctx.state
     items = by_ids(ctx, list(st.secgroups.values()))
-    if ctx.has("securitygroupname"):
-        items = [g for g in items if g["name"] == ctx.p["securitygroupname"]]
+    if ctx.has("securitygroupname"):  # QueryManagerImpl.searchForSecurityGroupsInternal: name EQ
+        items = [g for g in items if name_equals(g["name"], ctx.p["securitygroupname"])]
     if ctx.has("virtualmachineid"):
         vm = st.vms.get(ctx.p["virtualmachineid"])
         items = [g for g in items if vm and g["id"] in vm["_secgroups"]]
     tf = ctx.tag_filter()
     if tf:
         items = [g for g in items if st.match_tags("SecurityGroup", g["id"], tf)]
-    return list_response(ctx, "securitygroup", [render_secgroup(st, g) for g in items])
+    return list_response(ctx, "securitygroup", [render_secgroup(st, g) for g in items],
+                         keyword_fields=("name", "description"))
 
 
 # ---------------------------------------------------------------------- affinity groups
@@ -264,7 +277,8 @@ def create_affinity_group(ctx):
     name, typ = ctx.p["name"], ctx.p["type"]
     if typ not in AFFINITY_TYPES:
         raise param_error(f"Unable to create affinity group, invalid affinity group type{typ}")
-    if any(g["name"] == name for g in st.affinitygroups.values()):
+    # AffinityGroupServiceImpl.verifyAffinityGroupNameInUse: AffinityGroupDao.isNameInUse, an EQ on the name
+    if any(name_equals(g["name"], name) for g in st.affinitygroups.values()):
         raise param_error(f"Unable to create affinity group, a group with name {name} already exists.")
     gid = st.new_id("affinitygroup")
     g = {"id": gid, "name": name, "type": typ, "description": ctx.s("description", ""), **st.owner_fields()}
@@ -282,14 +296,14 @@ def create_affinity_group(ctx):
 def list_affinity_groups(ctx):
     st = ctx.state
     items = by_ids(ctx, list(st.affinitygroups.values()))
-    if ctx.has("name"):
-        items = [g for g in items if g["name"] == ctx.p["name"]]
+    if ctx.has("name"):  # QueryManagerImpl.buildAffinityGroupSearchCriteria: name EQ
+        items = [g for g in items if name_equals(g["name"], ctx.p["name"])]
     if ctx.has("type"):
         items = [g for g in items if g["type"] == ctx.p["type"]]
     if ctx.has("virtualmachineid"):
         vm = st.vms.get(ctx.p["virtualmachineid"])
         items = [g for g in items if vm and g["id"] in vm["_affinity"]]
-    return list_response(ctx, "affinitygroup", [render_affinity(st, g) for g in items])
+    return list_response(ctx, "affinitygroup", [render_affinity(st, g) for g in items], keyword_fields=("name", "type"))
 
 
 @command("deleteAffinityGroup", "org.apache.cloudstack.api.command.user.affinitygroup.DeleteAffinityGroupCmd")
@@ -298,16 +312,19 @@ def delete_affinity_group(ctx):
     if ctx.has("id"):
         g = ctx.find(st.affinitygroups, "id", "Unable to find affinity group by id {id}")
     elif ctx.has("name"):
-        g = next((x for x in st.affinitygroups.values() if x["name"] == ctx.p["name"]), None)
+        # AffinityGroupServiceImpl.getAffinityGroup: findByAccountAndName (EQ), else "Unable to find affinity
+        # group " + the name; neither id nor name: "Either the affinity group Id or group name must be specified ..."
+        g = next((x for x in st.affinitygroups.values() if name_equals(x["name"], ctx.p["name"])), None)
         if g is None:
-            raise param_error(f"Unable to find affinity group by name {ctx.p['name']}")
+            raise param_error(f"Unable to find affinity group {ctx.p['name']}")
     else:
-        raise param_error("Either the affinity group's name or id must be specified")
-    in_use = [v for v in st.vms.values() if g["id"] in v["_affinity"]]
-    if in_use:
-        raise ApiError(536, f"Unable to delete affinity group {g['name']} as it has VM(s) assigned to it")
+        raise param_error("Either the affinity group Id or group name must be specified to delete the group")
 
     def complete():
+        # deleteAffinityGroup(long) removes the group's VM mappings with it: a group in use is no refusal
+        for v in st.vms.values():
+            if g["id"] in v["_affinity"]:
+                v["_affinity"].remove(g["id"])
         st.affinitygroups.pop(g["id"], None)
         st.drop_tags("AffinityGroup", g["id"])
         return {"success": True}

@@ -1,7 +1,8 @@
 """Port forwarding rules and IP forwarding (static NAT) rules on public IPs.
 
-Both live in ``State.pfrules`` (``_kind`` "pf" or "static"), answered with the fields of 4.11's
-FirewallRuleResponse (ports as strings, ``fordisplay`` boolean, ``tags`` list). Checks modelled on
+Both live in ``State.pfrules`` (``_kind`` "pf" or "static"). Port forwarding rules are answered with the fields of
+4.11's FirewallRuleResponse (ports as strings, ``fordisplay`` boolean, ``tags`` list), IP forwarding rules with
+those of IpForwardingRuleResponse (render_ip_forwarding_rule). Checks modelled on
 RulesManagerImpl.createPortForwardingRule / createStaticNatRule (see docs/simulator.md)."""
 from __future__ import annotations
 
@@ -15,7 +16,30 @@ FW = "org.apache.cloudstack.api.command.user.firewall."
 PROTOCOLS = ("tcp", "udp")
 
 
+def render_ip_forwarding_rule(st, r) -> dict:
+    """An IP forwarding (static NAT) rule as 4.11 really answers it: createIpForwardingRule's jobresult and
+    listIpForwardingRules items come from ApiResponseHelper.createIpForwardingRuleResponse (CreateIpForwardingRuleCmd
+    and ListIpForwardingRulesCmd.execute), an IpForwardingRuleResponse. Their @APICommand names FirewallRuleResponse,
+    so listApis documents publicport/tags/fordisplay/... that never go on the wire. Gson order; ``startport`` /
+    ``endport`` JSON numbers; ``ipaddressid`` is IPAddressVO.getId(), the row's number, not its UUID (the field is a
+    Long); the VM fields only while the IP is static-NATed to a VM; state Revoke shown as "Deleting". A real
+    answer of this shape: apache-libcloud's fixture listIpForwardingRules_default.json ("ipaddressid":34000)."""
+    d = {"id": r["id"], "protocol": r["protocol"]}
+    ip = st.publicips.get(r["ipaddressid"])
+    if ip is not None:
+        vm = st.vms.get(ip.get("virtualmachineid") or "")
+        if vm is not None:
+            d.update(virtualmachineid=vm["id"], virtualmachinename=vm["name"],
+                     virtualmachinedisplayname=vm.get("displayname") or vm["name"])
+        d.update(ipaddressid=list(st.publicips).index(ip["id"]) + 1, ipaddress=ip["ipaddress"])
+    d.update(startport=int(r["publicport"]), endport=int(r["publicendport"]),
+             state="Deleting" if r["state"] == "Revoke" else r["state"])
+    return d
+
+
 def render_rule(st, r) -> dict:
+    if r["_kind"] == "static":
+        return render_ip_forwarding_rule(st, r)
     d = public(r)
     d["tags"] = st.tags_for("PortForwardingRule", r["id"])
     return d

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import ApiError, invalid_uuid, param_error
 from ..util import public
-from . import by_ids, command, list_response
+from . import by_ids, command, list_response, name_equals, name_matches
 
 ADDR = "org.apache.cloudstack.api.command.user.address."
 NAT = "org.apache.cloudstack.api.command.user.nat."
@@ -79,10 +79,18 @@ def associate_ip_address(ctx):
 
 @command("disassociateIpAddress", ADDR + "DisassociateIPAddrCmd")
 def disassociate_ip_address(ctx):
+    """IpAddressManagerImpl.releaseIpAddressInternal runs in the job: an address that is not allocated is left
+    as it is and the job succeeds; a source NAT address is an IllegalArgumentException (530)."""
     st = ctx.state
-    ip = find_ip(ctx)
+    ip = find_ip(ctx, allocated=False)
+    return ctx.submit_checked(lambda: _disassociate_job(st, ip), instancetype="IpAddress", instanceid=ip["id"])
+
+
+def _disassociate_job(st, ip):
+    if ip["state"] == "Free":
+        return (lambda: {"success": True}), None, None
     if ip.get("issourcenat"):
-        raise param_error(f"Ip address id={ip['id']} is source nat ip address, can't release it")
+        raise ApiError(530, "ip address is used for source nat purposes and can not be disassociated.")
 
     def complete():
         for rid in [r["id"] for r in st.lbrules.values() if r["publicipid"] == ip["id"]]:
@@ -96,7 +104,7 @@ def disassociate_ip_address(ctx):
         _free_ip(st, ip)
         ip.pop("_scenario", None)
         return {"success": True}
-    return ctx.submit(instancetype="IpAddress", instanceid=ip["id"], complete=complete)
+    return complete, None, None
 
 
 @command("listPublicIpAddresses")
@@ -173,18 +181,21 @@ def enable_static_nat(ctx):
 @command("disableStaticNat", NAT + "DisableStaticNatCmd")
 def disable_static_nat(ctx):
     ip = find_ip(ctx, "ipaddressid")
-    if not ip["isstaticnat"]:
-        raise param_error("Specified IP address id is not associated with any vm Id")
 
-    def complete():
-        from .forwarding import drop_rules_for
-        drop_rules_for(ctx.state, ip_id=ip["id"], kind="static")
-        ip["isstaticnat"] = False
-        for k in ("virtualmachineid", "virtualmachinename", "virtualmachinedisplayname", "vmipaddress",
-                  "virtualmachinetype"):
-            ip.pop(k, None)
-        return {"success": True}
-    return ctx.submit(instancetype="IpAddress", instanceid=ip["id"], complete=complete)
+    def checks():  # RulesManagerImpl.disableStaticNat, inside the job
+        if not ip["isstaticnat"]:
+            raise param_error("Specified IP address id is not associated with any vm Id")
+
+        def complete():
+            from .forwarding import drop_rules_for
+            drop_rules_for(ctx.state, ip_id=ip["id"], kind="static")
+            ip["isstaticnat"] = False
+            for k in ("virtualmachineid", "virtualmachinename", "virtualmachinedisplayname", "vmipaddress",
+                      "virtualmachinetype"):
+                ip.pop(k, None)
+            return {"success": True}
+        return complete, None, None
+    return ctx.submit_checked(checks, instancetype="IpAddress", instanceid=ip["id"])
 
 
 # ---------------------------------------------------------------------- load balancer
@@ -229,7 +240,7 @@ def create_load_balancer_rule(ctx):
             "publicport": str(pub), "privateport": str(priv), "publicip": ip["ipaddress"], "publicipid": ip["id"],
             "networkid": net["id"], "zoneid": ip["zoneid"], "zonename": ip["zonename"], "state": "Add",
             "cidrlist": ctx.s("cidrlist", ""), "protocol": ctx.s("protocol", "tcp").lower(), "fordisplay": True,
-            **st.owner_fields(), "_vms": []}
+            **st.owner_of(ip["id"]), "_vms": []}
     if not ip.get("associatednetworkid"):
         ip["associatednetworkid"] = net["id"]
         ip["associatednetworkname"] = net["name"]
@@ -278,7 +289,9 @@ def delete_load_balancer_rule(ctx):
 def list_load_balancer_rules(ctx):
     st = ctx.state
     items = by_ids(ctx, list(st.lbrules.values()))
-    for f in ("name", "publicipid", "zoneid", "networkid"):
+    if ctx.has("name"):  # LoadBalancingRulesManagerImpl.searchForLoadBalancers: name EQ (LIKE '%name%' in 4.2)
+        items = [r for r in items if name_matches(ctx, r.get("name"), ctx.p["name"])]
+    for f in ("publicipid", "zoneid", "networkid"):
         if ctx.has(f):
             items = [r for r in items if r.get(f) == ctx.p[f]]
     if ctx.has("virtualmachineid"):
@@ -286,7 +299,15 @@ def list_load_balancer_rules(ctx):
     tf = ctx.tag_filter()
     if tf:
         items = [r for r in items if st.match_tags("LoadBalancer", r["id"], tf)]
-    return list_response(ctx, "loadbalancerrule", [render_lb(st, r) for r in items])
+    return list_response(ctx, "loadbalancerrule", [render_lb(st, r) for r in items],
+                         keyword_fields=("name", "description"))
+
+
+def _known_vm_ids(ctx) -> None:
+    """ParamProcessWorker's part, before the job: every uuid of virtualmachineids must have been issued."""
+    for v in ctx.lst("virtualmachineids"):
+        if v not in ctx.state.known:
+            raise invalid_uuid(ctx.lname, "virtualmachineids", v)
 
 
 def _vm_list(ctx):
@@ -302,37 +323,49 @@ def _vm_list(ctx):
 
 @command("assignToLoadBalancerRule", LB + "AssignToLoadBalancerRuleCmd")
 def assign_to_load_balancer_rule(ctx):
+    """LoadBalancingRulesManagerImpl.assignToLoadBalancer finds the rule and checks the VMs inside the job
+    (AssignToLoadBalancerRuleCmd.getEntityOwnerId answers SYSTEM for a rule that is gone)."""
     st = ctx.state
-    rule = find_lb(ctx)
-    vms = _vm_list(ctx)
-    for vm in vms:
-        if not any(n["networkid"] == rule["networkid"] for n in vm["_nics"]):
-            raise param_error(f"VM {vm['id']} is not in the network {rule['networkid']} of the load balancer rule")
-        if vm["id"] in rule["_vms"]:
-            raise param_error(f"VM {vm['id']} is already assigned to load balancer rule {rule['id']}")
+    _known_vm_ids(ctx)
 
-    def complete():
+    def checks():
+        rule = find_lb(ctx)
+        vms = _vm_list(ctx)
         for vm in vms:
-            if vm["id"] in st.vms and vm["id"] not in rule["_vms"]:
-                rule["_vms"].append(vm["id"])
-        return {"success": True}
-    return ctx.submit(instancetype="FirewallRule", instanceid=rule["id"], complete=complete)
+            if not any(n["networkid"] == rule["networkid"] for n in vm["_nics"]):
+                raise param_error(f"VM {vm['id']} is not in the network {rule['networkid']} of the load balancer "
+                                  f"rule")
+            if vm["id"] in rule["_vms"]:
+                raise param_error(f"VM {vm['id']} is already assigned to load balancer rule {rule['id']}")
+
+        def complete():
+            for vm in vms:
+                if vm["id"] in st.vms and vm["id"] not in rule["_vms"]:
+                    rule["_vms"].append(vm["id"])
+            return {"success": True}
+        return complete, None, None
+    return ctx.submit_checked(checks, instancetype="FirewallRule", instanceid=ctx.p["id"])
 
 
 @command("removeFromLoadBalancerRule", LB + "RemoveFromLoadBalancerRuleCmd")
 def remove_from_load_balancer_rule(ctx):
-    rule = find_lb(ctx)
-    vms = _vm_list(ctx)
-    for vm in vms:
-        if vm["id"] not in rule["_vms"]:
-            raise param_error(f"VM {vm['id']} is not assigned to load balancer rule {rule['id']}")
+    """LoadBalancingRulesManagerImpl.removeFromLoadBalancer: inside the job, like assignToLoadBalancerRule."""
+    _known_vm_ids(ctx)
 
-    def complete():
+    def checks():
+        rule = find_lb(ctx)
+        vms = _vm_list(ctx)
         for vm in vms:
-            if vm["id"] in rule["_vms"]:
-                rule["_vms"].remove(vm["id"])
-        return {"success": True}
-    return ctx.submit(instancetype="FirewallRule", instanceid=rule["id"], complete=complete)
+            if vm["id"] not in rule["_vms"]:
+                raise param_error(f"VM {vm['id']} is not assigned to load balancer rule {rule['id']}")
+
+        def complete():
+            for vm in vms:
+                if vm["id"] in rule["_vms"]:
+                    rule["_vms"].remove(vm["id"])
+            return {"success": True}
+        return complete, None, None
+    return ctx.submit_checked(checks, instancetype="FirewallRule", instanceid=ctx.p["id"])
 
 
 @command("listLoadBalancerRuleInstances")

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from ..errors import invalid_uuid, param_error
 from ..util import now_str, sparse_copy
-from . import command, list_response
+from . import command, list_response, name_equals
 from .volumes import volume_source
 
 TPLCMD = "org.apache.cloudstack.api.command.user.template."
@@ -56,7 +56,8 @@ def list_templates(ctx):
             continue
         if ctx.lst("ids") and tpl["id"] not in ctx.lst("ids"):
             continue
-        if ctx.has("name") and tpl["name"] != ctx.p["name"]:
+        # QueryManagerImpl.templateChecks: ``if (keyword != null) name LIKE '%keyword%' else if (name != null) name EQ``
+        if ctx.has("name") and not ctx.has("keyword") and not name_equals(tpl["name"], ctx.p["name"]):
             continue
         if ctx.has("hypervisor") and tpl["hypervisor"].lower() != ctx.p["hypervisor"].lower():
             continue
@@ -69,7 +70,7 @@ def list_templates(ctx):
             if ctx.has("isready") and row["isready"] != ctx.b("isready"):
                 continue
             rows.append(row)
-    return list_response(ctx, "template", rows, keyword_fields=("name", "displaytext"))
+    return list_response(ctx, "template", rows, keyword_fields=("name",))
 
 
 # Hypervisor.HypervisorType in 4.11-4.18 (declaration order, as EnumUtils.listValues prints it), without None.
@@ -204,8 +205,11 @@ def create_template(ctx):
                                  passwordenabled=ctx.b("passwordenabled"), details=ctx.merged_map("details"),
                                  bits=ctx.i("bits", 64))
     tpl["_zones"][zone["id"]] = {"status": "Creating", "isready": False, "created": now_str()}
-    if snap is not None:
-        tpl["sourcesnapshotid"] = snap["id"]
+    # TemplateManagerImpl.createPrivateTemplateRecord: sourcetemplateid is the template of the source volume (of
+    # the snapshot's volume), when it has one (a ROOT volume); TemplateResponse has no snapshot field.
+    src_vol = vol if vol is not None else st.volumes.get(snap.get("volumeid"), {})
+    if src_vol.get("templateid"):
+        tpl["sourcetemplateid"] = src_vol["templateid"]
     st.templates[tid] = tpl
 
     def complete():
@@ -221,11 +225,17 @@ def create_template(ctx):
 
     def rollback():
         st.templates.pop(tid, None)
-    return ctx.submit(instancetype="Template", instanceid=tid, complete=complete, rollback=rollback, create=True)
+    return ctx.submit(instancetype="Template", instanceid=tid, complete=complete, rollback=rollback, create=True,
+                      variant="volume" if snap is None else None)
 
 
 @command("copyTemplate", TPLCMD + "CopyTemplateCmd")
 def copy_template(ctx):
+    """TemplateManagerImpl.copyTemplate (CopyTemplateCmd.execute) checks everything inside the job."""
+    return ctx.submit_checked(lambda: _copy_template_job(ctx), instancetype="Template", instanceid=ctx.p["id"])
+
+
+def _copy_template_job(ctx):
     st = ctx.state
     tpl = find_template(ctx)
     dest_ids = []
@@ -265,15 +275,23 @@ def copy_template(ctx):
     def rollback():
         for z in dest_ids:
             tpl["_zones"].pop(z, None)
-    return ctx.submit(instancetype="Template", instanceid=tpl["id"], complete=complete, rollback=rollback)
+    return complete, rollback, None
 
 
 @command("deleteTemplate", TPLCMD + "DeleteTemplateCmd")
 def delete_template(ctx):
+    """TemplateManagerImpl.deleteTemplate finds the template and checks the zone inside the job (DeleteTemplateCmd.
+    getEntityOwnerId answers SYSTEM for a template that is gone)."""
+    st = ctx.state
+    tpl = st.templates.get(ctx.p["id"])
+    if tpl is not None and not tpl.get("_owned", True):
+        raise param_error(f"Account {st.account['name']} does not have permission to delete template {tpl['id']}")
+    return ctx.submit_checked(lambda: _delete_template_job(ctx), instancetype="Template", instanceid=ctx.p["id"])
+
+
+def _delete_template_job(ctx):
     st = ctx.state
     tpl = find_template(ctx)
-    if not tpl.get("_owned", True):
-        raise param_error(f"Account {st.account['name']} does not have permission to delete template {tpl['id']}")
     zone = None
     if ctx.has("zoneid"):
         zone = ctx.find(st.zones, "zoneid", "Unable to find zone by id {id}")
@@ -292,11 +310,17 @@ def delete_template(ctx):
                 except OSError:
                     pass
         return {"success": True}
-    return ctx.submit(instancetype="Template", instanceid=tpl["id"], complete=complete)
+    return complete, None, None
 
 
 @command("extractTemplate", TPLCMD + "ExtractTemplateCmd")
 def extract_template(ctx):
+    """ExtractTemplateCmd.execute -> TemplateManagerImpl.extract: the template, mode and zone checks run inside
+    the job."""
+    return ctx.submit_checked(lambda: _extract_template_job(ctx), instancetype="Template", instanceid=ctx.p["id"])
+
+
+def _extract_template_job(ctx):
     st = ctx.state
     tpl = find_template(ctx)
     mode = ctx.p["mode"].upper()
@@ -319,7 +343,7 @@ def extract_template(ctx):
                              "status": "DOWNLOAD_URL_CREATED", "uploadpercentage": 100,
                              "extractMode": "HTTP_DOWNLOAD", "url": url, "zoneid": zid, "zonename": zone["name"],
                              "created": now_str()}}
-    return ctx.submit(instancetype="Template", instanceid=tpl["id"], complete=complete)
+    return complete, None, None
 
 
 def tid_safe(tid: str) -> str:

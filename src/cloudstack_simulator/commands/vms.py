@@ -5,12 +5,14 @@ import base64
 import binascii
 import math
 import re
+import secrets
+import string
 import time
 from urllib.parse import unquote
 
 from ..errors import ApiError, invalid_uuid, param_error
 from ..util import GiB, now_str, public
-from . import by_ids, command, list_response, name_like
+from . import by_ids, command, list_response, name_equals, name_matches
 
 VMCMD = "org.apache.cloudstack.api.command.user.vm."
 ADMIN_VMCMD = "org.apache.cloudstack.api.command.admin.vm."
@@ -84,10 +86,12 @@ def render_vm(st, vm) -> dict:
     if vm["state"] == "Running":
         d["hostid"] = vm["_hostid"]
         d["hostname"] = vm["_hostname"]
-    if vm["_nics"]:
-        default = next((n for n in vm["_nics"] if n["isdefault"]), vm["_nics"][0])
-        if default.get("ipaddress"):
-            d["ipaddress"] = default["ipaddress"]
+        vm["_ran"] = True
+    if vm.get("_ran"):
+        # UserVmJoinDaoImpl: the last statistics the stats collector gathered (an idle VM here; they stay after the
+        # VM stops).  No VM-level "ipaddress": UserVmResponse has had none since 3.0 (it is the default NIC's).
+        d.update(cpuused="0%", networkkbsread=0, networkkbswrite=0, diskkbsread=0, diskkbswrite=0, diskioread=0,
+                 diskiowrite=0)
     pub = next((i for i in st.publicips.values() if i.get("virtualmachineid") == vm["id"] and i["isstaticnat"]), None)
     if pub:
         d["publicip"] = pub["ipaddress"]
@@ -253,7 +257,8 @@ def deploy_virtual_machine(ctx):
                 secgroups.append(g["id"])
 
     keypair = ctx.s("keypair")
-    if keypair and keypair not in st.sshkeys:
+    if keypair and (keypair not in st.sshkeys or not st.visible(st.sshkeys[keypair], by_id=False)):
+        # looked up under the VM's owner: in a project, the project's key pairs (UserVmManagerImpl.createVirtualMachine)
         raise param_error(f"A key pair with name '{keypair}' was not found.")
     affinity = []
     for gid in ctx.lst("affinitygroupids"):
@@ -365,10 +370,13 @@ def deploy_virtual_machine(ctx):
         if data is not None:
             attach_device(st, data, vm)
         st.record_event("VM.CREATE", f"Successfully completed deploying Vm. Vm Id: {vm['id']}")
-        return {"virtualmachine": render_vm(st, vm)}
+        out = render_vm(st, vm)
+        if tpl["passwordenabled"]:  # UserVmManagerImpl: a new random password, answered in the deploy result only
+            out["password"] = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(6))
+        return {"virtualmachine": out}
 
     return ctx.submit(instancetype="VirtualMachine", instanceid=vmid, complete=complete, rollback=rollback,
-                      create=True)
+                      create=True, variant=None if startvm else "stopped")
 
 
 def _new_volume(st, zone, *, name, vtype, size, offering, vm, deviceid, template=None) -> dict:
@@ -402,66 +410,90 @@ def _set_vmstate_on_volumes(st, vm):
             vol["vmstate"] = vm["state"]
 
 
+def vm_not_found(vm_id: str) -> ApiError:
+    """UserVmManagerImpl's refusal of a VM whose uuid ParamProcessWorker still resolved (it was expunged)."""
+    return param_error(f"unable to find a virtual machine with id {vm_id}")
+
+
 @command("stopVirtualMachine", VMCMD + "StopVMCmd")
 def stop_virtual_machine(ctx):
+    """UserVmManagerImpl.stopVirtualMachine checks inside the job; stopping a VM that is Stopped, Destroyed or in
+    Error does nothing and succeeds (the stop returns early for those states)."""
     st = ctx.state
-    vm = find_vm(ctx)
-    if vm["state"] == "Error":
-        raise param_error(f"Unable to stop VM {vm['id']} as it is in Error state")
-    prev = vm["state"]
-    if prev in ("Running", "Starting"):
-        vm["state"] = "Stopping"
+    vm_id = ctx.p["id"]
 
-    def complete():
-        vm["state"] = "Stopped"
-        vm["_consumes"] = False
-        _set_vmstate_on_volumes(st, vm)
-        return {"virtualmachine": render_vm(st, vm)}
+    def checks():
+        vm = st.vms.get(vm_id)
+        if vm is None:
+            raise vm_not_found(vm_id)
+        prev = vm["state"]
+        if prev in ("Error", "Destroyed", "Expunging"):
+            return (lambda: {"virtualmachine": render_vm(st, vm)}), None, None
+        if prev in ("Running", "Starting"):
+            vm["state"] = "Stopping"
 
-    def rollback():
-        vm["state"] = prev
-    return ctx.submit(instancetype="VirtualMachine", instanceid=vm["id"], complete=complete, rollback=rollback)
+        def complete():
+            vm["state"] = "Stopped"
+            vm["_consumes"] = False
+            _set_vmstate_on_volumes(st, vm)
+            return {"virtualmachine": render_vm(st, vm)}
+
+        def rollback():
+            vm["state"] = prev
+        return complete, rollback, None
+    return ctx.submit_checked(checks, instancetype="VirtualMachine", instanceid=vm_id)
 
 
 @command("startVirtualMachine", VMCMD + "StartVMCmd")
 def start_virtual_machine(ctx):
+    """UserVmManagerImpl.startVirtualMachine's checks (the VM exists, is not Running) and the capacity (533) are
+    the job's."""
     st = ctx.state
-    vm = find_vm(ctx)
-    if vm["state"] == "Running":
-        raise param_error(f"The virtual machine {vm['id']} ({vm['displayname']}) is already running")
-    if vm["state"] not in ("Stopped",):
-        raise param_error(f"Unable to start VM {vm['id']} as it is in {vm['state']} state")
-    zone = st.zones[vm["zoneid"]]
-    ok = has_capacity(st, zone, vm["cpunumber"], vm["memory"])
-    prev = vm["state"]
-    vm["state"] = "Starting"
-    if ok:
-        vm["_consumes"] = True
+    vm_id = ctx.p["id"]
 
-    def complete():
-        if not ok:
-            raise capacity_error(vm)
-        vm["state"] = "Running"
-        _set_vmstate_on_volumes(st, vm)
-        return {"virtualmachine": render_vm(st, vm)}
+    def checks():
+        vm = st.vms.get(vm_id)
+        if vm is None:
+            raise vm_not_found(vm_id)
+        if vm["state"] == "Running":
+            raise param_error(f"The virtual machine {vm['id']} ({vm['displayname']}) is already running")
+        if vm["state"] != "Stopped":
+            raise ApiError(530, f"Unable to start VM {vm['id']} as it is in {vm['state']} state")
+        zone = st.zones[vm["zoneid"]]
+        ok = has_capacity(st, zone, vm["cpunumber"], vm["memory"])
+        prev = vm["state"]
+        vm["state"] = "Starting"
+        if ok:
+            vm["_consumes"] = True
 
-    def rollback():
-        vm["state"] = prev
-        vm["_consumes"] = False
-    return ctx.submit(instancetype="VirtualMachine", instanceid=vm["id"], complete=complete, rollback=rollback)
+        def complete():
+            if not ok:
+                raise capacity_error(vm)
+            vm["state"] = "Running"
+            _set_vmstate_on_volumes(st, vm)
+            return {"virtualmachine": render_vm(st, vm)}
+
+        def rollback():
+            vm["state"] = prev
+            vm["_consumes"] = False
+        return complete, rollback, None
+    return ctx.submit_checked(checks, instancetype="VirtualMachine", instanceid=vm_id)
 
 
 @command("rebootVirtualMachine", VMCMD + "RebootVMCmd")
 def reboot_virtual_machine(ctx):
+    """UserVmManagerImpl.rebootVirtualMachine(RebootVMCmd): found and Running, checked inside the job."""
     st = ctx.state
-    vm = find_vm(ctx)
-    if vm["state"] != "Running":
-        raise param_error(f"Unable to reboot VM {vm['id']} as it is not in Running state (current state: "
-                          f"{vm['state']})")
+    vm_id = ctx.p["id"]
 
-    def complete():
-        return {"virtualmachine": render_vm(st, vm)}
-    return ctx.submit(instancetype="VirtualMachine", instanceid=vm["id"], complete=complete)
+    def checks():
+        vm = st.vms.get(vm_id)
+        if vm is None:
+            raise param_error(f"Unable to find a virtual machine with id {vm_id}")
+        if vm["state"] != "Running":
+            raise param_error(f"The VM {vm['id']} ({vm['displayname']}) is not running, unable to reboot it")
+        return (lambda: {"virtualmachine": render_vm(st, vm)}), None, None
+    return ctx.submit_checked(checks, instancetype="VirtualMachine", instanceid=vm_id)
 
 
 def _destroy(st, vm, expunge: bool) -> None:
@@ -481,56 +513,71 @@ def _destroy(st, vm, expunge: bool) -> None:
 
 @command("destroyVirtualMachine", VMCMD + "DestroyVMCmd")
 def destroy_virtual_machine(ctx):
+    """UserVmManagerImpl.destroyVm(DestroyVMCmd) runs every check inside the job, the permission first."""
     st = ctx.state
     st.expunge_due()
-    vm = find_vm(ctx, allow_destroyed=True)
+    vm_id = ctx.p["id"]
     expunge = ctx.b("expunge", False)
     volume_ids = ctx.lst("volumeids")
-    for vid in volume_ids:
-        vol = st.volumes.get(vid)
-        if vol is None or vol.get("virtualmachineid") != vm["id"] or vol["type"] != "DATADISK":
-            raise param_error(f"Please specify volumes that belong to the VM {vm['id']} and are data disks")
 
-    def complete():
-        # UserVmManagerImpl.destroyVm(DestroyVMCmd) checks the permission first, inside the job: the VM is untouched.
-        if expunge and not st.may_expunge():
+    def checks():
+        if expunge and not st.may_expunge():  # a PermissionDeniedException: errorcode 530, the VM untouched
             raise ApiError(530, DESTROY_EXPUNGE_REFUSED)
-        if vm["id"] not in st.vms:
-            raise param_error(f"Unable to find virtual machine with id {vm['id']}")
-        if vm["state"] == "Destroyed":  # "already destroyed": answered as it is, unless expunging
-            if expunge:
-                st.expunge_destroyed(vm)
-            return {"virtualmachine": render_vm(st, vm)}
-        _destroy(st, vm, expunge)
-        st.record_event("VM.DESTROY", f"Successfully completed destroying Vm. Vm Id: {vm['id']}")
+        vm = st.vms.get(vm_id)
+        if vm is None:
+            raise vm_not_found(vm_id)
+        if vm["state"] == "Destroyed" and not expunge:  # "already destroyed": answered as it is
+            return (lambda: {"virtualmachine": render_vm(st, vm)}), None, None
         for vid in volume_ids:
-            st.volumes.pop(vid, None)
-            st.record_event("VOLUME.DELETE", f"Successfully completed deleting volume. Volume Id: {vid}")
-        return {"virtualmachine": render_vm(st, vm)}
-    return ctx.submit(instancetype="VirtualMachine", instanceid=vm["id"], complete=complete)
+            vol = st.volumes.get(vid)
+            if vol is None:
+                raise param_error(f"Unable to find volume with ID: {vid}")
+            if vol.get("virtualmachineid") != vm["id"] or vol["type"] != "DATADISK":
+                raise param_error(f"Please specify volumes that belong to the VM {vm['id']} and are data disks")
+
+        def complete():
+            if vm["id"] not in st.vms:
+                raise vm_not_found(vm["id"])
+            if vm["state"] == "Destroyed":
+                st.expunge_destroyed(vm)
+                return {"virtualmachine": render_vm(st, vm)}
+            _destroy(st, vm, expunge)
+            st.record_event("VM.DESTROY", f"Successfully completed destroying Vm. Vm Id: {vm['id']}")
+            for vid in volume_ids:
+                st.volumes.pop(vid, None)
+                st.record_event("VOLUME.DELETE", f"Successfully completed deleting volume. Volume Id: {vid}")
+            return {"virtualmachine": render_vm(st, vm)}
+        return complete, None, "expunge" if expunge else None
+    return ctx.submit_checked(checks, instancetype="VirtualMachine", instanceid=vm_id)
 
 
 @command("expungeVirtualMachine", ADMIN_VMCMD + "ExpungeVMCmd")
 def expunge_virtual_machine(ctx):
+    """UserVmManagerImpl.expungeVm: found, the state, then the permission, all inside the job."""
     st = ctx.state
     st.expunge_due()
-    vm = find_vm(ctx, allow_destroyed=True)
+    vm_id = ctx.p["id"]
 
-    def complete():
-        # UserVmManagerImpl.expungeVm: the state, then the permission, both inside the job.
-        if vm["id"] not in st.vms:
-            raise param_error(f"Unable to find virtual machine with id {vm['id']}")
+    def checks():
+        vm = st.vms.get(vm_id)
+        if vm is None:
+            raise vm_not_found(vm_id)
         if vm["state"] not in ("Destroyed", "Error"):
             raise ApiError(530, "Please destroy vm with specified vmId before expunge")
         if not st.may_expunge():
             raise ApiError(530, EXPUNGE_REFUSED)
-        if vm["state"] == "Error":
-            _destroy(st, vm, True)
-        else:
-            st.expunge_destroyed(vm)
-        st.record_event("VM.EXPUNGE", f"Successfully completed expunging Vm. Vm Id: {vm['id']}")
-        return {"success": True}
-    return ctx.submit(instancetype="VirtualMachine", instanceid=vm["id"], complete=complete)
+
+        def complete():
+            if vm["id"] not in st.vms:
+                raise vm_not_found(vm["id"])
+            if vm["state"] == "Error":
+                _destroy(st, vm, True)
+            else:
+                st.expunge_destroyed(vm)
+            st.record_event("VM.EXPUNGE", f"Successfully completed expunging Vm. Vm Id: {vm['id']}")
+            return {"success": True}
+        return complete, None, None
+    return ctx.submit_checked(checks, instancetype="VirtualMachine", instanceid=vm_id)
 
 
 @command("recoverVirtualMachine", ADMIN_VMCMD + "RecoverVMCmd")
@@ -596,8 +643,10 @@ def list_virtual_machines(ctx):
     hidden = ("Expunging",) if st.sees_destroyed() else HIDDEN_STATES
     items = [v for v in st.vms.values() if v["state"] not in hidden]
     items = by_ids(ctx, items)
-    if ctx.has("name"):  # QueryManagerImpl.searchForUserVMsInternal: name LIKE %name% (listApis says so too)
-        items = [v for v in items if name_like(v["name"], ctx.p["name"])]
+    # QueryManagerImpl.searchForUserVMsInternal (4.18): ``sb.and("name", ..., Op.EQ)``; through 4.16 it was
+    # ``LIKE '%name%'`` (the 4.11 listApis text still says "a substring match")
+    if ctx.has("name"):
+        items = [v for v in items if name_matches(ctx, v["name"], ctx.p["name"])]
     for f in ("zoneid", "templateid", "serviceofferingid", "keypair"):
         if ctx.has(f):
             items = [v for v in items if v.get(f) == ctx.p[f]]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 
-from ..errors import invalid_uuid, param_error
+from ..errors import CS_INVALID_PARAMETER, ApiError, invalid_uuid, param_error
 from ..util import GiB, make_sparse, now_str, public, sparse_copy
-from . import by_ids, command, list_response, name_like
+from . import by_ids, command, list_response, name_equals, name_matches
 
 VOLCMD = "org.apache.cloudstack.api.command.user.volume."
 SNAPCMD = "org.apache.cloudstack.api.command.user.snapshot."
@@ -107,6 +107,8 @@ def create_volume(ctx):
         if not ctx.has("zoneid"):
             raise param_error("Missing parameter zoneid")
         zone = ctx.find(st.zones, "zoneid", "Unable to find zone by id {id}")
+        if ctx.has("size") and ctx.i("size") <= 0:  # allocVolume, before it looks at the offering
+            raise param_error("Disk size must be larger than 0")
         if offering["iscustomized"]:
             gb = ctx.i("size")
             if gb is None:
@@ -117,15 +119,18 @@ def create_volume(ctx):
                 raise param_error(f"Volume size: {gb}GB is out of allowed range. Max: {high} Min:{low}")
             size = gb * GiB
         else:
-            if ctx.has("size") and ctx.i("size") != offering["disksize"]:
+            if ctx.has("size"):  # allocVolume: ``!diskOffering.isCustomized() && size != null``
                 raise param_error("This disk offering does not allow custom size")
             size = offering["disksize"] * GiB
     vm = None
-    if ctx.has("virtualmachineid"):
-        from .vms import find_vm
-        vm = find_vm(ctx, "virtualmachineid")
-        if vm["zoneid"] != zone["id"]:
-            raise param_error("The VM must be in the same zone as the volume")
+    if snap is not None and ctx.has("virtualmachineid"):
+        # allocVolume (create(), before the job) checks the VM only for a volume made from a snapshot, the one
+        # case createVolume's execute() attaches it; without a snapshot virtualmachineid is not used at all.
+        vm = st.vms.get(ctx.p["virtualmachineid"])
+        if vm is None:
+            raise param_error("Please specify a valid User VM.")
+        if vm["state"] not in ("Running", "Stopped"):
+            raise param_error("Please specify a VM that is either running or stopped.")
     vid = st.new_id("volume")
     n = st.next_vol_number()
     vol = {"id": vid, "name": ctx.s("name", f"DATA-{n}"), "zoneid": zone["id"], "zonename": zone["name"],
@@ -147,20 +152,26 @@ def create_volume(ctx):
 
     def complete():
         if vm is not None:
-            if vm["id"] not in st.vms or vm["state"] not in ("Running", "Stopped"):
-                raise param_error("Please specify a VM that is either running or stopped.")
-            _attach(st, vol, vm, pick_device_id(ctx, st, vm, None))
+            # VolumeApiServiceImpl.createVolume: the attach's refusal (attachVolumeToVM's checks, in the job)
+            # becomes a CloudRuntimeException; the volume is destroyed.
+            try:
+                _attach(st, vol, vm, attach_checks(st, vol, vm["id"], None))
+            except ApiError as e:
+                raise ApiError(530, f"Failed to create volume: {vid}") from e
         st.record_event("VOLUME.CREATE", f"Successfully completed creating volume. Volume Id: {vid}")
         return {"volume": render_volume(st, vol)}
 
     def rollback():
         st.volumes.pop(vid, None)
         drop_volume_files(vol)
-    return ctx.submit(instancetype="Volume", instanceid=vid, complete=complete, rollback=rollback, create=True)
+    return ctx.submit(instancetype="Volume", instanceid=vid, complete=complete, rollback=rollback, create=True,
+                      variant="snapshot" if snap is not None else None)
 
 
 # ---------------------------------------------------------------------- attach / detach
 def pick_device_id(ctx, st, vm, requested: int | None) -> int:
+    """VolumeApiServiceImpl.attachVolumeToVM's data-disk count (an InvalidParameterValueException: 431), then
+    getDeviceId's checks, RuntimeExceptions (530 in the job)."""
     max_data = int(st.settings.get("max_data_volumes", 6))
     max_dev = max_data + 1
     attached = [v for v in st.volumes.values() if v.get("virtualmachineid") == vm["id"] and not v.get("_hidden")]
@@ -171,16 +182,42 @@ def pick_device_id(ctx, st, vm, requested: int | None) -> int:
     used = {int(v["deviceid"]) for v in attached if v.get("deviceid") is not None}
     if requested is not None:
         if requested < 0 or requested > max_dev or requested == CDROM_DEVICE_ID:
-            raise param_error(f"deviceId should be 0,1,2,4-{max_dev}")
+            raise ApiError(530, f"deviceId should be 0,1,2,4-{max_dev}")
         if requested in used:
             holder = next(v for v in attached if v.get("deviceid") is not None and int(v["deviceid"]) == requested)
-            raise param_error(f"deviceId {requested} is used by vol {holder['id']} on vm {vm['id']}")
+            raise ApiError(530, f"deviceId {requested} is used by vol {holder['id']} on vm {vm['id']}")
         return requested
     for d in range(1, max_dev + 1):
         if d != CDROM_DEVICE_ID and d not in used:
             return d
     raise param_error(f"The specified VM already has the maximum number of data disks ({max_data}) attached. "
                       f"Please specify another VM.")
+
+
+def attach_checks(st, vol, vm_id: str, requested: int | None) -> int:
+    """VolumeApiServiceImpl.attachVolumeToVM's checks, in its order; they run inside the job.  Returns the
+    device id."""
+    if vol is None or vol.get("_hidden") or vol["type"] not in ("DATADISK", "ROOT"):
+        raise param_error("Please specify a volume with the valid type: ROOT or DATADISK")
+    if vol.get("virtualmachineid"):
+        raise param_error("Please specify a volume that is not attached to any VM.")
+    vm = st.vms.get(vm_id)
+    if vm is None:  # expunged: ParamProcessWorker still resolved its uuid (findByUuidIncludingRemoved)
+        raise param_error("Please specify a valid User VM.")
+    if vm["state"] not in ("Running", "Stopped"):
+        raise param_error("Please specify a VM that is either running or stopped.")
+    if vol["zoneid"] != vm["zoneid"]:
+        raise param_error("Please specify a VM that is in the same zone as the volume.")
+    if vol["type"] == "ROOT":  # a ROOT volume attaches only as device 0, which the simulator does not model
+        raise param_error("Please specify a volume with the valid type: DATADISK")
+    max_data = int(st.settings.get("max_data_volumes", 6))
+    if sum(1 for v in st.volumes.values() if v.get("virtualmachineid") == vm["id"] and v["type"] == "DATADISK"
+           and not v.get("_hidden")) >= max_data:
+        raise param_error(f"The specified VM already has the maximum number of data disks ({max_data}) attached. "
+                          f"Please specify another VM.")
+    if vol["state"] not in ("Allocated", "Ready", "Uploaded"):
+        raise param_error("Volume state must be in Allocated, Ready or in Uploaded state")
+    return pick_device_id(None, st, vm, requested)
 
 
 def _attach(st, vol, vm, deviceid: int) -> None:
@@ -192,65 +229,65 @@ def _attach(st, vol, vm, deviceid: int) -> None:
 
 @command("attachVolume", VOLCMD + "AttachVolumeCmd")
 def attach_volume(ctx):
-    from .vms import find_vm
+    """Before the job only ParamProcessWorker's checks (missing id/virtualmachineid, uuids never issued); every
+    other check is attachVolumeToVM's, inside the job."""
     st = ctx.state
-    vol = find_volume(ctx)
-    vm = find_vm(ctx, "virtualmachineid")
-    if vol.get("virtualmachineid"):
-        raise param_error("Please specify a volume that is not attached to any VM.")
-    if vol["type"] == "ROOT":
-        raise param_error("Please specify a volume with the valid type: DATADISK")
-    if vm["state"] not in ("Running", "Stopped"):
-        raise param_error("Please specify a VM that is either running or stopped.")
-    if vol["zoneid"] != vm["zoneid"]:
-        raise param_error("Please specify a VM that is in the same zone as the volume.")
-    if vol["state"] not in ("Allocated", "Ready", "Uploaded"):
-        raise param_error(f"Volume state must be in Allocated, Ready or in Uploaded state, current state: "
-                          f"{vol['state']}")
-    deviceid = pick_device_id(ctx, st, vm, ctx.i("deviceid"))
-    # reserve the device id immediately so concurrent attaches do not collide
-    vol["virtualmachineid"] = vm["id"]
-    vol["deviceid"] = deviceid
+    vid, vm_id, requested = ctx.p["id"], ctx.p["virtualmachineid"], ctx.i("deviceid")
 
-    def complete():
-        _attach(st, vol, vm, deviceid)
-        return {"volume": render_volume(st, vol)}
+    def checks():
+        vol = st.volumes.get(vid)
+        deviceid = attach_checks(st, vol, vm_id, requested)
+        vm = st.vms[vm_id]
+        # the device id is taken now, so that concurrent attaches to one VM do not collide
+        vol["virtualmachineid"] = vm["id"]
+        vol["deviceid"] = deviceid
 
-    def rollback():
-        vol.pop("virtualmachineid", None)
-        vol.pop("deviceid", None)
-    return ctx.submit(instancetype="Volume", instanceid=vol["id"], complete=complete, rollback=rollback)
+        def complete():
+            _attach(st, vol, vm, deviceid)
+            return {"volume": render_volume(st, vol)}
+
+        def rollback():
+            vol.pop("virtualmachineid", None)
+            vol.pop("deviceid", None)
+        return complete, rollback, "running" if vm["state"] == "Running" else "stopped"
+    return ctx.submit_checked(checks, instancetype="Volume", instanceid=vid)
 
 
 @command("detachVolume", VOLCMD + "DetachVolumeCmd")
 def detach_volume(ctx):
-    from .vms import find_vm
+    """DetachVolumeCmd requires no parameter: VolumeApiServiceImpl.detachVolumeFromVM checks them, in the job."""
     st = ctx.state
-    if ctx.has("id"):
-        vol = find_volume(ctx)
-    elif ctx.has("deviceid") and ctx.has("virtualmachineid"):
-        vm = find_vm(ctx, "virtualmachineid")
-        dev = ctx.i("deviceid")
-        vol = next((v for v in st.volumes.values() if v.get("virtualmachineid") == vm["id"]
-                    and v.get("deviceid") is not None and int(v["deviceid"]) == dev and not v.get("_hidden")), None)
-        if vol is None:
-            raise param_error(f"Unable to find volume with device id {dev} on vm {vm['id']}")
-    else:
-        raise param_error("Please provide either a volume id, or a tuple(device id, instance id)")
-    if vol["type"] == "ROOT":
-        raise param_error("Please specify a data volume.")
-    if not vol.get("virtualmachineid"):
-        raise param_error("Please specify a volume that is attached to a VM.")
-    vm = st.vms.get(vol["virtualmachineid"])
-    if vm is not None and vm["state"] not in ("Running", "Stopped", "Destroyed"):
-        raise param_error("Please specify a VM that is either running or stopped.")
 
-    def complete():
-        detach_device(st, vol)
-        for k in ("virtualmachineid", "vmname", "vmdisplayname", "vmstate", "deviceid", "attached"):
-            vol.pop(k, None)
-        return {"volume": render_volume(st, vol)}
-    return ctx.submit(instancetype="Volume", instanceid=vol["id"], complete=complete)
+    def checks():
+        has_id, has_dev, has_vm = ctx.has("id"), ctx.has("deviceid"), ctx.has("virtualmachineid")
+        if (not has_id and not has_dev and not has_vm) or (has_id and (has_dev or has_vm)) \
+                or (not has_id and (not has_dev or not has_vm)):
+            raise param_error("Please provide either a volume id, or a tuple(device id, instance id)")
+        if has_id:
+            vol = st.volumes.get(ctx.p["id"])
+            if vol is None:
+                raise param_error(f"Unable to find volume with ID: {ctx.p['id']}")
+        else:
+            dev = ctx.i("deviceid")
+            vol = next((v for v in st.volumes.values() if v.get("virtualmachineid") == ctx.p["virtualmachineid"]
+                        and v.get("deviceid") is not None and int(v["deviceid"]) == dev), None)
+            if vol is None:  # findByInstanceAndDeviceId(...).get(0) on an empty list
+                raise ApiError(530, "Index 0 out of bounds for length 0")
+        vm = st.vms.get(vol.get("virtualmachineid")) if vol.get("virtualmachineid") else None
+        if vm is None:
+            raise param_error("The specified volume is not attached to a VM.")
+        if vm["state"] not in ("Running", "Stopped", "Destroyed"):
+            raise param_error("Please specify a VM that is either running or stopped.")
+        if vol["type"] == "ROOT":  # detaching a ROOT volume is not modelled
+            raise param_error("Please specify a data volume.")
+
+        def complete():
+            detach_device(st, vol)
+            for k in ("virtualmachineid", "vmname", "vmdisplayname", "vmstate", "deviceid", "attached"):
+                vol.pop(k, None)
+            return {"volume": render_volume(st, vol)}
+        return complete, None, "running" if vm["state"] == "Running" else "stopped"
+    return ctx.submit_checked(checks, instancetype="Volume", instanceid=ctx.s("id"))
 
 
 @command("deleteVolume", VOLCMD + "DeleteVolumeCmd")
@@ -266,50 +303,74 @@ def delete_volume(ctx):
     return {"success": True}
 
 
+def unsupported(text: str) -> ApiError:
+    """ResizeVolumeCmd.execute turns the manager's InvalidParameterValueException into UNSUPPORTED_ACTION_ERROR."""
+    return ApiError(432, text, CS_INVALID_PARAMETER)
+
+
 @command("resizeVolume", VOLCMD + "ResizeVolumeCmd")
 def resize_volume(ctx):
+    """ResizeVolumeCmd.getEntityOwnerId (called by ParamProcessWorker, before the job) refuses a volume that is
+    gone; VolumeApiServiceImpl.resizeVolume's checks run in the job and come back as errorcode 432."""
     st = ctx.state
-    vol = find_volume(ctx)
-    new_size = vol["size"]
-    offering = None
-    if ctx.has("diskofferingid"):
-        offering = ctx.find(st.disk_offerings, "diskofferingid", "Unable to find disk offering by id {id}")
-        if vol["type"] == "ROOT":
-            raise param_error("Cannot change the disk offering of a ROOT volume")
-        if offering["iscustomized"]:
-            if not ctx.has("size"):
-                raise param_error("new offering is of custom size, need to specify a size")
-            new_size = ctx.i("size") * GiB
-        else:
-            new_size = offering["disksize"] * GiB
-    elif ctx.has("size"):
-        cur = st.disk_offerings.get(vol.get("diskofferingid"))
-        if cur is not None and not cur["iscustomized"]:
-            raise param_error("To change a volume's size without providing a new disk offering, its current disk "
-                              "offering must be customizable or it must be a root volume (if providing a disk "
-                              "offering, make sure it is different from the current disk offering).")
-        new_size = ctx.i("size") * GiB
-    else:
-        raise param_error("Please specify the new size or a new disk offering for the volume")
-    if new_size <= 0:
-        raise param_error("Volume size must be a positive number")
-    if new_size < vol["size"] and not ctx.b("shrinkok", False):
-        raise param_error(f"Going from existing size of {vol['size']} to size of {new_size} would shrink the "
-                          f"volume.Need to sign off by supplying the shrinkok parameter with value of true.")
-    if vol.get("virtualmachineid") and vol["type"] == "ROOT" and new_size < vol["size"]:
-        raise param_error("Shrink operation on ROOT volume not supported")
+    vid = ctx.p["id"]
+    if vid not in st.volumes:
+        raise param_error(f"Unable to find volume by id={vid}")
 
-    def complete():
-        vol["size"] = new_size
-        if offering is not None:
-            vol.update(diskofferingid=offering["id"], diskofferingname=offering["name"],
-                       diskofferingdisplaytext=offering["displaytext"])
-        src = volume_source(vol)
-        if src:
-            with open(src, "r+b") as f:
-                f.truncate(new_size)
-        return {"volume": render_volume(st, vol)}
-    return ctx.submit(instancetype="Volume", instanceid=vol["id"], complete=complete)
+    def checks():
+        vol = st.volumes[vid]
+        if vol["state"] not in ("Ready", "Allocated"):
+            raise unsupported(f"Volume should be in ready or allocated state before attempting a resize. Volume "
+                              f"{vid} is in state {vol['state']}.")
+        current = st.disk_offerings.get(vol.get("diskofferingid"))
+        offering = st.disk_offerings.get(ctx.p["diskofferingid"]) if ctx.has("diskofferingid") else None
+        if offering is not None and current is not None and offering["id"] == current["id"]:
+            offering = None  # "make sure it is different from the current disk offering"
+        new_size = vol["size"]
+        if offering is None:
+            if ctx.has("size"):
+                if current is not None and not current["iscustomized"] and vol["type"] != "ROOT":
+                    raise unsupported("To change a volume's size without providing a new disk offering, its current "
+                                      "disk offering must be customizable or it must be a root volume (if providing "
+                                      "a disk offering, make sure it is different from the current disk offering).")
+                new_size = _custom_size(st, ctx.i("size"))
+        else:
+            if offering["iscustomized"]:
+                if not ctx.has("size"):
+                    raise unsupported("The new disk offering requires that a size be specified.")
+                new_size = _custom_size(st, ctx.i("size"))
+            else:
+                if ctx.has("size"):
+                    raise unsupported("You cannot pass in a custom disk size to a non-custom disk offering.")
+                new_size = offering["disksize"] * GiB
+            if new_size != vol["size"] and vol["type"] != "DATADISK":
+                raise unsupported("Only data volumes can be resized via a new disk offering.")
+        if new_size < vol["size"] and not ctx.b("shrinkok", False):
+            raise unsupported(f"Going from existing size of {vol['size']} to size of {new_size} would shrink the "
+                              f"volume.Need to sign off by supplying the shrinkok parameter with value of true.")
+        if vol.get("virtualmachineid") and vol["type"] == "ROOT" and new_size < vol["size"]:
+            raise ApiError(530, "Shrink operation on ROOT volume not supported")
+        variant = "allocated" if vol["state"] == "Allocated" else None
+
+        def complete():
+            vol["size"] = new_size
+            if offering is not None:
+                vol.update(diskofferingid=offering["id"], diskofferingname=offering["name"],
+                           diskofferingdisplaytext=offering["displaytext"])
+            src = volume_source(vol)
+            if src:
+                with open(src, "r+b") as f:
+                    f.truncate(new_size)
+            return {"volume": render_volume(st, vol)}
+        return complete, None, variant
+    return ctx.submit_checked(checks, instancetype="Volume", instanceid=vid)
+
+
+def _custom_size(st, gb: int) -> int:
+    low, high = int(st.settings["custom.diskoffering.size.min"]), int(st.settings["custom.diskoffering.size.max"])
+    if gb < low or gb > high:
+        raise unsupported(f"Volume size: {gb}GB is out of allowed range. Max: {high} Min:{low}")
+    return gb * GiB
 
 
 @command("listVolumes")
@@ -317,8 +378,8 @@ def list_volumes(ctx):
     st = ctx.state
     items = [v for v in st.volumes.values() if not v.get("_hidden")]
     items = by_ids(ctx, items)
-    if ctx.has("name"):
-        items = [v for v in items if v["name"] == ctx.p["name"]]
+    if ctx.has("name"):  # QueryManagerImpl.searchForVolumesInternal: name EQ
+        items = [v for v in items if name_equals(v["name"], ctx.p["name"])]
     if ctx.has("type"):
         items = [v for v in items if v["type"].lower() == ctx.p["type"].lower()]
     for f in ("virtualmachineid", "zoneid", "diskofferingid"):
@@ -329,7 +390,7 @@ def list_volumes(ctx):
     tf = ctx.tag_filter()
     if tf:
         items = [v for v in items if st.match_tags("Volume", v["id"], tf)]
-    return list_response(ctx, "volume", [render_volume(st, v) for v in items])
+    return list_response(ctx, "volume", [render_volume(st, v) for v in items], keyword_fields=("name", "type", "state"))
 
 
 # ---------------------------------------------------------------------- snapshots
@@ -344,7 +405,9 @@ def create_snapshot(ctx):
     st = ctx.state
     vol = find_volume(ctx, "volumeid")
     if vol["state"] != "Ready":
-        raise param_error(f"VolumeId: {vol['id']} is not in Ready state but {vol['state']}. Cannot take snapshot.")
+        # VolumeApiServiceImpl.allocSnapshot prints the volume's internal (database) id
+        raise param_error(f"VolumeId: {vol['_number']} is not in Ready state but {vol['state']}. Cannot take "
+                          f"snapshot.")
     sid = st.new_id("snapshot")
     vm = st.vms.get(vol.get("virtualmachineid")) if vol.get("virtualmachineid") else None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
@@ -352,7 +415,7 @@ def create_snapshot(ctx):
             "volumeid": vol["id"], "volumename": vol["name"], "volumetype": vol["type"],
             "snapshottype": "MANUAL", "intervaltype": "MANUAL", "state": "Allocated", "created": now_str(),
             "zoneid": vol["zoneid"], "zonename": vol["zonename"], "virtualsize": vol["size"], "physicalsize": 0,
-            "revertable": False, "locationtype": "Secondary", "hasannotations": False, **st.owner_fields(),
+            "revertable": False, "locationtype": "Secondary", "hasannotations": False, **st.owner_of(vol["id"]),
             "_file": None}
     if vm is not None:
         snap["ostypeid"] = vm["ostypeid"]
@@ -371,7 +434,7 @@ def create_snapshot(ctx):
         for t in tags:
             if t.get("key") and t.get("value"):
                 st.tags.append({"key": t["key"], "value": t["value"], "resourcetype": "Snapshot", "resourceid": sid,
-                                **st.owner_fields()})
+                                **st.owner_of(sid)})
         return {"snapshot": render_snapshot(st, snap)}
 
     def rollback():
@@ -381,19 +444,27 @@ def create_snapshot(ctx):
 
 @command("deleteSnapshot", SNAPCMD + "DeleteSnapshotCmd")
 def delete_snapshot(ctx):
+    """SnapshotManagerImpl.deleteSnapshot looks the snapshot up inside the job (DeleteSnapshotCmd.getEntityOwnerId
+    answers SYSTEM for one that is gone)."""
     st = ctx.state
-    snap = ctx.find(st.snapshots, "id", "Unable to find snapshot by id {id}")
+    sid = ctx.p["id"]
 
-    def complete():
-        st.snapshots.pop(snap["id"], None)
-        st.drop_tags("Snapshot", snap["id"])
-        if snap.get("_file"):
-            try:
-                os.unlink(snap["_file"])
-            except OSError:
-                pass
-        return {"success": True}
-    return ctx.submit(instancetype="Snapshot", instanceid=snap["id"], complete=complete)
+    def checks():
+        snap = st.snapshots.get(sid)
+        if snap is None:
+            raise param_error(f"unable to find a snapshot with id {sid}")
+
+        def complete():
+            st.snapshots.pop(snap["id"], None)
+            st.drop_tags("Snapshot", snap["id"])
+            if snap.get("_file"):
+                try:
+                    os.unlink(snap["_file"])
+                except OSError:
+                    pass
+            return {"success": True}
+        return complete, None, None
+    return ctx.submit_checked(checks, instancetype="Snapshot", instanceid=sid)
 
 
 @command("listSnapshots")
@@ -403,8 +474,9 @@ def list_snapshots(ctx):
     for f in ("volumeid", "zoneid", "snapshottype", "intervaltype"):
         if ctx.has(f):
             items = [s for s in items if str(s.get(f, "")).lower() == ctx.p[f].lower()]
-    if ctx.has("name"):  # SnapshotManagerImpl.listSnapshots: name LIKE %name%
-        items = [s for s in items if name_like(s.get("name"), ctx.p["name"])]
+    # SnapshotManagerImpl.listSnapshots (4.18-4.19 text): name EQ; older servers used LIKE '%name%'
+    if ctx.has("name"):
+        items = [s for s in items if name_matches(ctx, s.get("name"), ctx.p["name"])]
     tf = ctx.tag_filter()
     if tf:
         items = [s for s in items if st.match_tags("Snapshot", s["id"], tf)]
