@@ -231,9 +231,18 @@ def leave(ctx, vm_id: str) -> None:
                            what=f"removing VM {vm_id} from load balancer rule {rule.get('name')}")
             ctx.log.info(f"VM '{vm_id}' left load balancer rule '{rule.get('name')}'")
         except CloudStackError as err:
-            if err.errorcode != 431:
-                raise  # 431: the rule or the membership went away meanwhile
+            # The rule or the membership went away meanwhile: 431 before the job; the job's own refusal is errorcode
+            # 530 on CloudStack 4.11 to 4.19 (431 later), so a failed job counts when the VM is no member any more.
+            if err.errorcode != 431 and not (err.kind == "job" and not _member(client, rule["id"], vm_id)):
+                raise
         delete_if_unused(ctx, rule["id"])
+
+
+def _member(client, rule_id: str, vm_id: str) -> bool:
+    """Whether the VM is (still) in the rule, as listed now."""
+    if client.find("listLoadBalancerRules", id=rule_id) is None:
+        return False
+    return any(vm.get("id") == vm_id for vm in client.list("listLoadBalancerRuleInstances", id=rule_id))
 
 
 def delete_if_unused(ctx, rule_id: str, *, owned: bool = False) -> bool:

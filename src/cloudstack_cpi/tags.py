@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .cloudstack.errors import CloudStackError
+
 MAX_LENGTH = 255
 EMPTY_VALUE = "-"
 
@@ -76,16 +78,32 @@ def apply(client, resource_type: str, resource_id: str, metadata: Mapping[str, A
     """
     wanted = sanitise(metadata)
     if existing is None:
-        existing = client.list("listTags", resourcetype=resource_type, resourceid=resource_id, listall=True)
+        existing = _listed(client, resource_type, resource_id)
     current = {tag["key"]: tag.get("value", "") for tag in existing}
-    to_delete, to_create = plan(current, wanted)
     what = f"tagging {resource_type} {resource_id}"
-    if to_delete:
-        client.run_job("deleteTags", timeout=timeout, what=what, resourceids=resource_id,
-                       resourcetype=resource_type, tags=to_delete)
-    if to_create:
-        client.run_job("createTags", timeout=timeout, what=what, resourceids=resource_id,
-                       resourcetype=resource_type, tags=to_create)
+    for attempt in (1, 2):
+        to_delete, to_create = plan(current, wanted)
+        try:
+            if to_delete:
+                client.run_job("deleteTags", timeout=timeout, what=what, resourceids=resource_id,
+                               resourcetype=resource_type, tags=to_delete)
+            if to_create:
+                client.run_job("createTags", timeout=timeout, what=what, resourceids=resource_id,
+                               resourcetype=resource_type, tags=to_create)
+            return
+        except CloudStackError as err:
+            # A job refused ("tag K already on ..."): the tags may have changed meanwhile, e.g. by the still-running
+            # job of an earlier attempt whose answer was lost.  Plan once more from what is there now; a refusal
+            # of the same plan stands.
+            if err.kind != "job" or attempt == 2:
+                raise
+            current = {tag["key"]: tag.get("value", "") for tag in _listed(client, resource_type, resource_id)}
+            if plan(current, wanted) == (to_delete, to_create):
+                raise
+
+
+def _listed(client, resource_type: str, resource_id: str) -> list[dict]:
+    return client.list("listTags", resourcetype=resource_type, resourceid=resource_id, listall=True)
 
 
 def as_dict(resource: Mapping[str, Any]) -> dict[str, str]:

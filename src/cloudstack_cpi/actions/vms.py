@@ -316,8 +316,10 @@ def _destroy_job(ctx, vm_id: str, *, expunge: bool) -> None:
         client.run_job("destroyVirtualMachine", id=vm_id, expunge=expunge,
                        timeout=ctx.config.cloudstack.timeout.delete_vm, what=f"destroying VM {vm_id}")
     except CloudStackError as err:
-        # 431: gone meanwhile; a lost answer (outcome_unknown) may have been the destroy itself: look.
-        if (err.errorcode == 431 or err.outcome_unknown) and lookups.vm(client, vm_id) is None:
+        # Gone meanwhile: 431 before the job, or the job's own refusal ("unable to find a virtual machine", errorcode
+        # 530 on CloudStack 4.11 to 4.19, 431 later); a lost answer (outcome_unknown) may have been the destroy
+        # itself: look.
+        if (err.errorcode == 431 or err.kind == "job" or err.outcome_unknown) and lookups.vm(client, vm_id) is None:
             return
         raise
 

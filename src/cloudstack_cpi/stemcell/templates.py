@@ -193,5 +193,8 @@ def delete_quietly(client, template_id: str, *, timeout: float, log) -> None:
 
 
 def _gone(err: CloudStackError) -> bool:
+    """The template (or its copy in a zone) is not there: refused before the job (431), or by deleteTemplate's job,
+    whose InvalidParameterValueException is errorcode 530 on CloudStack 4.11 to 4.19 and 431 later."""
     text = (err.errortext or "").lower()
-    return err.errorcode == 431 and ("unable to find" in text or "does not exist" in text or "not available" in text)
+    return (err.errorcode == 431 or err.kind == "job") and (
+        "unable to find" in text or "does not exist" in text or "not available" in text)
