@@ -124,6 +124,9 @@ class CloudStackConfig(Section):
     api_key: str = Text(doc="API key of the CloudStack user the CPI acts as.")
     secret_access_key: Secret = SecretText(doc="Secret key of that user.")
     default_zone: str | None = Text(None, doc="Zone (name or id) when neither availability_zone nor disks decide.")
+    project: str | None = Text(None, doc=(
+        "CloudStack project (name or id) that owns what the CPI creates and is the scope of everything it lists; "
+        "none: the account's own resources. An id saves one listProjects request per call."))
     default_key_name: str | None = Text(None, doc="SSH key pair installed for user vcap on new VMs.")
     private_key: str | None = Text(None, doc=GO_CPI_COMPAT)
     ca_cert: str | None = Text(None, doc="PEM CA certificate(s) to verify the endpoint with.", check=_pem_text)

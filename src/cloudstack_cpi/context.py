@@ -61,7 +61,7 @@ class CallContext:
         from .cloudstack.client import Client, RetryPolicy
 
         cs = self.config.cloudstack
-        return Client(
+        client = Client(
             cs.endpoint,
             cs.api_key,
             cs.secret_access_key.get_secret_value(),
@@ -72,6 +72,11 @@ class CallContext:
             read_timeout=cs.timeout.http_read,
             retry=RetryPolicy(attempts=cs.api_retries),
         )
+        if cs.project:
+            from .projects import resolve
+
+            client.project_id = resolve(client, cs.project)
+        return client
 
     def close(self) -> None:
         if "client" in self.__dict__:

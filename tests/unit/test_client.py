@@ -528,3 +528,39 @@ def test_a_silent_endpoint_during_a_job_wait_ends_at_the_jobs_timeout(clock, std
     assert "attaching volume vol-1 did not finish within 60s" in str(err)
     assert clock.now <= 60 + 5.001                   # the job's timeout plus the grace of its last status query
     assert client.api_time_left == 100
+
+
+def _commands_the_cpi_sends(api: dict) -> set[str]:
+    """Every API command name written as a string literal in the CPI's sources."""
+    import re
+    from pathlib import Path
+
+    source = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[2] / "src" / "cloudstack_cpi").rglob("*.py"))
+    return {name for name in re.findall(r'"([a-z][A-Za-z]+)"', source) if name in api}
+
+
+def test_project_scoped_commands_are_exactly_those_the_api_gives_a_projectid():
+    """CloudStack 4.11's listApis (the simulator's api_spec.json is extracted from it): a command the CPI sends
+    that takes projectid but is missing here would create under the account, or list outside the project."""
+    from pathlib import Path
+
+    from cloudstack_cpi.cloudstack.client import PROJECT_SCOPED
+
+    spec = json.loads((Path(__file__).resolve().parents[2] / "src" / "cloudstack_simulator" / "api_spec.json")
+                      .read_text())["api"]
+    api = {(c.get("name") or key): c for key, c in spec.items()} if isinstance(spec, dict) else \
+        {c["name"]: c for c in spec}
+    with_projectid = {name for name, c in api.items() if any(p["name"] == "projectid" for p in c["params"])}
+    assert PROJECT_SCOPED == _commands_the_cpi_sends(api) & with_projectid
+
+
+@responses.activate
+def test_a_project_scopes_the_commands_that_take_it_and_no_others():
+    responses.add(responses.GET, "http://cs.test/client/api", json={"listvolumesresponse": {}})
+    responses.add(responses.POST, "http://cs.test/client/api", json={"createtagsresponse": {"jobid": "j"}})
+    client = Client("http://cs.test/client/api", "key", "secret", log=Logger())
+    client.project_id = "p-1"
+    client.call("listVolumes", virtualmachineid="v")
+    client.call("createTags", resourceids="v")
+    sent = [parse_qs(urlsplit(c.request.url).query) or parse_qs(c.request.body) for c in responses.calls]
+    assert sent[0]["projectid"] == ["p-1"] and "projectid" not in sent[1]

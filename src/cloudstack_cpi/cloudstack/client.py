@@ -50,6 +50,16 @@ SAFE_TO_REPEAT = frozenset({
     # the get* commands of CloudStack 4.11 that only read (not getUploadParamsFor*, which create records)
     "getApiLimit", "getCloudIdentifier", "getUser", "getVirtualMachineUserData",
 })
+# The commands the CPI sends that take ``projectid`` (CloudStack 4.11's listApis).  With a project configured, the
+# client scopes each of them to it: creates make the project the owner, lists see the project's resources (and
+# not the account's own).  Commands on one resource by id (attach, delete, tags, jobs) take no projectid: the
+# server checks access to the resource itself.  tests/unit/test_client.py keeps this equal to the API.
+PROJECT_SCOPED = frozenset({
+    "createAffinityGroup", "createTemplate", "createVolume", "deleteAffinityGroup", "deployVirtualMachine",
+    "getUploadParamsForTemplate", "listAffinityGroups", "listFirewallRules", "listLoadBalancerRules",
+    "listNetworks", "listPublicIpAddresses", "listResourceLimits", "listSSHKeyPairs", "listSecurityGroups",
+    "listSnapshots", "listTags", "listTemplates", "listVirtualMachines", "listVolumes", "registerTemplate",
+})
 PAGE_SIZE = 500
 # Seconds (at most one read timeout) that a job's last status query may take beyond the job's timeout.
 JOB_POLL_GRACE = 5.0
@@ -276,6 +286,7 @@ class Client:
         self.sleep = sleep
         self.clock = clock
         self.calls = 0
+        self.project_id: str | None = None   # set once resolved: see PROJECT_SCOPED
         self._rng = random.Random()
         log.add_secret(secret_key)
         self._ca_file: str | None = None
@@ -317,6 +328,8 @@ class Client:
 
     def call(self, command: str, **params: Any) -> dict:
         """Run one API command and return the object inside its response envelope."""
+        if self.project_id is not None and command in PROJECT_SCOPED:
+            params.setdefault("projectid", self.project_id)
         return self._call(command, encode_params(params), self.deadline)
 
     def _call(self, command: str, wire: Mapping[str, str], limit: _ApiDeadline | _JobWindow) -> dict:

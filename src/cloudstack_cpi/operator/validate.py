@@ -54,6 +54,8 @@ class Validator:
         try:
             if not self._credentials(client):
                 return self.findings
+            if not self._project(client):
+                return self.findings
             zone = self._zone(client)
             self._offerings(client)
             self._key_pair(client)
@@ -140,6 +142,38 @@ class Validator:
             if wanted:
                 self._lookup(name, lambda w=wanted: pick(compute, w, kind="Compute offering"),
                              lambda o: f"'{o['name']}'", f"Set cloudstack.{name} to an existing compute offering.")
+
+    def _project(self, client) -> bool:
+        """cloudstack.project: a project this account belongs to; the checks after this one look inside it, as the
+        CPI will (listProjects shows a user only the projects it is a member of)."""
+        from ..projects import resolve
+
+        wanted = self.cfg.cloudstack.project
+        if not wanted:
+            return True
+        fix = ("Set cloudstack.project to a project this account belongs to (listProjects shows them), or remove it "
+               "to use the account's own resources.")
+        self._waiting(client, f"Looking for project '{wanted}'")
+        try:
+            project_id = resolve(client, wanted)
+            found = client.list("listProjects", id=project_id, listall=True)
+        except BoshError as err:
+            self._fail("project", err.message, fix)
+            return False
+        except CloudStackError as err:
+            self._fail("project", str(err), fix)
+            return False
+        if not found:
+            self._fail("project", f"project '{wanted}' is not visible to this account", fix)
+            return False
+        client.project_id = project_id
+        state = found[0].get("state", "Active")
+        if state != "Active":
+            self._fail("project", f"project '{wanted}' is {state}: CloudStack refuses new resources in it",
+                       "Activate the project (activateProject) or choose another.")
+            return False
+        self._pass("project", f"project '{wanted}' ({project_id}): the checks below look inside it")
+        return True
 
     def _key_pair(self, client) -> None:
         wanted = self.cfg.cloudstack.default_key_name
