@@ -106,3 +106,21 @@ def test_lifecycle_refuses_stemcell_properties_that_are_not_json(tmp_path):
     assert "Traceback" not in bad.stderr
     not_an_object = _cli(*base, "--stemcell-properties", "[1]")
     assert not_an_object.returncode == 2 and "expected a JSON object, got list" in not_an_object.stderr
+
+
+def test_validate_fails_the_upload_check_on_a_cloud_without_get_upload_params(simulator, tmp_path, monkeypatch):
+    """Regression: ``validate`` took any listApis error for "unknown, assume yes".  A real server answers
+    ``listApis name=X`` for an API it does not offer (or the caller's role may not call) with 530 "Api Discovery
+    plugin was unable to find an api by that name or process any apis" (ListApisCmd.execute, when
+    ApiDiscoveryServiceImpl.listApis returns null), never with an empty list, so the check always passed."""
+    from cloudstack_simulator.commands import catalog
+
+    full_spec = catalog.load_spec
+    monkeypatch.setattr(catalog, "load_spec",
+                        lambda: {k: v for k, v in full_spec().items() if k != "getuploadparamsfortemplate"})
+    config = write_config(tmp_path / "cpi.json", simulator.endpoint, simulator.api_key, simulator.secret_key,
+                          default_offer={"disk": "disk-10", "compute": "small"})
+    findings = Validator(str(config)).run()
+    failed = {f.check: f for f in findings if not f.ok}
+    assert "does not offer getUploadParamsForTemplate" in failed["stemcell upload"].detail
+    assert list(failed) == ["stemcell upload"]

@@ -223,8 +223,10 @@ class Validator:
             self._waiting(client, "Asking whether the cloud offers getUploadParamsForTemplate")
             try:
                 apis = client.list("listApis", name="getUploadParamsForTemplate")
-            except CloudStackError:
-                apis = None
+            except CloudStackError as err:
+                # ListApisCmd answers a name it does not know, or the caller's role may not call, with a 530
+                # ("... unable to find an api by that name ..."), never with an empty list
+                apis = [] if "unable to find an api by that name" in str(err.errortext).lower() else None
             if apis == []:
                 self._fail("stemcell upload", "this cloud does not offer getUploadParamsForTemplate (CloudStack < 4.6?)",
                            "Use cloudstack.stemcell.upload_strategy: url (with stemcell.url.*) or volume.")
