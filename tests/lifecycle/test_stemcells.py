@@ -199,6 +199,31 @@ def test_volume_strategy_writes_onto_an_attached_volume(tmp_path):
         assert sim.inventory()["templates"] == []
 
 
+def test_volume_strategy_removes_the_work_volume_a_killed_call_left_attached(tmp_path):
+    """Issue 16 item 3: create_stemcell killed with SIGKILL while it wrote the image leaves its work volume attached
+    to the CPI's own VM, for good.  The next create_stemcell removes such a volume once it is older than any
+    create_stemcell can run; a younger one (maybe another call's, still writing) stays.  The age is made by
+    backdating the volume's ``created``, as waiting hours for it is not a test."""
+    devices = tmp_path / "devices"
+    with Simulator("advanced", device_dir=devices) as sim:
+        api = Api(sim)
+        vm = api.deploy()
+        zone = api.zone("zone-1")["id"]
+        offering = api.disk_offering("disk-10")["id"]
+        stale, young = (api.acall("createVolume", name=f"bosh-stemcell-1.0-{unique}-work", zoneid=zone,
+                                  diskofferingid=offering)["volume"]["id"] for unique in ("1a2b3c4d", "5e6f7a8b"))
+        for volume_id in (stale, young):
+            api.acall("attachVolume", id=volume_id, virtualmachineid=vm["id"])
+        with sim.state.lock:
+            sim.state.volumes[stale]["created"] = "2020-01-01T00:00:00+0000"
+        cpi = configured(sim, tmp_path, stemcell={
+            "upload_strategy": "volume", "volume": {"vm_id": vm["id"], "device_dir": str(devices / vm["id"])}})
+        result = cpi.call("create_stemcell", str(raw_image(tmp_path)), declaring(KVM_PROPS, "raw"))
+        result.ok()
+        assert f"Work volume {stale}" in result.stderr and "a create_stemcell that did not finish left it" in result.stderr
+        assert sim.inventory()["volumes"] == [young]
+
+
 def test_volume_strategy_cleans_up_when_the_device_never_appears(tmp_path):
     with Simulator("advanced") as sim:  # no device_dir: attaching creates no device file
         vm = Api(sim).deploy()

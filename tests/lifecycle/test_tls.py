@@ -5,6 +5,7 @@ SSL_CERT_FILE), for API calls and the stemcell upload; the CA file written for a
 ``cloudstack-cpi validate`` answers a refused certificate with the CA hint.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cpi, CpiResult, bare_env, request, run_cpi, write_config
+from tests.conftest import BIN_CPI, Cpi, CpiResult, bare_env, request, run_cpi, write_config
 
 trustme = pytest.importorskip("trustme")
 
@@ -145,14 +146,19 @@ def test_stemcell_upload_uses_the_configured_ca_whatever_the_environment(https_s
     assert https_simulator.template_bytes(cid).stat().st_size > 0  # the multipart POST to postURL went through
 
 
-# -- the CA file the CPI writes for requests is removed at the end of every call ---------------------------------
+# -- the CA file the CPI writes for requests: one per certificate, shared by all calls -------------------------
 
 
 def _ca_files(directory) -> list[str]:
-    return sorted(name for name in os.listdir(directory) if name.startswith("cpi-ca-"))
+    return sorted(name for name in os.listdir(directory) if "ca-" in name and name.endswith(".pem"))
 
 
-def test_the_ca_temp_file_is_removed_after_every_call(https_simulator, authority, tmp_path):
+def test_calls_share_one_ca_file_per_certificate_and_a_killed_call_leaves_none(https_simulator, authority, tmp_path):
+    """Issue 16 item 3: each call wrote its own CA file and removed it when done, so every call killed with SIGKILL
+    (no handler runs) left one in TMPDIR.  Now the file is named by the certificate's content and reused."""
+    import signal
+    import time
+
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
     good = write_config(tmp_path / "good.json", https_simulator.endpoint, https_simulator.api_key,
@@ -161,14 +167,26 @@ def test_the_ca_temp_file_is_removed_after_every_call(https_simulator, authority
                          https_simulator.secret_key, ca_cert=trustme.CA().cert_pem.bytes().decode())
     env = {**bare_env(tmp_path), "TMPDIR": str(tmpdir)}
     assert run_cpi(request("has_vm", UNKNOWN_VM), good, env=env, tmp=tmp_path).ok() is False
-    assert _ca_files(tmpdir) == []
-    refused = run_cpi(request("has_vm", UNKNOWN_VM), wrong, env=env, tmp=tmp_path)  # a TLS error
-    assert refused.error is not None and _ca_files(tmpdir) == []
+    [shared] = _ca_files(tmpdir)
+    assert (tmpdir / shared).read_text() == authority.cert_pem.bytes().decode()
     run_cpi(request("reboot_vm", UNKNOWN_VM), good, env=env, tmp=tmp_path)  # an error of the action (VMNotFound)
-    assert _ca_files(tmpdir) == []
-    validated = subprocess.run([str(CONSOLE_SCRIPT), "validate", str(wrong)], check=False, capture_output=True,
-                               text=True, env=env, timeout=120)
-    assert validated.returncode == 1 and _ca_files(tmpdir) == []
+    assert _ca_files(tmpdir) == [shared]
+    refused = run_cpi(request("has_vm", UNKNOWN_VM), wrong, env=env, tmp=tmp_path)  # a TLS error
+    assert refused.error is not None and len(_ca_files(tmpdir)) == 2
+
+    https_simulator.set_job_seconds(30)  # a call that waits for a job, killed while it waits
+    process = subprocess.Popen([str(BIN_CPI), str(good)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=env)
+    process.stdin.write(json.dumps(request("create_disk", 1024, {}, None)).encode())
+    process.stdin.close()
+    deadline = time.monotonic() + 60
+    while not any(name == "createvolume" for name, _ in https_simulator.request_log):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    https_simulator.set_job_seconds(0)
+    assert len(_ca_files(tmpdir)) == 2
 
 
 # -- cloudstack-cpi validate: a refused certificate gets the CA hint --------------------------------------------

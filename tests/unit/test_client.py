@@ -295,8 +295,25 @@ def test_tls_options(stderr, tmp_path):
     path = with_ca.session.verify
     assert isinstance(path, str) and open(path).read() == pem
     with_ca.close()
+    # one file per certificate, shared by the calls that use it (a killed call leaves no file of its own)
+    assert Client(URL, "k", "secret-1", log=log, ca_cert=pem).session.verify == path
+
+
+def test_ca_files_of_other_certificates_go_once_unused_for_a_week(tmp_path, monkeypatch):
     import os
-    assert not os.path.exists(path)
+    import tempfile
+
+    from cloudstack_cpi.cloudstack import client as client_module
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old = tmp_path / "cpi-ca-abcdef.pem"          # a per-call file an earlier version left
+    recent = tmp_path / "cloudstack-cpi-ca-0123.pem"
+    for leftover in (old, recent):
+        leftover.write_text("pem")
+    week_ago = os.stat(old).st_mtime - client_module.STALE_CA_FILE_SECONDS - 60
+    os.utime(old, (week_ago, week_ago))
+    path = client_module.ca_file("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.name, os.path.basename(path)])
 
 
 @responses.activate

@@ -539,6 +539,72 @@ def _settings(ctx, plan: _Plan, nics: dict[str, dict], ephemeral: dict | None) -
     )
 
 
+# -- create_vm: what a killed create_vm left ------------------------------------------------------------------------
+
+# Every VM this CPI deploys is named vm-<uuid4> from the moment it exists.
+_CPI_VM_NAME = re.compile(r"^vm-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+# The tags create_vm itself puts on a VM; anything else (set_vm_metadata's) means the director knows the VM.
+_CREATE_VM_TAGS = frozenset({tags.DIRECTOR_KEY, tags.AGENT_KEY, "cpi_lb_member"})  # the last: loadbalancers.MEMBER_KEY
+
+
+def abandoned_by_create_vm(vm: dict, director_uuid: str | None, create_timeout: float, now: float) -> bool:
+    """Whether ``vm`` was left by a create_vm of this director that never finished (killed, so no cleanup ran).
+
+    All must hold, and together they cannot describe a VM the director uses or a create_vm still running:
+    * named vm-<uuid4>, as only this CPI names VMs;
+    * tagged with no director, or with this one, and with nothing but create_vm's own tags: a VM the director
+      registered gets its metadata from set_vm_metadata right after create_vm answers;
+    * not Running: create_vm answers only once its VM runs, so a VM the director ever learned of was Running
+      (an operator who stops one by hand leaves its metadata, which the previous rule sees);
+    * created longer ago than the create_vm timeout, so no create_vm can still be working on it.
+    """
+    from datetime import datetime
+
+    if not _CPI_VM_NAME.match(str(vm.get("name", ""))) or vm.get("state") in ("Running", "Destroyed", "Expunging"):
+        return False
+    marks = tags.as_dict(vm)
+    if set(marks) - _CREATE_VM_TAGS or marks.get(tags.DIRECTOR_KEY, director_uuid) != director_uuid:
+        return False
+    try:
+        created = datetime.strptime(str(vm.get("created")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return False
+    return now - created > create_timeout
+
+
+def _remove_abandoned_holders(ctx, plan) -> bool:
+    """Remove the abandoned VMs (``abandoned_by_create_vm``) that hold one of the plan's manual IPs; True if any."""
+    import time
+
+    wanted = {n.ip for n in plan.order if n.type == "manual" and n.ip}
+    if not wanted:
+        return False
+    client, timeout = ctx.client, ctx.config.cloudstack.timeout.create_vm
+    scopes = [{"networkid": net_id} for net_id in dict.fromkeys(plan.placement.network_ids.values())] or \
+        [{"zoneid": plan.zone["id"]}]
+    holders: dict[str, dict] = {}
+    try:
+        for scope in scopes:
+            for vm in client.list_all("listVirtualMachines", listall=True, **scope):
+                if wanted & {nic.get("ipaddress") for nic in vm.get("nic") or []}:
+                    holders[vm["id"]] = vm
+    except CloudStackError as err:
+        ctx.log.warning(f"Looking for VMs holding {', '.join(sorted(wanted))} after a refused deploy: {err}")
+        return False
+    removed = False
+    for vm in holders.values():
+        held = sorted(wanted & {nic.get("ipaddress") for nic in vm.get("nic") or []})
+        if not abandoned_by_create_vm(vm, ctx.director_uuid, timeout, time.time()):
+            ctx.log.info(f"IP {', '.join(held)} is held by VM '{vm['id']}' ({vm.get('name')}, {vm.get('state')}), "
+                         "which is not one a killed create_vm left: it stays")
+            continue
+        ctx.log.warning(f"IP {', '.join(held)} is held by VM '{vm['id']}' ({vm.get('name')}, {vm.get('state')}, "
+                        f"created {vm.get('created')}), left by a create_vm that did not finish: removing it")
+        delete_vm(ctx, vm["id"])
+        removed = True
+    return removed
+
+
 # -- create_vm: build ---------------------------------------------------------------------------------------------
 
 
@@ -617,8 +683,16 @@ class _Build:
         self.ctx.log.info(f"Deploying VM {plan.vm_name} (offering '{plan.offering.get('name')}', "
                           f"template '{plan.template.get('name')}', zone '{plan.zone.get('name')}')")
         try:
-            result = self.client.run_job("deployVirtualMachine", timeout=self.cs.timeout.create_vm,
-                                         what=f"deploying VM {plan.vm_name}", **params)
+            try:
+                result = self.client.run_job("deployVirtualMachine", timeout=self.cs.timeout.create_vm,
+                                             what=f"deploying VM {plan.vm_name}", **params)
+            except CloudStackError as err:
+                # A refusal before any VM exists may be a manual IP still held by the VM of a create_vm that was
+                # killed (kill -9: no cleanup ran).  Such a VM is removed and the deploy made once more.
+                if err.resource_id or err.outcome_unknown or not _remove_abandoned_holders(self.ctx, plan):
+                    raise
+                result = self.client.run_job("deployVirtualMachine", timeout=self.cs.timeout.create_vm,
+                                             what=f"deploying VM {plan.vm_name}", **params)
         except CloudStackError as err:
             if err.resource_id:
                 self.vm_ids.append(err.resource_id)

@@ -289,7 +289,6 @@ class Client:
         self.project_id: str | None = None   # set once resolved: see PROJECT_SCOPED
         self._rng = random.Random()
         log.add_secret(secret_key)
-        self._ca_file: str | None = None
         # A CA file (the configured ca_cert or the default bundle) or False; never True: see ConfiguredSession.
         self.session = ConfiguredSession(self._verify_setting(verify, ca_cert))
 
@@ -306,23 +305,12 @@ class Client:
             self.log.warning("TLS certificate verification is off (cloudstack.skip_verify_ssl)")
             return False
         if ca_cert:
-            # requests wants a file; the config carries PEM text.
-            handle = tempfile.NamedTemporaryFile("w", prefix="cpi-ca-", suffix=".pem", delete=False)
-            with handle:
-                handle.write(ca_cert)
-            self._ca_file = handle.name
-            return handle.name
+            return ca_file(ca_cert)
         # Named explicitly: True would let the environment's bundle in (see ConfiguredSession).
         return certifi.where()
 
     def close(self) -> None:
         self.session.close()
-        ca_file, self._ca_file = self._ca_file, None
-        if ca_file:
-            try:
-                os.unlink(ca_file)
-            except OSError:
-                pass
 
     # -- the choke point ---------------------------------------------------
 
@@ -557,6 +545,54 @@ class Client:
         except CloudStackError as err:
             err.resource_id = err.resource_id or started.get("id")
             raise
+
+
+CA_FILE_PREFIX = "cloudstack-cpi-ca-"
+STALE_CA_FILE_SECONDS = 7 * 24 * 3600  # far beyond any call's job timeouts: no running call still reads it
+
+
+def ca_file(pem: str) -> str:
+    """A file holding ``pem`` for requests, named by its content in TMPDIR and shared by every call.
+
+    Calls reuse it instead of each writing (and, if killed with SIGKILL, leaving) a file of their own: there is one
+    file per certificate ever configured, never one per call.  It is written to a private name and renamed, so a
+    concurrent call sees the whole file or none.  Files of other certificates unused for a week are removed then.
+    """
+    import hashlib
+
+    directory = tempfile.gettempdir()
+    path = os.path.join(directory, f"{CA_FILE_PREFIX}{hashlib.sha256(pem.encode()).hexdigest()[:32]}.pem")
+    try:
+        with open(path, encoding="utf-8") as existing:
+            if existing.read() == pem:
+                os.utime(path)  # in use: not stale
+                return path
+    except OSError:
+        pass
+    handle = tempfile.NamedTemporaryFile("w", dir=directory, prefix=f"{CA_FILE_PREFIX}new-", suffix=".pem",
+                                         delete=False, encoding="utf-8")
+    with handle:
+        handle.write(pem)
+    os.chmod(handle.name, 0o644)  # a CA certificate is public; another user's CPI may share TMPDIR
+    os.replace(handle.name, path)
+    _remove_stale_ca_files(directory, keep=path)
+    return path
+
+
+def _remove_stale_ca_files(directory: str, keep: str) -> None:
+    now = time.time()
+    try:
+        # "cpi-ca-": the per-call files of earlier versions, which a killed call left behind
+        names = [n for n in os.listdir(directory) if n.startswith((CA_FILE_PREFIX, "cpi-ca-")) and n.endswith(".pem")]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            if path != keep and now - os.stat(path).st_mtime > STALE_CA_FILE_SECONDS:
+                os.unlink(path)
+        except OSError:
+            pass
 
 
 def _cut(seconds: float, left: float) -> float:

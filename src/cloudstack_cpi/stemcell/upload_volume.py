@@ -113,6 +113,44 @@ def write_device(path: str, chunks: Iterable[bytes], size: int, log) -> int:
     return written
 
 
+# A work volume is named after its template (templates.naming: "<stemcell>-<version>-<8 hex>") plus "-work".
+WORK_VOLUME_NAME = re.compile(r"-[0-9a-f]{8}-work$")
+WRITE_ALLOWANCE = 3600.0  # seconds to write an image onto the device: the one step no configured timeout bounds
+
+
+def stale_after(timeouts, device_timeout: float) -> float:
+    """Seconds after which a work volume still attached can belong to no running create_stemcell: the sum of
+    every step's bound (create, attach, device, write, detach, snapshot, template)."""
+    return (timeouts.create_volume + timeouts.attach_volume + device_timeout + WRITE_ALLOWANCE
+            + timeouts.detach_volume + timeouts.snapshot_volume + timeouts.poll_template)
+
+
+def remove_stale_work_volumes(client, vm: dict, timeouts, log, *, device_timeout: float, now: float) -> list[str]:
+    """Work volumes a killed create_stemcell left attached to this VM: detached and deleted; their ids.
+
+    Only volumes attached to the CPI's own VM, named as work volumes are, and older than any create_stemcell can
+    run (``stale_after``): the CPI alone attaches such volumes to its VM, and none of them is still in use.
+    """
+    from datetime import datetime
+
+    bound = stale_after(timeouts, device_timeout)
+    removed = []
+    for volume in client.list_all("listVolumes", virtualmachineid=vm["id"], listall=True):
+        try:
+            created = datetime.strptime(str(volume.get("created")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        except ValueError:
+            continue
+        if not WORK_VOLUME_NAME.search(str(volume.get("name", ""))) or now - created <= bound:
+            continue
+        log.warning(f"Work volume {volume['id']} ({volume.get('name')}, created {volume.get('created')}) is still "
+                    "attached to this VM: a create_stemcell that did not finish left it; removing it")
+        stale = WorkResources(volume_id=volume["id"], attached=True)
+        cleanup(client, stale, timeouts, log)
+        if stale.volume_id is None:
+            removed.append(volume["id"])
+    return removed
+
+
 @dataclass
 class WorkResources:
     """What the strategy made and must remove (template ids are handed to the caller)."""
@@ -127,6 +165,7 @@ def run(client, *, log, timeouts, vm: dict, offering: dict, raw_size: int, raw_c
         device_dir: str, naming, ostype_id: str, requires_hvm: bool, public: bool, work: WorkResources,
         device_timeout: float = DEVICE_TIMEOUT) -> str:
     """Make the template in ``vm``'s zone and return its id; ``work`` records what exists at every step."""
+    remove_stale_work_volumes(client, vm, timeouts, log, device_timeout=device_timeout, now=time.time())
     size_gib = max(1, -(-raw_size // GIB))
     params: dict[str, Any] = {"name": f"{naming.name}-work", "zoneid": vm["zoneid"], "diskofferingid": offering["id"]}
     if offering.get("iscustomized"):
