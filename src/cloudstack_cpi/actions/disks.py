@@ -52,7 +52,6 @@ def create_disk(ctx, size: int, cloud_properties: dict, vm_cid: str | None = Non
     sizing = create_sizing(offering, size_gib, what)
     name = NAME_PREFIX + str(uuid.uuid4())
     volume_id = _create_volume(ctx, name, zone_id, offering["id"], sizing, what)
-    _tag_new_volume(ctx, volume_id, what)
     gib = sizing.get("size", offering_gib(offering))
     ctx.log.info(f"Created disk '{volume_id}' ({name}, {gib} GiB, offering '{offering.get('name')}', "
                  f"zone '{zone_name}')")
@@ -401,45 +400,53 @@ def _disk_zone(ctx, vm_cid: str | None, what: str) -> tuple[str, str]:
 
 
 def _create_volume(ctx, name: str, zone_id: str, offering_id: str, sizing: dict, what: str) -> str:
-    client = ctx.client
+    """createVolume, and its tags as soon as its id is known: the two jobs run side by side (issue 17: the tags
+    were a second job waited for after the first).  The name is unique, so a lost answer is found by name."""
+    client, cs = ctx.client, ctx.config.cloudstack
+    created: set[str] = set()
+    step = ""  # the breadcrumb of a failure once the volume exists: its tags
     try:
-        job = client.run_job("createVolume", timeout=ctx.config.cloudstack.timeout.create_volume,
-                             what=f"creating volume {name}", name=name, zoneid=zone_id,
-                             diskofferingid=offering_id, **sizing)
+        started = client.call("createVolume", name=name, zoneid=zone_id, diskofferingid=offering_id, **sizing)
+        volume_id = started.get("id")
+        if volume_id:
+            created.add(volume_id)
+        tagging = _start_tags(ctx, volume_id) if volume_id else None
+        job = client.wait_for_job(started["jobid"], command="createVolume", timeout=cs.timeout.create_volume,
+                                  what=f"creating volume {name}") if started.get("jobid") else started
+        volume_id = volume_id or (job.get("volume") or {}).get("id") or _only_volume_named(ctx, name, what)
+        created.add(volume_id)
+        step = f"tagging volume '{volume_id}': "
+        if tagging is None:
+            tagging = _start_tags(ctx, volume_id)
+        if tagging.get("jobid"):
+            client.wait_for_job(tagging["jobid"], command="createTags", timeout=cs.timeout.global_,
+                                what=f"tagging volume {volume_id}")
+        return volume_id
     except CloudStackError as err:
-        leftovers = {err.resource_id} if err.resource_id else set()
-        if err.outcome_unknown or err.kind == "timeout":
+        leftovers = created | ({err.resource_id} if err.resource_id else set())
+        if err.outcome_unknown or err.kind == "timeout" or not leftovers:
             leftovers |= _volumes_named(ctx, name)
         for volume_id in sorted(leftovers):
             discard_volume(ctx, volume_id)
-        raise CloudError(f"{what}: {err}", ok_to_retry=err.is_transient) from None
-    except BaseException:  # interrupted (SIGTERM/SIGINT) while the job ran: the volume may exist
-        for volume_id in sorted(_volumes_named(ctx, name)):
+        raise CloudError(f"{what}: {step}{err}", ok_to_retry=err.is_transient) from None
+    except BaseException:  # interrupted (SIGTERM/SIGINT) or failed: the volume may exist, the director never learns it
+        for volume_id in sorted(created | _volumes_named(ctx, name)):
             discard_volume(ctx, volume_id)
         raise
-    volume_id = (job.get("volume") or {}).get("id")
-    if volume_id:
-        return volume_id
+
+
+def _start_tags(ctx, volume_id: str) -> dict:
+    wanted = {tags.ROLE_KEY: tags.ROLE_PERSISTENT}
+    if ctx.director_uuid:
+        wanted[tags.DIRECTOR_KEY] = ctx.director_uuid
+    return ctx.client.call("createTags", resourceids=volume_id, resourcetype="Volume", tags=tags.sanitise(wanted))
+
+
+def _only_volume_named(ctx, name: str, what: str) -> str:
     found = _volumes_named(ctx, name)
     if len(found) != 1:
         raise CloudError(f"{what}: createVolume answered without a volume and {len(found)} volumes are named {name}")
     return found.pop()
-
-
-def _tag_new_volume(ctx, volume_id: str, what: str) -> None:
-    wanted = {tags.ROLE_KEY: tags.ROLE_PERSISTENT}
-    if ctx.director_uuid:
-        wanted[tags.DIRECTOR_KEY] = ctx.director_uuid
-    try:
-        ctx.client.run_job("createTags", timeout=ctx.config.cloudstack.timeout.global_,
-                           what=f"tagging volume {volume_id}", resourceids=volume_id, resourcetype="Volume",
-                           tags=tags.sanitise(wanted))
-    except CloudStackError as err:
-        discard_volume(ctx, volume_id)
-        raise CloudError(f"{what}: tagging volume '{volume_id}': {err}", ok_to_retry=err.is_transient) from None
-    except BaseException:  # interrupted: the volume exists but the director will never learn its id
-        discard_volume(ctx, volume_id)
-        raise
 
 
 def _volumes_named(ctx, name: str) -> set[str]:
