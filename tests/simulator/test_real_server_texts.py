@@ -331,12 +331,14 @@ def test_affinity_group_names_collide_ignoring_case_and_delete_texts(api):
     with pytest.raises(ApiError) as err:
         api.call("createAffinityGroup", name="AG", type="host anti-affinity")
     assert err.value.errortext == "Unable to create affinity group, a group with name AG already exists."
-    with pytest.raises(ApiError) as err:
-        api.call("deleteAffinityGroup", name="missing")
-    assert err.value.status == 431 and err.value.errortext == "Unable to find affinity group missing"
-    with pytest.raises(ApiError) as err:
-        api.call("deleteAffinityGroup")
-    assert err.value.errortext == "Either the affinity group Id or group name must be specified to delete the group"
+    # DeleteAffinityGroupCmd.getEntityOwnerId looks only at the owner: the lookups run in the job (execute())
+    with pytest.raises(JobFailed) as failed:
+        api.acall("deleteAffinityGroup", name="missing")
+    assert failed.value.errorcode == 431 and failed.value.errortext == "Unable to find affinity group missing"
+    with pytest.raises(JobFailed) as failed:
+        api.acall("deleteAffinityGroup")
+    assert failed.value.errortext == ("Either the affinity group Id or group name must be specified to delete the "
+                                      "group")
     vm = api.deploy(affinitygroupnames="ag")
     api.acall("deleteAffinityGroup", name="Ag")
     assert api.call("listAffinityGroups") == {}

@@ -308,24 +308,30 @@ def list_affinity_groups(ctx):
 
 @command("deleteAffinityGroup", "org.apache.cloudstack.api.command.user.affinitygroup.DeleteAffinityGroupCmd")
 def delete_affinity_group(ctx):
+    """DeleteAffinityGroupCmd: getEntityOwnerId looks only at the owner, so the group is looked up inside the job
+    (execute() -> AffinityGroupServiceImpl.deleteAffinityGroup): a missing group fails the job."""
     st = ctx.state
-    if ctx.has("id"):
-        g = ctx.find(st.affinitygroups, "id", "Unable to find affinity group by id {id}")
-    elif ctx.has("name"):
-        # AffinityGroupServiceImpl.getAffinityGroup: findByAccountAndName (EQ), else "Unable to find affinity
-        # group " + the name; neither id nor name: "Either the affinity group Id or group name must be specified ..."
-        g = next((x for x in st.affinitygroups.values() if name_equals(x["name"], ctx.p["name"])), None)
-        if g is None:
-            raise param_error(f"Unable to find affinity group {ctx.p['name']}")
-    else:
-        raise param_error("Either the affinity group Id or group name must be specified to delete the group")
+    found = ctx.p.get("id") if ctx.has("id") else None
 
-    def complete():
-        # deleteAffinityGroup(long) removes the group's VM mappings with it: a group in use is no refusal
-        for v in st.vms.values():
-            if g["id"] in v["_affinity"]:
-                v["_affinity"].remove(g["id"])
-        st.affinitygroups.pop(g["id"], None)
-        st.drop_tags("AffinityGroup", g["id"])
-        return {"success": True}
-    return ctx.submit(instancetype="AffinityGroup", instanceid=g["id"], complete=complete)
+    def checks():
+        if ctx.has("id"):
+            g = ctx.find(st.affinitygroups, "id", "Unable to find affinity group by id {id}")
+        elif ctx.has("name"):
+            # AffinityGroupServiceImpl.getAffinityGroup: findByAccountAndName (EQ), else "Unable to find affinity
+            # group " + the name; neither id nor name: "Either the affinity group Id or group name must be specified ..."
+            g = next((x for x in st.affinitygroups.values() if name_equals(x["name"], ctx.p["name"])), None)
+            if g is None:
+                raise param_error(f"Unable to find affinity group {ctx.p['name']}")
+        else:
+            raise param_error("Either the affinity group Id or group name must be specified to delete the group")
+
+        def complete():
+            # deleteAffinityGroup(long) removes the group's VM mappings with it: a group in use is no refusal
+            for v in st.vms.values():
+                if g["id"] in v["_affinity"]:
+                    v["_affinity"].remove(g["id"])
+            st.affinitygroups.pop(g["id"], None)
+            st.drop_tags("AffinityGroup", g["id"])
+            return {"success": True}
+        return complete, None, None
+    return ctx.submit_checked(checks, instancetype="AffinityGroup", instanceid=found)
