@@ -65,9 +65,17 @@ class Cloud:
             return dict(next(ip for ip in self.sim.state.publicips.values() if ip["ipaddress"] == VIP))
 
 
+# Realistic job durations at this scale: a lost answer's job is still running when the CPI looks (issue 15 item 9).
+# With instant jobs the resource has already changed when the CPI looks, which hid that looking was not enough.
+REAL_TIME_SCALE = 0.02
+IN_REAL_TIME = pytest.mark.parametrize("cloud", ["instant", "realistic"], indirect=True)
+
+
 @pytest.fixture
-def cloud(tmp_path):
-    with Simulator(scenario="advanced") as sim, LossyProxy(sim.endpoint) as proxy:
+def cloud(tmp_path, request):
+    timing = getattr(request, "param", "instant")
+    with Simulator(scenario="advanced", timing=timing, timing_scale=REAL_TIME_SCALE) as sim, \
+            LossyProxy(sim.endpoint) as proxy:
         config = write_config(tmp_path / "cpi.json", proxy.endpoint, sim.api_key, sim.secret_key)
         yield Cloud(sim, proxy, config)
 
@@ -159,7 +167,12 @@ def test_create_disk_after_a_lost_answer_leaves_no_volume(cloud, vm, command, nt
     assert cloud.inventory()["volumes"] == [disk]
 
 
+@IN_REAL_TIME
 def test_attach_and_detach_check_the_volume_after_a_lost_answer(cloud, vm):
+    """In real time the lost detach's job still runs when the CPI looks: before the CPI waited for that job
+    (Client.pending_job, found with listAsyncJobs by command and resource), it saw the volume attached and failed.
+    QueryManagerImpl.searchForAsyncJobs: keyword is ``cmd LIKE '%keyword%'``; the job names its resource in
+    jobinstanceid (AsyncJobResponse)."""
     disk = cloud.ok("create_disk", 2048, {}, vm)
     cloud.proxy.lose_answer("attachVolume")
     hint = cloud.ok("attach_disk", vm, disk)
@@ -189,6 +202,7 @@ def test_snapshot_after_a_lost_answer_leaves_no_snapshot(cloud, vm, command):
 # -- deletes: repeating a lost delete treats "already gone" as success --------------------------------------------
 
 
+@IN_REAL_TIME
 def test_lost_delete_answers_count_as_done(cloud, vm):
     disk = cloud.ok("create_disk", 2048, {}, vm)
     cloud.ok("attach_disk", vm, disk)
@@ -204,6 +218,7 @@ def test_lost_delete_answers_count_as_done(cloud, vm):
     assert_empty(cloud)
 
 
+@IN_REAL_TIME
 def test_lost_disable_static_nat_answer_in_delete_vm(cloud, vm):
     cloud.proxy.lose_answer("disableStaticNat")
     response = cloud.call("delete_vm", vm)
@@ -215,6 +230,7 @@ def test_lost_disable_static_nat_answer_in_delete_vm(cloud, vm):
     assert_empty(cloud)
 
 
+@IN_REAL_TIME
 def test_lost_tagging_answer_in_set_vm_metadata_is_repaired_by_the_repeat(cloud, vm):
     cloud.proxy.reset()
     cloud.proxy.lose_answer("createTags")
@@ -222,7 +238,10 @@ def test_lost_tagging_answer_in_set_vm_metadata_is_repaired_by_the_repeat(cloud,
     if first["error"] is not None:
         assert first["error"]["type"] == "Bosh::Clouds::CloudError" and "\n" not in first["error"]["message"]
     cloud.ok("set_vm_metadata", vm, {"deployment": "cf", "job": "router", "index": 0})
-    assert cloud.proxy.count("createTags") == 1  # the lost one; the repeat saw the tags set
+    if cloud.sim.timing.profile == "instant":
+        assert cloud.proxy.count("createTags") == 1  # the lost one; the repeat saw the tags set
+    # in real time the repeat may come before the lost job has set them: it tags again (createTags names no
+    # resource its job could be found by), and a refusal of tags already set is replanned (tags.apply)
     with cloud.sim.state.lock:
         mine = [t for t in cloud.sim.state.tags if t.get("resourceid") == vm] if isinstance(cloud.sim.state.tags, list) \
             else [t for t in cloud.sim.state.tags.values() if t.get("resourceid") == vm]

@@ -581,3 +581,32 @@ def test_a_project_scopes_the_commands_that_take_it_and_no_others():
     client.call("createTags", resourceids="v")
     sent = [parse_qs(urlsplit(c.request.url).query) or parse_qs(c.request.body) for c in responses.calls]
     assert sent[0]["projectid"] == ["p-1"] and "projectid" not in sent[1]
+
+
+@pytest.mark.parametrize("command, job_class", [
+    ("detachVolume", "DetachVolumeCmd"), ("destroyVirtualMachine", "DestroyVMCmd"),
+    ("startVirtualMachine", "StartVMCmd"), ("disableStaticNat", "DisableStaticNatCmd"),
+    ("removeFromLoadBalancerRule", "RemoveFromLoadBalancerRuleCmd"),
+])
+def test_jobs_name_their_command_by_its_java_class(command, job_class):
+    """The ``cmd`` of a job (AsyncJobResponse) is the command's class: api/src/.../command/user/vm/StartVMCmd.java,
+    .../volume/DetachVolumeCmd.java, .../nat/DisableStaticNatCmd.java, ..."""
+    from cloudstack_cpi.cloudstack.client import job_class_of
+
+    assert job_class_of(command) == job_class
+
+
+@responses.activate
+def test_a_lost_start_is_recovered_only_from_a_job_on_the_same_resource(stderr):
+    from cloudstack_cpi.cloudstack.client import Client as _Client
+
+    jobs = {"listasyncjobsresponse": {"count": 2, "asyncjobs": [
+        {"jobid": "other", "cmd": "org.apache.cloudstack.api.command.user.volume.DetachVolumeCmd",
+         "jobinstanceid": "vol-2", "created": "2026-11-30T08:00:01+0000"},
+        {"jobid": "mine", "cmd": "org.apache.cloudstack.api.command.user.volume.DetachVolumeCmd",
+         "jobinstanceid": "vol-1", "created": "2026-11-30T08:00:00+0000"}]}}
+    responses.add(responses.GET, URL, json=jobs)
+    client = _Client(URL, "k", "secret-1", log=Logger(stream=stderr))
+    assert client.pending_job("detachVolume", {"id": "vol-1"})["jobid"] == "mine"
+    assert client.pending_job("detachVolume", {"id": "vol-3"}) is None
+    assert client.pending_job("createTags", {"resourceids": "vol-1"}) is None  # names no resource: not looked for

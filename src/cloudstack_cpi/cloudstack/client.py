@@ -535,8 +535,19 @@ class Client:
                 )
 
     def run_job(self, command: str, *, timeout: float, what: str, **params: Any) -> dict:
-        """Start an async command and wait for it; errors carry the new resource's id when it has one."""
-        started = self.call(command, **params)
+        """Start an async command and wait for it; errors carry the new resource's id when it has one.
+
+        When the answer to the start is lost, the job it may have started is looked for (``pending_job``) and
+        waited for as if it had been answered: looking at the resource instead would see it unchanged while the
+        job still runs."""
+        try:
+            started = self.call(command, **params)
+        except CloudStackError as err:
+            found = self.pending_job(command, params) if err.outcome_unknown else None
+            if found is None:
+                raise
+            self.log.info(f"The answer to {command} was lost; its job {found['jobid']} was found and is awaited")
+            started = {"jobid": found["jobid"]}
         jobid = started.get("jobid")
         if not jobid:
             return started  # the server answered synchronously
@@ -545,6 +556,43 @@ class Client:
         except CloudStackError as err:
             err.resource_id = err.resource_id or started.get("id")
             raise
+
+
+    def pending_job(self, command: str, params: Mapping[str, Any]) -> dict | None:
+        """The newest job of ``command`` on the resource ``params`` name, if the server has one (listAsyncJobs).
+
+        Only commands on one existing resource qualify: their job names it (jobinstanceid), so another call's job
+        cannot be taken for this one.  A job of an earlier attempt on the same resource is as good: its outcome is
+        the one the caller wants to know.  Creates have no resource yet; they are recovered by their unique name.
+        """
+        instance = next((str(params[key]) for key in INSTANCE_PARAMS.get(command, ()) if params.get(key)), None)
+        if instance is None:
+            return None
+        job_class = job_class_of(command)
+        try:
+            jobs = self.list_all("listAsyncJobs", keyword=job_class, listall=True)
+        except CloudStackError as err:
+            self.log.warning(f"Looking for the job of {command} after a lost answer: {err}")
+            return None
+        mine = [job for job in jobs if str(job.get("cmd", "")).rsplit(".", 1)[-1] == job_class
+                and str(job.get("jobinstanceid", "")) == instance and job.get("jobid")]
+        return max(mine, key=lambda job: str(job.get("created", ""))) if mine else None
+
+
+# Async commands on one existing resource, and the parameter that names it (the job's jobinstanceid).
+INSTANCE_PARAMS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("attachVolume", "detachVolume", "resizeVolume", "deleteSnapshot", "destroyVirtualMachine",
+                     "expungeVirtualMachine", "startVirtualMachine", "stopVirtualMachine", "rebootVirtualMachine",
+                     "deleteTemplate", "copyTemplate", "deleteAffinityGroup", "deleteFirewallRule",
+                     "deleteLoadBalancerRule", "assignToLoadBalancerRule", "removeFromLoadBalancerRule"), ("id",)),
+    "disableStaticNat": ("ipaddressid",),
+}
+
+
+def job_class_of(command: str) -> str:
+    """The API command's Java class, as jobs name it (``cmd``): detachVolume -> DetachVolumeCmd; the VM commands
+    are ``...VMCmd`` (DeployVMCmd, StartVMCmd, ...)."""
+    return command[0].upper() + command[1:].replace("VirtualMachine", "VM") + "Cmd"
 
 
 CA_FILE_PREFIX = "cloudstack-cpi-ca-"
