@@ -1,8 +1,8 @@
 """In-memory CloudStack state. Every access happens with ``State.lock`` (an RLock) held."""
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 import ipaddress
 import json
 import os
@@ -57,7 +57,7 @@ ROLES = {
 # ConfigKeys, "false" in UserVmManager / QueryService; expunge.delay is seconds, 86400 in Config.java;
 # custom.diskoffering.size.min/max are GB, 1 and 1024 in VolumeOrchestrationService's ConfigKeys).
 SETTING_DEFAULTS: dict[str, Any] = {
-    "max_data_volumes": 6, "userdata_max_length": 32768, "default_page_size": 500,
+    "max_data_volumes": 6, "vm.userdata.max.length": 32768, "default_page_size": 500,
     "allow.user.expunge.recover.vm": False, "allow.user.view.destroyed.vm": False, "expunge.delay": 86400,
     "list.name.operator": "EQ",
     "custom.diskoffering.size.min": 1, "custom.diskoffering.size.max": 1024,
@@ -98,6 +98,10 @@ class State:
         self.scenario = scenario
         self.scenario_name = scenario.get("name", "custom")
         self.settings = {**SETTING_DEFAULTS, **scenario.get("settings", {})}
+        if "userdata_max_length" in self.settings:  # the name scenarios used before the real setting's
+            self.settings.setdefault("vm.userdata.max.length", self.settings["userdata_max_length"])
+            if "vm.userdata.max.length" not in scenario.get("settings", {}):
+                self.settings["vm.userdata.max.length"] = self.settings["userdata_max_length"]
         self.jobs.error_codes = str(self.settings.get("job_error_codes", "4.20"))  # jobs.py: JobManager.error_codes
         if self.jobs.error_codes not in ("4.11", "4.20"):
             raise ValueError(f"setting job_error_codes must be 4.11 or 4.20, not {self.jobs.error_codes!r}")

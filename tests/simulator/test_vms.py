@@ -285,3 +285,17 @@ def test_recover_brings_a_destroyed_vm_back_with_its_addresses(api):
         api.call("recoverVirtualMachine", id=vm["id"])
     assert e.value.status == 431 and "is not in the right state" in e.value.errortext
 
+
+
+def test_the_user_data_limit_is_the_real_global_setting():
+    """Issue 15 item 3: the limit is CloudStack's global setting ``vm.userdata.max.length`` (ConfigurationManager /
+    UserVmManagerImpl.validateUserData: "User data has exceeded configurable max length : " + the setting)."""
+    from cloudstack_simulator.state import load_scenario
+
+    scenario = load_scenario("advanced")
+    scenario["settings"] = {**scenario["settings"], "vm.userdata.max.length": 2048}
+    with Simulator(scenario=scenario, seed=1) as sim:
+        api = Api(sim)
+        with pytest.raises(ApiError) as e:
+            api.deploy(userdata=base64.b64encode(b"x" * 2000).decode())  # 2668 chars
+        assert e.value.errortext == "User data has exceeded configurable max length : 2048"

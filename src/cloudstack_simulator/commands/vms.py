@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from ..errors import ApiError, invalid_uuid, param_error
 from ..util import GiB, now_str, public
-from . import by_ids, command, list_response, name_equals, name_matches
+from . import by_ids, command, list_response, name_matches
 
 VMCMD = "org.apache.cloudstack.api.command.user.vm."
 ADMIN_VMCMD = "org.apache.cloudstack.api.command.admin.vm."
@@ -34,7 +34,7 @@ def validate_userdata(ctx, value: str) -> str:
     st = ctx.state
     if "%" in value:
         value = unquote(value)
-    maxlen = int(st.settings.get("userdata_max_length", 32768))
+    maxlen = int(st.settings["vm.userdata.max.length"])  # the global setting's real name
     if ctx.method == "GET":
         if len(value) >= 4096:
             raise param_error("User data is too long for an http GET request")
