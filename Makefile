@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install clean
+.PHONY: test lint demo install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 3 --dist worksteal -q
 
+# Lint and types (configured in pyproject.toml): ruff on the code, its tests and benchmarks; mypy on src.
+lint: $(STAMP)
+	$(PY) -m ruff check src tests bench
+	$(PY) -m mypy
+
 demo: $(STAMP)
 	$(PY) -m cloudstack_cpi.cli demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

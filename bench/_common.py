@@ -32,10 +32,11 @@ def run_once(argv: list[str], stdin: bytes | None = None, env=None) -> float:
     return time.perf_counter() - started
 
 
-def interleaved_medians(commands: dict[str, tuple[list[str], bytes | None, dict | None]], rounds: int) -> dict[str, float]:
+def interleaved_medians(commands: dict[str, tuple[list[str], bytes | None, dict | None]],
+                        rounds: int) -> dict[str, float]:
     """Run the commands round-robin (so drift in machine load hits all alike) and return medians."""
     samples: dict[str, list[float]] = {name: [] for name in commands}
-    for name, (argv, stdin, env) in commands.items():  # warm caches (bytecode, page cache)
+    for argv, stdin, env in commands.values():  # warm caches (bytecode, page cache)
         run_once(argv, stdin, env)
     for _ in range(rounds):
         for name, (argv, stdin, env) in commands.items():
@@ -69,7 +70,8 @@ def call_cpi(config: Path, method: str, *arguments) -> dict:
 
 def machine() -> str:
     try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
     except (OSError, StopIteration):
         model = "unknown CPU"
     return f"{os.cpu_count()} cores, {model}, Python {sys.version.split()[0]}"

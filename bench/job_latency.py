@@ -65,8 +65,8 @@ def main() -> int:
     else:
         print(f"{'job':>6} {'latency':>10} {'target':>9} {'polls':>6}")
         for row in rows:
-            print(f"{row['job_seconds']:>5.1f}s {row['latency_ms']:>8.1f}ms {row['target_ms']:>7.1f}ms {row['polls']:>6}"
-                  f"{'' if row['ok'] else '  MISSED'}")
+            print(f"{row['job_seconds']:>5.1f}s {row['latency_ms']:>8.1f}ms {row['target_ms']:>7.1f}ms "
+                  f"{row['polls']:>6}{'' if row['ok'] else '  MISSED'}")
         print(f"machine: {machine()}")
     return 0 if all(row["ok"] for row in rows) else 1
 

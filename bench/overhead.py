@@ -31,7 +31,8 @@ def measure(rounds: int) -> dict:
             "python3 -c pass": ([base_python(), "-c", "pass"], None, env),
             "info via bin/cpi": ([str(BIN_CPI), str(config)], request("info"), env),
             "import requests, pydantic": ([str(VENV_PYTHON), "-c", "import requests, pydantic"], None, env),
-            "has_vm via bin/cpi": ([str(BIN_CPI), str(config)], request("has_vm", "0f5a1a44-9c1b-4b7e-9d6a-3f0c2b1e8d77"), env),
+            "has_vm via bin/cpi": ([str(BIN_CPI), str(config)],
+                                   request("has_vm", "0f5a1a44-9c1b-4b7e-9d6a-3f0c2b1e8d77"), env),
         }
         medians = interleaved_medians(commands, rounds)
     return {

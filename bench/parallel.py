@@ -34,7 +34,8 @@ def run_pairs(sim, config: Path, tmp: Path, stemcell: str, pairs: int, tag: str)
     lock = threading.Lock()
 
     def pair(i: int) -> None:
-        network = {"net": {"type": "dynamic", "default": ["dns", "gateway"], "cloud_properties": {"name": "bosh-shared"}}}
+        network = {"net": {"type": "dynamic", "default": ["dns", "gateway"],
+                           "cloud_properties": {"name": "bosh-shared"}}}
         created, _ = call(config, tmp, "create_vm", f"agent-{tag}-{i}", stemcell, {"compute_offering": "small"},
                           network, [], {})
         if created["error"]:

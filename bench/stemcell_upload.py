@@ -130,7 +130,7 @@ def plain_upload(sim: Simulator, path: Path, size: int) -> float:
         connection.close()
         if answer.status != 200:
             raise RuntimeError(f"plain upload: HTTP {answer.status}: {body[:200]!r}")
-        for attempt in range(200):
+        for _ in range(200):
             row = client.list("listTemplates", templatefilter="self", id=params["id"])[0]
             if row["isready"]:
                 break

@@ -25,7 +25,6 @@ import fnmatch
 import posixpath
 from dataclasses import dataclass, field
 
-
 # -- networks ------------------------------------------------------------------------------------------------------
 
 

@@ -9,15 +9,19 @@ counts as done once the resource is seen to be gone.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .cloudstack.errors import CloudStackError
 from .errors import BoshError
+
+if TYPE_CHECKING:
+    from .context import CallContext
 
 ATTEMPTS = 4   # tries per half-created resource
 PAUSE = 0.5    # seconds, times the attempt number, between them
 
 
-def remove(ctx, label: str, action: Callable[[], object], *, gone: Callable[[], bool] | None = None,
+def remove(ctx: CallContext, label: str, action: Callable[[], object], *, gone: Callable[[], bool] | None = None,
            attempts: int = ATTEMPTS, pause: float = PAUSE) -> bool:
     """Run ``action`` until it succeeds or fails for good; True when ``label`` is gone.
 
@@ -31,7 +35,8 @@ def remove(ctx, label: str, action: Callable[[], object], *, gone: Callable[[], 
             return True
         except (BoshError, CloudStackError) as err:
             transient = isinstance(err, CloudStackError) and err.is_transient
-            if transient and gone is not None and _looks_gone(gone):  # e.g. the removal's answer was lost
+            if (isinstance(err, CloudStackError) and err.is_transient
+                    and gone is not None and _looks_gone(gone)):  # e.g. the removal's answer was lost
                 ctx.log.info(f"Cleaned up {label} ({err.errortext})")
                 return True
             if transient and attempt < attempts:

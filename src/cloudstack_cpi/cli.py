@@ -71,8 +71,8 @@ def simulator_command(args: tuple[str, ...]) -> None:
 @main.command("call")
 @click.argument("method")
 @click.argument("arguments", nargs=-1)
-@click.option("--config", "config_path", envvar="CPI_CONFIG", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="CPI config file (or $CPI_CONFIG).")
+@click.option("--config", "config_path", envvar="CPI_CONFIG", required=True,
+              type=click.Path(exists=True, dir_okay=False), help="CPI config file (or $CPI_CONFIG).")
 @click.option("--api-version", default=2, show_default=True, help="CPI API version to ask for.")
 @click.option("--stemcell-api-version", default=3, show_default=True, help="context.vm.stemcell.api_version to send.")
 def call_command(method: str, arguments: tuple[str, ...], config_path: str, api_version: int,

@@ -13,8 +13,22 @@ import re
 from typing import Any
 
 from .errors import CpiError
-from .schema import (Anything, Choice, Flag, Integer, Mapping, Nested, Number, Problem, Secret, SecretText, Section,
-                     Text, TextList, parse as parse_section)
+from .schema import (
+    Anything,
+    Choice,
+    Flag,
+    Integer,
+    Mapping,
+    Nested,
+    Number,
+    Problem,
+    Secret,
+    SecretText,
+    Section,
+    Text,
+    TextList,
+    parse as parse_section,
+)
 
 # Context keys the director itself sends; everything else in the context is cpi-config.
 DIRECTOR_CONTEXT_KEYS = frozenset({"director_uuid", "request_id", "vm"})
@@ -74,13 +88,19 @@ class UrlUpload(Section):
 class VolumeUpload(Section):
     """The ``volume`` strategy: write the image onto a volume attached to the VM the CPI runs on."""
 
-    vm_id: str | None = Text(None, doc="The CloudStack id of the VM running the CPI (default: asked from the metadata service).")
+    vm_id: str | None = Text(
+        None, doc="The CloudStack id of the VM running the CPI (default: asked from the metadata service)."
+    )
     device_dir: str = Text("/dev", doc="Where the attached volume's block device appears.")
     metadata_url: str = Text(
         "http://data-server./latest/meta-data/vm-id", doc="Metadata service URL that answers this VM's id."
     )
-    disk_offering: str | None = Text(None, doc="Disk offering for the work volume (default: default_offer.custom_disk).")
-    device_timeout: float = Number(120, gt=0, doc="Seconds to wait for the attached work volume's block device to appear.")
+    disk_offering: str | None = Text(
+        None, doc="Disk offering for the work volume (default: default_offer.custom_disk)."
+    )
+    device_timeout: float = Number(
+        120, gt=0, doc="Seconds to wait for the attached work volume's block device to appear."
+    )
 
 
 class StemcellConfig(Section):

@@ -8,9 +8,12 @@ cheap: every BOSH call is a new process.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .log import Logger
+if TYPE_CHECKING:  # the types only: importing their modules is what the lazy properties below put off
+    from .cloudstack.client import Client
+    from .config import Config
+    from .log import Logger
 
 
 class CallContext:
@@ -34,7 +37,7 @@ class CallContext:
         return version if isinstance(version, int) and not isinstance(version, bool) else None
 
     @cached_property
-    def config(self):
+    def config(self) -> Config:
         from . import config as config_module
         from .errors import CpiError
 
@@ -45,7 +48,7 @@ class CallContext:
         self._register_secrets(config)
         return config
 
-    def _register_secrets(self, config: Any) -> None:
+    def _register_secrets(self, config: Config) -> None:
         self.log.add_secret(config.cloudstack.secret_access_key.get_secret_value())
         if config.agent.mbus:
             self.log.add_secret(config.agent.mbus)
@@ -57,7 +60,7 @@ class CallContext:
                     self.log.add_secret(value)
 
     @cached_property
-    def client(self):
+    def client(self) -> Client:
         from .cloudstack.client import Client, RetryPolicy
 
         cs = self.config.cloudstack

@@ -16,7 +16,7 @@ def _stop_on_signals(log) -> None:
     only logged, so the cleanup finishes; SIGKILL remains the way to stop at once."""
     from .errors import Interrupted
 
-    raised = []
+    raised: list[str] = []
 
     def handler(signum, _frame) -> None:
         name = signal.Signals(signum).name
@@ -34,8 +34,8 @@ def _stop_on_signals(log) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     config_path = argv[0] if argv else None
-    from .log import Logger
     from . import rpc
+    from .log import Logger
 
     log = Logger()
     _stop_on_signals(log)

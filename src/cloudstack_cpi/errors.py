@@ -163,8 +163,8 @@ def dotted(parts) -> str:
 
 
 def _plain_key(part) -> bool:
-    return isinstance(part, str) and 0 < len(part) <= QUOTE_CHARS and part.replace("_", "a").replace("-", "a").isalnum() \
-        and part.isascii()
+    return (isinstance(part, str) and 0 < len(part) <= QUOTE_CHARS
+            and part.replace("_", "a").replace("-", "a").isalnum() and part.isascii())
 
 
 def _escape(char: str) -> str:

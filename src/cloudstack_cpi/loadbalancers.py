@@ -30,6 +30,8 @@ from .cloudstack.errors import CloudStackError
 from .errors import CloudError
 
 if TYPE_CHECKING:  # delete_vm of a member leaves its rules without reading cloud_properties (pydantic)
+    from .cloudstack.client import Client
+    from .context import CallContext
     from .models import LoadBalancer
 
 LB_RULE_KEY = "cpi_lb_rule"       # on a firewall rule the CPI opened: the id of its load balancer rule
@@ -91,8 +93,8 @@ def is_member(vm: dict) -> bool:
     return tags.as_dict(vm).get(MEMBER_KEY) == CREATED_VALUE
 
 
-def resolve(client, lbs: list[LoadBalancer], zone: dict, vm_network_ids: set[str], default_network_id: str | None,
-            vip_address: str | None) -> list[Target]:
+def resolve(client: Client, lbs: list[LoadBalancer], zone: dict, vm_network_ids: set[str],
+            default_network_id: str | None, vip_address: str | None) -> list[Target]:
     """Check each rule's public IP before the VM exists: owned, in the zone, without static NAT, reachable."""
     if not lbs:
         return []
@@ -118,7 +120,7 @@ def resolve(client, lbs: list[LoadBalancer], zone: dict, vm_network_ids: set[str
 # -- joining ---------------------------------------------------------------------------------------------------------
 
 
-def join(ctx, vm_id: str, targets: list[Target], record: Record) -> None:
+def join(ctx: CallContext, vm_id: str, targets: list[Target], record: Record) -> None:
     """Put the VM into each target's rule, creating rules that are missing."""
     client, timeout = ctx.client, ctx.config.cloudstack.timeout.global_
     for target in targets:
@@ -138,12 +140,12 @@ def join(ctx, vm_id: str, targets: list[Target], record: Record) -> None:
         _settle_duplicates(ctx, target, rule, vm_id, record)
 
 
-def _rules_on(client, target: Target) -> list[dict]:
+def _rules_on(client: Client, target: Target) -> list[dict]:
     rules = client.list_all("listLoadBalancerRules", publicipid=target.address["id"], listall=True)
     return named(rules, target.lb.name)
 
 
-def _ensure_rule(ctx, target: Target, record: Record) -> dict:
+def _ensure_rule(ctx: CallContext, target: Target, record: Record) -> dict:
     client, timeout = ctx.client, ctx.config.cloudstack.timeout.global_
     lb = target.lb
     existing = _rules_on(client, target)
@@ -175,7 +177,7 @@ def _ensure_rule(ctx, target: Target, record: Record) -> dict:
     return rule
 
 
-def _open_firewall(ctx, target: Target, rule_id: str, record: Record) -> None:
+def _open_firewall(ctx: CallContext, target: Target, rule_id: str, record: Record) -> None:
     client, lb = ctx.client, target.lb
     try:
         result = client.run_job(
@@ -191,11 +193,13 @@ def _open_firewall(ctx, target: Target, rule_id: str, record: Record) -> None:
             record.opened_firewall[err.resource_id] = rule_id
         raise
     firewall_id = (result.get("firewallrule") or {}).get("id")
+    if not firewall_id:
+        raise CloudError(f"createFirewallRule answered without a rule for port {lb.public_port}")
     record.opened_firewall[firewall_id] = rule_id
     _tag(ctx, "FirewallRule", firewall_id, {LB_RULE_KEY: rule_id})
 
 
-def _tag(ctx, resource_type: str, resource_id: str, extra: dict) -> None:
+def _tag(ctx: CallContext, resource_type: str, resource_id: str, extra: dict) -> None:
     marks = {tags.CREATED_KEY: CREATED_VALUE, **extra}
     if ctx.director_uuid:
         marks[tags.DIRECTOR_KEY] = ctx.director_uuid
@@ -203,7 +207,7 @@ def _tag(ctx, resource_type: str, resource_id: str, extra: dict) -> None:
                        timeout=ctx.config.cloudstack.timeout.global_, what=f"tagging {resource_type} {resource_id}")
 
 
-def _settle_duplicates(ctx, target: Target, rule: dict, vm_id: str, record: Record) -> None:
+def _settle_duplicates(ctx: CallContext, target: Target, rule: dict, vm_id: str, record: Record) -> None:
     """If another call made a rule of the same name at the same time, move to the first one."""
     rules = _rules_on(ctx.client, target)
     if len(rules) < 2 or rules[0]["id"] == rule["id"]:
@@ -222,7 +226,7 @@ def _settle_duplicates(ctx, target: Target, rule: dict, vm_id: str, record: Reco
 # -- leaving ---------------------------------------------------------------------------------------------------------
 
 
-def leave(ctx, vm_id: str) -> None:
+def leave(ctx: CallContext, vm_id: str) -> None:
     """Remove the VM from every rule it is in; delete rules the CPI created that are left empty."""
     client, timeout = ctx.client, ctx.config.cloudstack.timeout.global_
     for rule in client.list_all("listLoadBalancerRules", virtualmachineid=vm_id, listall=True):
@@ -238,14 +242,14 @@ def leave(ctx, vm_id: str) -> None:
         delete_if_unused(ctx, rule["id"])
 
 
-def _member(client, rule_id: str, vm_id: str) -> bool:
+def _member(client: Client, rule_id: str, vm_id: str) -> bool:
     """Whether the VM is (still) in the rule, as listed now."""
     if client.find("listLoadBalancerRules", id=rule_id) is None:
         return False
     return any(vm.get("id") == vm_id for vm in client.list("listLoadBalancerRuleInstances", id=rule_id))
 
 
-def delete_if_unused(ctx, rule_id: str, *, owned: bool = False) -> bool:
+def delete_if_unused(ctx: CallContext, rule_id: str, *, owned: bool = False) -> bool:
     """Delete a rule the CPI created (or ``owned`` by this call) when it has no member; True when gone."""
     client = ctx.client
     rule = client.find("listLoadBalancerRules", id=rule_id)
@@ -264,17 +268,17 @@ def delete_if_unused(ctx, rule_id: str, *, owned: bool = False) -> bool:
     return True
 
 
-def undo(ctx, record: Record) -> None:
+def undo(ctx: CallContext, record: Record) -> None:
     """After a failed create_vm (the VM already left its rules): remove the rules and ports this call opened."""
     for rule_id in record.created_rules:
         delete_if_unused(ctx, rule_id, owned=True)
     for firewall_id, rule_id in record.opened_firewall.items():
-        if ctx.client.find("listLoadBalancerRules", id=rule_id) is None:
-            if ctx.client.find("listFirewallRules", id=firewall_id) is not None:
-                _delete(ctx, "deleteFirewallRule", firewall_id, "firewall rule")
+        if (ctx.client.find("listLoadBalancerRules", id=rule_id) is None
+                and ctx.client.find("listFirewallRules", id=firewall_id) is not None):
+            _delete(ctx, "deleteFirewallRule", firewall_id, "firewall rule")
 
 
-def _delete(ctx, command: str, resource_id: str, what: str) -> None:
+def _delete(ctx: CallContext, command: str, resource_id: str, what: str) -> None:
     try:
         ctx.client.run_job(command, id=resource_id, timeout=ctx.config.cloudstack.timeout.global_,
                            what=f"deleting {what} {resource_id}")

@@ -9,9 +9,12 @@ decided here: finders return None and the action chooses the BOSH error.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CloudError
+
+if TYPE_CHECKING:
+    from .cloudstack.client import Client
 
 GONE_VM_STATES = frozenset({"Destroyed", "Expunging", "Expunged"})
 GONE_VOLUME_STATES = frozenset({"Destroy", "Destroying", "Expunging", "Expunged"})
@@ -48,20 +51,21 @@ def only_named(items: Iterable[dict], name: str, *, kind: str) -> dict | None:
     return matches[0] if matches else None
 
 
-def zone(client, wanted: str) -> dict:
+def zone(client: Client, wanted: str) -> dict:
     return pick(client.list("listZones"), wanted, kind="Zone")
 
 
-def service_offering(client, wanted: str) -> dict:
+def service_offering(client: Client, wanted: str) -> dict:
     return pick(client.list_all("listServiceOfferings"), wanted, kind="Compute offering")
 
 
-def disk_offering(client, wanted: str) -> dict:
+def disk_offering(client: Client, wanted: str) -> dict:
     return pick(client.list_all("listDiskOfferings"), wanted, kind="Disk offering")
 
 
-def network(client, wanted: str, zone_id: str, zone_name: str = "") -> dict:
-    return pick(client.list_all("listNetworks", zoneid=zone_id), wanted, kind="Network", where=f"zone '{zone_name or zone_id}'")
+def network(client: Client, wanted: str, zone_id: str, zone_name: str = "") -> dict:
+    return pick(client.list_all("listNetworks", zoneid=zone_id), wanted, kind="Network",
+                where=f"zone '{zone_name or zone_id}'")
 
 
 LIGHT_SUFFIX = " light"
@@ -72,7 +76,7 @@ def stemcell_template_id(stemcell_cid: str) -> str:
     return stemcell_cid[: -len(LIGHT_SUFFIX)] if stemcell_cid.endswith(LIGHT_SUFFIX) else stemcell_cid
 
 
-def template(client, wanted: str, zone_id: str | None = None) -> dict | None:
+def template(client: Client, wanted: str, zone_id: str | None = None) -> dict | None:
     """A template by id (or name) usable in the zone, or None; accepts light stemcell CIDs."""
     wanted = stemcell_template_id(wanted)
     by_id = client.find("listTemplates", templatefilter="executable", id=wanted, zoneid=zone_id)
@@ -88,7 +92,7 @@ def only_named_template(rows: Iterable[dict], name: str) -> dict | None:
     return only_named(distinct, name, kind="Template")
 
 
-def vm(client, vm_id: str) -> dict | None:
+def vm(client: Client, vm_id: str) -> dict | None:
     """The VM with this id unless it is gone (destroyed or being expunged)."""
     found = client.find("listVirtualMachines", id=vm_id)
     if found is None or found.get("state") in GONE_VM_STATES:
@@ -96,7 +100,7 @@ def vm(client, vm_id: str) -> dict | None:
     return found
 
 
-def volume(client, volume_id: str) -> dict | None:
+def volume(client: Client, volume_id: str) -> dict | None:
     found = client.find("listVolumes", id=volume_id)
     if found is None or found.get("state") in GONE_VOLUME_STATES:
         return None

@@ -13,8 +13,16 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, \
-    model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from .errors import CloudError, CpiError, dotted, quote
@@ -96,7 +104,7 @@ class Route(_Props):
         return converted
 
     @classmethod
-    def from_any(cls, value: Any) -> "Route":
+    def from_any(cls, value: Any) -> Route:
         """Accept the agent's form and the Go CPI's ``{cidr, gateway}`` form."""
         return cls.model_validate(value)
 
@@ -116,25 +124,36 @@ class VMCloudProperties(_Props):
     """A vm_type's (or resource pool's) cloud_properties."""
 
     compute_offering: str | None = Field(
-        None, alias="compute_offering", description="Compute (service) offering, name or id. Default: cloudstack.default_offer.compute."
+        None, alias="compute_offering",
+        description="Compute (service) offering, name or id. Default: cloudstack.default_offer.compute.",
     )
     instance_type: str | None = Field(None, description="Older name for compute_offering (Ruby CPI).")
     cpu: int | None = Field(None, ge=1, description="vCPUs, for a customized compute offering.")
     ram: int | None = Field(None, ge=1, description="Memory in MiB, for a customized compute offering.")
-    cpu_speed: int | None = Field(None, ge=1, description="CPU speed in MHz, for a customized compute offering (default 2000).")
-    root_disk_size: int | None = Field(None, ge=1, description="Root disk size in MiB (rounded up to GiB).")
-    disk: int | None = Field(None, ge=1, description="Ephemeral disk size in MiB; without it the agent partitions the root disk.")
-    ephemeral_disk_offering: str | None = Field(
-        None, description="Disk offering for the ephemeral disk, name or id. Default: cloudstack.default_offer.ephemeral_disk, then custom_disk."
+    cpu_speed: int | None = Field(
+        None, ge=1, description="CPU speed in MHz, for a customized compute offering (default 2000)."
     )
-    availability_zone: str | None = Field(None, description="Zone, name or id. Default: the zone of the VM's disks, then cloudstack.default_zone.")
+    root_disk_size: int | None = Field(None, ge=1, description="Root disk size in MiB (rounded up to GiB).")
+    disk: int | None = Field(
+        None, ge=1, description="Ephemeral disk size in MiB; without it the agent partitions the root disk."
+    )
+    ephemeral_disk_offering: str | None = Field(
+        None, description=("Disk offering for the ephemeral disk, name or id. "
+                           "Default: cloudstack.default_offer.ephemeral_disk, then custom_disk."),
+    )
+    availability_zone: str | None = Field(
+        None, description="Zone, name or id. Default: the zone of the VM's disks, then cloudstack.default_zone."
+    )
     key_name: str | None = Field(None, description="SSH key pair. Default: cloudstack.default_key_name.")
-    security_groups: list[str] = Field(default_factory=list, description="Security groups (names or ids), in zones with security groups.")
+    security_groups: list[str] = Field(
+        default_factory=list, description="Security groups (names or ids), in zones with security groups."
+    )
     affinity_group: str | None = Field(None, description="Affinity group name; created when missing.")
     affinity_group_type: str = Field("host anti-affinity", description="Type of an affinity group the CPI creates.")
     lbs: list[LoadBalancer] = Field(default_factory=list, description="Load balancer rules the VM joins.")
     routes: dict[str, list[Route]] = Field(
-        default_factory=dict, description="Static routes per BOSH network name (Go CPI form: {network: [{cidr, gateway}]})."
+        default_factory=dict,
+        description="Static routes per BOSH network name (Go CPI form: {network: [{cidr, gateway}]}).",
     )
 
     @field_validator("routes", mode="before")
@@ -156,8 +175,12 @@ class NetworkCloudProperties(_Props):
     """A network subnet's cloud_properties."""
 
     name: str | None = Field(None, description="CloudStack network, name or id (advanced zones).")
-    security_groups: list[str] = Field(default_factory=list, description="Security groups (names or ids), in zones with security groups.")
-    undiscoverable: bool = Field(False, description="Never make this network the first NIC (eth0 carries the metadata service).")
+    security_groups: list[str] = Field(
+        default_factory=list, description="Security groups (names or ids), in zones with security groups."
+    )
+    undiscoverable: bool = Field(
+        False, description="Never make this network the first NIC (eth0 carries the metadata service)."
+    )
     routes: Annotated[list[Route], BeforeValidator(_none_is_empty)] = Field(
         default_factory=list, description="Static routes the agent adds for this network.")
 
@@ -179,7 +202,7 @@ class NetworkSpec(_Props):
     cloud_properties: NetworkCloudProperties | None = None
 
     @model_validator(mode="after")
-    def _one_family(self) -> "NetworkSpec":
+    def _one_family(self) -> NetworkSpec:
         if self.ip:
             version = _address(self.ip).version
             for key in ("netmask", "gateway"):

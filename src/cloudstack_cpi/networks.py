@@ -26,10 +26,13 @@ Everything here is pure except ``resolve``, which looks names up.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import lookups, models
 from .errors import CloudError, CpiError, dotted, quote
+
+if TYPE_CHECKING:
+    from .cloudstack.client import Client
 
 MANUAL, DYNAMIC, VIP = "manual", "dynamic", "vip"
 NIC_TYPES = (MANUAL, DYNAMIC)
@@ -234,7 +237,7 @@ def result_networks(networks: list[BoshNetwork], nics: dict[str, dict]) -> dict[
     return result
 
 
-def resolve(client, zone: dict, networks: list[BoshNetwork], order: list[BoshNetwork], vm_groups: list[str],
+def resolve(client: Client, zone: dict, networks: list[BoshNetwork], order: list[BoshNetwork], vm_groups: list[str],
             default_groups: list[str], log) -> Placement:
     """Look up the CloudStack networks and security groups for this zone (errors list what exists)."""
     check_zone(zone, order)
@@ -249,8 +252,9 @@ def resolve(client, zone: dict, networks: list[BoshNetwork], order: list[BoshNet
     else:
         catalogue = client.list_all("listNetworks", zoneid=zone["id"])
         for network in order:
-            found = lookups.pick(catalogue, network.props.name, kind="Network",
-                                 where=f"zone '{zone.get('name')}'")
+            wanted = network.props.name
+            assert wanted  # check_zone refused an advanced-zone network without one
+            found = lookups.pick(catalogue, wanted, kind="Network", where=f"zone '{zone.get('name')}'")
             network_ids[network.name] = found["id"]
     group_ids: list[str] = []
     if groups:

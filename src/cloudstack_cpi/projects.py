@@ -7,14 +7,18 @@ The client adds the project's id to every command that takes one (``client.PROJE
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from .errors import CloudError
+
+if TYPE_CHECKING:
+    from .cloudstack.client import Client
 
 # CloudStack ids are UUIDs; a value of that shape is taken as the project's id without asking.
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
-def resolve(client, project: str) -> str:
+def resolve(client: Client, project: str) -> str:
     """The project's id: ``project`` itself when it is an id, else the one project of that name the account
     belongs to (listProjects lists only those, and matches names exactly)."""
     if _UUID.match(project):

@@ -13,11 +13,15 @@ import importlib
 import json
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .errors import quote, shorten
-from .log import Logger
+
+if TYPE_CHECKING:
+    from .context import CallContext
+    from .log import Logger
 
 MAX_API_VERSION = 3  # v3: create_stemcell takes env {"tags": ...}; v2 shapes apply for >= 2
 
@@ -102,7 +106,7 @@ class Method:
     ``inspect``, a cost every CPI call would pay.
     """
 
-    __slots__ = ("target", "args", "required")
+    __slots__ = ("args", "required", "target")
 
     def __init__(self, target: str, args: tuple[tuple[str, Callable[[Any], str | None]], ...], required: int) -> None:
         self.target = target
@@ -160,7 +164,7 @@ def read_request(stream, limit: int = MAX_REQUEST_BYTES) -> tuple[bytes, int]:
 
 
 class Request:
-    __slots__ = ("method", "arguments", "context", "api_version")
+    __slots__ = ("api_version", "arguments", "context", "method")
 
     def __init__(self, method: str, arguments: list, context: dict, api_version: int) -> None:
         self.method = method
@@ -169,7 +173,7 @@ class Request:
         self.api_version = api_version  # 1 when the caller sent none
 
     @classmethod
-    def parse(cls, raw: bytes, size: int | None = None) -> "Request":
+    def parse(cls, raw: bytes, size: int | None = None) -> Request:
         size = len(raw) if size is None else size
         if size > MAX_REQUEST_BYTES:
             raise errors.CpiError(f"Request is too large: {size} bytes (at most {MAX_REQUEST_BYTES})")
@@ -246,7 +250,8 @@ _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
 
 
 def _scan(data: Any) -> tuple[list, str] | None:
-    """The first value no request may hold, as (path, problem): NUL, a lone surrogate, a non-finite number, deep nesting.
+    """The first value no request may hold, as (path, problem): NUL, a lone surrogate, a non-finite number, deep
+    nesting.
 
     Iterative, so the depth of the document costs no stack; paths are linked
     (key, parent) pairs, built into a list only for the one value reported.
@@ -278,7 +283,7 @@ def _scan(data: Any) -> tuple[list, str] | None:
     return None
 
 
-def _char_problem(found: "re.Match") -> str:
+def _char_problem(found: re.Match) -> str:
     char, position = found.group(), found.start()
     if char == "\x00":
         return f"must not contain a NUL character (at character {position})"
@@ -312,7 +317,8 @@ def check_arguments(method: str, spec: Method, arguments: list) -> None:
         )
         names = ", ".join(name for name, _ in spec.args) or "none"
         raise errors.CpiError(f"{method} takes {expected} arguments ({names}), got {count}")
-    for position, ((name, check), value) in enumerate(zip(spec.args, arguments), start=1):
+    # not strict: the trailing optional arguments may be left out
+    for position, ((name, check), value) in enumerate(zip(spec.args, arguments, strict=False), start=1):
         problem = check(value)
         if problem:
             raise errors.CpiError(f"{method}: argument {position} ({name}) {problem}")
@@ -413,7 +419,7 @@ def _long_strings(value: Any):
             stack.extend(item)
 
 
-def _check_stemcell_api(method: str, ctx) -> None:
+def _check_stemcell_api(method: str, ctx: CallContext) -> None:
     version = ctx.stemcell_api_version
     if method in STEMCELL_GATED and version is not None and version < 2:
         raise errors.CloudError(

@@ -14,7 +14,8 @@ property's path and never its value (values may be secrets).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 REQUIRED: Any = object()
 _ALL_DEFAULTS: Any = object()
@@ -51,7 +52,15 @@ class Secret:
         return hash(self._value)
 
 
-class Prop:
+if TYPE_CHECKING:
+    # To the type checker a property's declaration stands for the value it reads, as pydantic's Field() does:
+    # ``timeout: float = Number(600)`` is a float on every parsed section. At run time a Prop is a plain object.
+    _Declaration = Any
+else:
+    _Declaration = object
+
+
+class Prop(_Declaration):
     """One property of a section: its JSON key, default, documentation and how a JSON value is checked."""
 
     type_name = "any"
@@ -249,7 +258,7 @@ class Nested(Prop):
 class Section:
     """A frozen group of properties; subclasses declare them as class attributes made with the Prop kinds."""
 
-    __props__: dict[str, Prop] = {}
+    __props__: ClassVar[dict[str, Prop]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -268,7 +277,7 @@ class Section:
         raise AttributeError(f"{type(self).__name__} is frozen: '{name}' cannot be set")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.as_dict() == other.as_dict()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self.as_dict() == other.as_dict()
 
     __hash__ = None  # type: ignore[assignment]
 

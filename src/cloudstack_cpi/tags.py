@@ -9,9 +9,12 @@ server would refuse instead of failing the deploy over a label.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cloudstack.errors import CloudStackError
+
+if TYPE_CHECKING:
+    from .cloudstack.client import Client
 
 MAX_LENGTH = 255
 EMPTY_VALUE = "-"
@@ -69,7 +72,7 @@ def plan(existing: Mapping[str, str], wanted: Mapping[str, str]) -> tuple[dict[s
     return to_delete, to_create
 
 
-def apply(client, resource_type: str, resource_id: str, metadata: Mapping[str, Any], *, timeout: float,
+def apply(client: Client, resource_type: str, resource_id: str, metadata: Mapping[str, Any], *, timeout: float,
           existing: list[dict] | None = None) -> None:
     """Make ``metadata`` the resource's tags (for those keys), touching only what changed.
 
@@ -102,7 +105,7 @@ def apply(client, resource_type: str, resource_id: str, metadata: Mapping[str, A
                 raise
 
 
-def _listed(client, resource_type: str, resource_id: str) -> list[dict]:
+def _listed(client: Client, resource_type: str, resource_id: str) -> list[dict]:
     return client.list("listTags", resourcetype=resource_type, resourceid=resource_id, listall=True)
 
 

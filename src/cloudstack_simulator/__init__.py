@@ -12,4 +12,4 @@ CloudStack 4.11 ``listApis`` dump (see ``spec.py``). Never imports ``cloudstack_
 from .faults import FaultConfig
 from .simulator import Simulator
 
-__all__ = ["Simulator", "FaultConfig"]
+__all__ = ["FaultConfig", "Simulator"]

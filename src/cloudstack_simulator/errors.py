@@ -52,8 +52,8 @@ def missing_param(cmd: str, param: str) -> ApiError:
 
 
 def invalid_value(cmd: str, param: str, value: str) -> ApiError:
-    return ApiError(PARAM_ERROR, f"Unable to execute API command {cmd.lower()} due to invalid value {value} for parameter {param}",
-                    CS_INVALID_PARAMETER)
+    return ApiError(PARAM_ERROR, f"Unable to execute API command {cmd.lower()} due to invalid value {value} "
+                                 f"for parameter {param}", CS_INVALID_PARAMETER)
 
 
 def invalid_uuid(cmd: str, param: str, value: str) -> ApiError:

@@ -52,7 +52,7 @@ class FaultInjector:
         self._unseeded = random.Random()
         self._streams: dict[tuple[str, str], random.Random] = {}
         self._lock = threading.Lock()
-        self.counts: dict[str, int] = {k: 0 for k in KINDS}
+        self.counts: dict[str, int] = dict.fromkeys(KINDS, 0)
 
     def set_config(self, config: FaultConfig) -> None:
         with self._lock:

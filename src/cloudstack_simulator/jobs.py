@@ -2,9 +2,11 @@
 the single ``job_seconds`` override); results are kept for queryAsyncJobResult."""
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .errors import CS_INVALID_PARAMETER, INTERNAL_ERROR, PARAM_ERROR, ApiError
 from .timing import Timing
@@ -117,12 +119,10 @@ class JobManager:
                 code = INTERNAL_ERROR
             job.status, job.resultcode = 2, INTERNAL_ERROR if self.error_codes == "4.11" else code
             job.result = {"errorcode": code, "errortext": e.text}
-        except Exception as e:  # a simulator bug must still end the job
+        except Exception as e:  # noqa: BLE001 - a simulator bug must still end the job
             if job.rollback is not None:
-                try:
+                with contextlib.suppress(Exception):
                     job.rollback()
-                except Exception:
-                    pass
             job.status, job.resultcode = 2, 530
             job.result = {"errorcode": 530, "errortext": f"Internal error executing command: {e!r}"}
         job.completed = now_str()

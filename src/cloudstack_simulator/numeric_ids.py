@@ -20,7 +20,7 @@ _NOT_IDS = frozenset({"deviceid", "rootdeviceid"})
 
 def is_id_field(name: str) -> bool:
     field = name.rsplit(".", 1)[-1].lower()
-    return field not in _NOT_IDS and (field == "id" or field.endswith("id") or field.endswith("ids"))
+    return field not in _NOT_IDS and (field == "id" or field.endswith(("id", "ids")))
 
 
 class NumericIds:

@@ -1,6 +1,7 @@
 """HTTP front of the simulator: ``/client/api`` (GET + form POST), ``/upload/<uuid>`` and ``/extract/<token>``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -9,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 from . import signing
-from .commands import project_scope, REGISTRY, Ctx, parse_params, response_name
-from .errors import ApiError, CS_CLOUD_RUNTIME, CS_REQUEST_LIMIT
+from .commands import REGISTRY, Ctx, parse_params, project_scope, response_name
+from .errors import CS_CLOUD_RUNTIME, CS_REQUEST_LIMIT, ApiError
 from .spec import load_spec
 
 log = logging.getLogger("cloudstack_simulator")
@@ -33,20 +34,21 @@ class SimHTTPServer(ThreadingHTTPServer):
         super().__init__(addr, handler)
 
     def handle_error(self, request, client_address):  # keep stderr quiet on client disconnects
-        log.debug("connection error from %s", client_address, exc_info=True)
+        # socketserver calls this inside its except block, where exc_info is the error
+        log.debug("connection error from %s", client_address, exc_info=True)  # noqa: LOG014
 
 
 class Handler(BaseHTTPRequestHandler):
+    server: SimHTTPServer
+    _headers_buffer: list[bytes]  # BaseHTTPRequestHandler's own (typeshed leaves it out): headers sent in one write
     protocol_version = "HTTP/1.1"
     server_version = "CloudStackSimulator/1.0"
     sys_version = ""
 
     def setup(self):
         super().setup()
-        try:
+        with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
     def log_message(self, fmt, *args):  # request lines are logged by the API code, without secrets
         pass
@@ -76,10 +78,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _drop(self) -> None:
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
     def _route(self, method: str) -> None:
         path = urlsplit(self.path).path
@@ -205,7 +205,7 @@ class Handler(BaseHTTPRequestHandler):
                 body = sim.numeric_ids.body_out(body)
         except ApiError as e:
             if faults.drop_after_action:
-                raise _Drop()
+                raise _Drop() from None
             self._error(lname, e)
             return e.code
         except Exception as e:  # simulator bug: answer like the server does for unexpected exceptions

@@ -9,7 +9,7 @@ import base64
 import hashlib
 import hmac
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 # java.net.URLEncoder keeps A-Z a-z 0-9 . - * _ ; space -> '+' (the server then turns '+' into '%20');
 # everything else is %XX of the UTF-8 bytes (uppercase hex).
@@ -23,7 +23,7 @@ def java_urlencode(value: str) -> str:
         if b in _JAVA_SAFE:
             out.append(chr(b))
         else:
-            out.append("%%%02X" % b)
+            out.append(f"%{b:02X}")
     return "".join(out)
 
 
@@ -96,7 +96,7 @@ def verify(params: dict[str, str], secrets_by_key: dict[str, str], now: datetime
         ts = parse_expires(expires)
         if ts is None:
             return False, "incorrect date format for expires parameter"
-        if ts < (now or datetime.now(timezone.utc)):
+        if ts < (now or datetime.now(UTC)):
             return False, "request expired"
     secret = secrets_by_key.get(api_key)
     if secret is None:

@@ -50,7 +50,7 @@ class Simulator:
         self._stopping = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         if self._server is not None:
             return self
         server = SimHTTPServer((self.host, self.port), Handler, self)
@@ -86,7 +86,7 @@ class Simulator:
             self._thread.join(timeout=5)
         shutil.rmtree(self._datadir, ignore_errors=True)
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -181,7 +181,7 @@ class State:
             self.projects[pid] = {"id": pid, "name": pr["name"], "displaytext": pr.get("displaytext", pr["name"]),
                                   "state": pr.get("state", "Active"), "_member": pr.get("member", True),
                                   "_accountid": self.fixed_id("projectaccount", pr["name"])}
-        for i, os_ in enumerate(sc.get("os_types", [])):
+        for os_ in sc.get("os_types", []):
             oid = self.fixed_id("ostype", os_["description"])
             self.ostypes[oid] = {"id": oid, "description": os_["description"], "name": os_["description"],
                                  "oscategoryid": self.fixed_id("oscategory", os_.get("category", "Other")),
@@ -273,14 +273,15 @@ class State:
         for n in z.get("networks", []):
             self._load_network(zone, n)
         for p in z.get("preallocated_public_ips", []):
-            ip = next((x for x in self.publicips.values() if x["ipaddress"] == p["ipaddress"] and x["zoneid"] == zid), None)
-            if ip is None:
+            address = next((x for x in self.publicips.values()
+                            if x["ipaddress"] == p["ipaddress"] and x["zoneid"] == zid), None)
+            if address is None:
                 raise ValueError(f"preallocated public IP {p['ipaddress']} is not in a public range of {z['name']}")
             net = None
             if p.get("network"):
                 net = next(x for x in self.networks.values() if x["name"] == p["network"] and x["zoneid"] == zid)
-            self.allocate_public_ip(ip, net)
-            ip["_scenario"] = True
+            self.allocate_public_ip(address, net)
+            address["_scenario"] = True
 
     def _load_network(self, zone: dict, n: dict) -> None:
         nid = self.fixed_id("network", f"{zone['name']}:{n['name']}")
@@ -302,9 +303,10 @@ class State:
                     {"name": "Dhcp", "provider": [{"name": "VirtualRouter"}]},
                     {"name": "Dns", "provider": [{"name": "VirtualRouter"}]}]
         if cs_type == "Isolated":
-            services += [{"name": "SourceNat", "provider": [{"name": "VpcVirtualRouter" if vpcid else "VirtualRouter"}]},
-                         {"name": "StaticNat", "provider": [{"name": "VpcVirtualRouter" if vpcid else "VirtualRouter"}]},
-                         {"name": "Lb", "provider": [{"name": "VpcVirtualRouter" if vpcid else "VirtualRouter"}]},
+            router = "VpcVirtualRouter" if vpcid else "VirtualRouter"
+            services += [{"name": "SourceNat", "provider": [{"name": router}]},
+                         {"name": "StaticNat", "provider": [{"name": router}]},
+                         {"name": "Lb", "provider": [{"name": router}]},
                          {"name": "Firewall", "provider": [{"name": "VirtualRouter"}]}]
         if is_basic or zone["securitygroupsenabled"]:
             services.append({"name": "SecurityGroup", "provider": [{"name": "SecurityGroupProvider"}]})
@@ -318,7 +320,8 @@ class State:
                **self.owner_fields(self._project_named(n.get("project"))),
                "networkofferingid": self.fixed_id("networkoffering", ntype),
                "networkofferingname": {"Isolated": "DefaultIsolatedNetworkOfferingWithSourceNatService",
-                                       "Shared": "DefaultSharedNetworkOffering" if not is_basic else "DefaultSharedNetworkOfferingWithSGService",
+                                       "Shared": ("DefaultSharedNetworkOffering" if not is_basic
+                                                  else "DefaultSharedNetworkOfferingWithSGService"),
                                        "VPC-tier": "DefaultIsolatedNetworkOfferingForVpcNetworks"}.get(ntype, ntype),
                "canusefordeploy": True, "specifyipranges": cs_type == "Shared", "restartrequired": False,
                "ispersistent": False, "service": services, "tags": [], "networkdomain": "cs1cloud.internal",
@@ -353,9 +356,9 @@ class State:
     def add_keypair(self, name: str, public_key: str, fixed: bool = False, project: dict | None = None) -> dict:
         try:
             blob = base64.b64decode(public_key.split()[1] + "==")
-        except Exception:
+        except (IndexError, ValueError):  # no second field, or not base64 (binascii.Error)
             blob = public_key.encode()
-        fp = ":".join("%02x" % b for b in hashlib.md5(blob).digest())
+        fp = ":".join(f"{b:02x}" for b in hashlib.md5(blob).digest())
         kid = self.fixed_id("sshkeypair", name) if fixed else self.new_id("sshkeypair")
         k = {"id": kid, "name": name, "fingerprint": fp, **self.owner_fields(project), "_publickey": public_key}
         self.sshkeys[name] = k
@@ -402,7 +405,8 @@ class State:
         if self.scope is None:
             return not owned_by_project or (by_id and self.is_admin)
         if owned_by_project:
-            return self.scope == ALL_PROJECTS or item["projectid"] == self.scope["id"]
+            scope = self.scope
+            return scope == ALL_PROJECTS or (isinstance(scope, dict) and item["projectid"] == scope["id"])
         owned_by_account = item.get("account") == self.account["name"] and item.get("acltype") != "Domain"
         return not owned_by_account
 
@@ -490,7 +494,7 @@ class State:
             try:
                 addr = ipaddress.IPv4Address(requested)
             except ValueError:
-                raise param_error(f"Invalid format for IPv4 address: {requested}")
+                raise param_error(f"Invalid format for IPv4 address: {requested}") from None
             cidr = ipaddress.IPv4Network(net["cidr"])
             n = int(addr)
             if addr not in cidr or n == int(cidr.network_address) or n == int(cidr.broadcast_address):
@@ -539,10 +543,7 @@ class State:
 
     def match_tags(self, rtype: str, rid: str, wanted: list[tuple[str, str | None]]) -> bool:
         have = self.tags_for(rtype, rid)
-        for k, v in wanted:
-            if not any(t["key"] == k and (v is None or t["value"] == v) for t in have):
-                return False
-        return True
+        return all(any(t["key"] == k and (v is None or t["value"] == v) for t in have) for k, v in wanted)
 
     # ------------------------------------------------------------------ events
     def record_event(self, etype: str, description: str, level: str = "INFO") -> None:

@@ -3,6 +3,7 @@ disk) and the extractTemplate download endpoint."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -15,7 +16,7 @@ import threading
 import urllib.error
 import urllib.request
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .signing import parse_expires
 from .util import CHUNK
@@ -149,16 +150,14 @@ class Uploads:
         except urllib.error.HTTPError as e:
             self._fail_download(tid, zone_ids, part, f"HTTP Server returned {e.code} (expected 200 OK)")
             return
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - whatever stops the download is the template's download error
             self._fail_download(tid, zone_ids, part, str(getattr(e, "reason", None) or e))
             return
         self._finish_later(tid, zone_ids, final, fmt)
 
     def _fail_download(self, tid, zone_ids, part, reason):
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(part)
-        except OSError:
-            pass
         self._set_status(tid, zone_ids, f"Failed to download template, error: {reason}", False)
 
     # ------------------------------------------------------------------ getUploadParamsForTemplate
@@ -192,7 +191,7 @@ class Uploads:
             h.close_connection = True
             return self._reply(h, 400, "content length is not set")
         ts = parse_expires(exp)
-        if ts is None or ts < datetime.now(timezone.utc):
+        if ts is None or ts < datetime.now(UTC):
             return self._reply(h, 400, "request not valid anymore.", length)
         st = self.state
         with st.lock:
@@ -204,7 +203,7 @@ class Uploads:
             return self._reply(h, 400, "signature validation failed.", length)
         try:
             info = json.loads(base64.b64decode(meta))
-        except Exception:
+        except Exception:  # noqa: BLE001 - metadata that does not decode, however, is refused as such
             return self._reply(h, 400, "invalid metadata.", length)
         if info.get("id") != tid:
             return self._reply(h, 400, "invalid upload request, metadata does not match the url", length)
@@ -228,13 +227,11 @@ class Uploads:
             return self._reply(h, 422, "received entity is not a file", length)
         try:
             got = parse_multipart_to_file(h.rfile, length, m.group(1).encode(), part)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - whatever breaks the upload is the upload's failure
             h.close_connection = True
             self._set_status(tid, zone_ids, f"Upload failed: {e}", False)
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(part)
-            except OSError:
-                pass
             return self._reply(h, 500, f"upload failed: {e}")
         if not got:
             self._set_status(tid, zone_ids, "NotUploaded", False)
@@ -327,7 +324,7 @@ def parse_multipart_to_file(rfile, length: int, boundary: bytes, out_path: str) 
         headers = bytes(buf[:hend]).decode("latin-1")
         del buf[:hend + 4]
         is_file = bool(re.search(r'(?im)^content-disposition:.*\bfilename\*?=', headers))
-        out = open(out_path, "wb") if (is_file and not got_file) else None
+        out = open(out_path, "wb") if (is_file and not got_file) else None  # noqa: SIM115 - closed in the finally
         try:
             keep = len(sep) - 1
             while True:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import errno
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def now_str() -> str:
     """CloudStack response date format, e.g. 2021-10-04T09:24:38+0000."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
 def public(obj: dict) -> dict:

@@ -17,8 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from cloudstack_cpi import errors
 from cloudstack_cpi.log import Logger
 from tests.conftest import run_cpi, write_config
-from tests.contract.request_strategies import CONTEXT, STEMCELL, answer, check_answer, existing_stemcell, \
-    requests_st
+from tests.contract.request_strategies import CONTEXT, STEMCELL, answer, check_answer, existing_stemcell, requests_st
 
 UNKNOWN = "0f5a1a44-9c1b-4b7e-9d6a-3f0c2b1e8d77"
 MANUAL = {"type": "manual", "ip": "10.1.0.40", "netmask": "255.255.255.0", "gateway": "10.1.0.1",
@@ -114,7 +113,7 @@ def test_corpus_through_bin_cpi(simulator, tmp_path):
     with ThreadPoolExecutor(max_workers=6) as pool:
         results = list(pool.map(lambda case: run_cpi(case[0], config, tmp=tmp_path), cases))
     failures = []
-    for (payload, expected, fragment), result in zip(cases, results):
+    for (payload, expected, fragment), result in zip(cases, results, strict=False):
         label = payload[:80]
         error = result.error
         assert set(result.response) == {"result", "error", "log"} and isinstance(result.response["log"], str)

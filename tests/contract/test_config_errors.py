@@ -32,8 +32,8 @@ def error_for(tmp_path, text: str) -> str:
 MISTAKES = [
     ({"defualt_zone": "z"}, "cloudstack.defualt_zone: unknown property, did you mean 'default_zone'?"),
     ({"timeout": {"create_vn": 5}}, "cloudstack.timeout.create_vn: unknown property, did you mean 'create_vm'?"),
-    ({"stemcell": {"upload_stratgy": "post"}}, "cloudstack.stemcell.upload_stratgy: unknown property, did you mean "
-                                               "'upload_strategy'?"),
+    ({"stemcell": {"upload_stratgy": "post"}}, ("cloudstack.stemcell.upload_stratgy: unknown property, did you mean "
+                                                "'upload_strategy'?")),
     ({"skip_verify_ssl": "yes"}, "cloudstack.skip_verify_ssl: must be true or false"),
     ({"expunge_vm": 1}, "cloudstack.expunge_vm: must be true or false"),
     ({"ca_cert": "/etc/ssl/certs/cloud-ca.pem"}, "cloudstack.ca_cert: Value error, must be PEM text"),

@@ -70,7 +70,7 @@ def test_the_next_create_vm_removes_what_a_killed_one_left_and_takes_the_ip(sim,
                              NETWORKS, [], {})
     assert networks["default"]["ip"] == IP
     assert sim.inventory()["virtualmachines"] == [vm_id] and left != vm_id
-    assert f"left by a create_vm that did not finish: removing it" in cpi.transcript[-1].stderr
+    assert "left by a create_vm that did not finish: removing it" in cpi.transcript[-1].stderr
 
 
 def test_a_vm_too_young_or_known_to_the_director_is_left_alone(sim, tmp_path):

@@ -15,7 +15,13 @@ from cloudstack_simulator import Simulator
 from tests.conftest import Cpi, write_config
 from tests.simulator.helpers import Api
 from tests.unit.stemcell.stemcell_image_builders import (
-    MIB, compress, sample_blocks, tar_of, write_dynamic_vhd, write_ova, write_raw,
+    MIB,
+    compress,
+    sample_blocks,
+    tar_of,
+    write_dynamic_vhd,
+    write_ova,
+    write_raw,
 )
 
 KVM_PROPS = {"name": "bosh-cloudstack-kvm-ubuntu-jammy-go_agent", "version": "1.622", "infrastructure": "cloudstack",

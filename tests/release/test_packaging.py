@@ -58,8 +58,8 @@ def _check_venv(installation):
     python = target / "bin" / "python3"
     assert (target / "pyvenv.cfg").is_file()
     completed = subprocess.run(
-        [str(python), "-I", "-c", "import cloudstack_cpi, pydantic_core, requests, click, sys; "
-         "print(cloudstack_cpi.__file__); print(sys.prefix)"],
+        [str(python), "-I", "-c", ("import cloudstack_cpi, pydantic_core, requests, click, sys; "
+                                   "print(cloudstack_cpi.__file__); print(sys.prefix)")],
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True,
     )
     module, prefix = completed.stdout.split()

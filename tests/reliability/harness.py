@@ -300,7 +300,7 @@ def run_lifecycles(sim, config: Path, tmp: Path, iterations: int, *, workers: in
             failures.append(exc)
 
     started = time.monotonic()
-    threads = [threading.Thread(target=work, args=(lc, n)) for lc, n in zip(lifecycles, shares)]
+    threads = [threading.Thread(target=work, args=(lc, n)) for lc, n in zip(lifecycles, shares, strict=False)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -7,6 +7,7 @@ the Nth request of one command, so a test can say which mutation had its outcome
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -68,7 +69,7 @@ class LossyProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}{self._path}"
 
-    def start(self) -> "LossyProxy":
+    def start(self) -> LossyProxy:
         self._thread.start()
         return self
 
@@ -76,7 +77,7 @@ class LossyProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "LossyProxy":
+    def __enter__(self) -> LossyProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -106,7 +107,8 @@ class LossyProxy:
         command = (params.get("command") or "").lower()
         with self._lock:
             self.commands.append(command)
-            lose = any([rule.hit(command) for rule in self._rules])  # every rule counts the request
+            hits = [rule.hit(command) for rule in self._rules]  # every rule counts the request: no short cut
+            lose = any(hits)
         upstream = http.client.HTTPConnection(*self._upstream, timeout=120)
         try:
             headers = {"Content-Type": handler.headers.get("Content-Type") or "application/x-www-form-urlencoded"}
@@ -123,10 +125,8 @@ class LossyProxy:
             with self._lock:
                 self.lost.append(command)
             handler.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 handler.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         # Status line, headers and body in one write: separate small writes stall 40 ms each (Nagle, delayed ACK).
         lines = [f"HTTP/1.1 {status} {http.client.responses.get(status, 'Unknown')}"]

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cloudstack_cpi import rpc
 from cloudstack_cpi.log import Logger
-
 from cloudstack_simulator import Simulator
 
 from .harness import finish, request, spawn, write_config
@@ -24,7 +23,7 @@ def warm_lazy_modules() -> None:
     from cloudstack_cpi.actions import disks, vms
 
     for module in (vms.agent_settings, vms.loadbalancers, vms.models, vms.nets, vms.uuid, disks):
-        getattr(module, "__name__")
+        _ = module.__name__  # reading any attribute loads a lazy module
 
 
 def run_all(config, tmp, calls):

@@ -19,8 +19,7 @@ import pytest
 from cloudstack_cpi import rpc
 from cloudstack_cpi.log import Logger
 from cloudstack_simulator import Simulator
-from tests.conftest import bare_env, run_cpi
-from tests.conftest import request as conftest_request
+from tests.conftest import bare_env, request as conftest_request, run_cpi
 
 from .harness import error_problems, request, write_config
 
@@ -115,7 +114,6 @@ def test_delete_vm_timeout_then_the_repeat_succeeds(sim, tmp_path):
 
 def test_every_wait_has_a_configured_bound():
     from cloudstack_cpi.config import Timeouts
-
     from cloudstack_cpi.schema import parse
 
     bounds = parse(Timeouts, {}).as_dict()

@@ -448,7 +448,7 @@ class Proto:
     def types(self, key: str) -> set[str]:
         return {jtype(v) for v in self.values(key)}
 
-    def child(self, key: str) -> "Proto":
+    def child(self, key: str) -> Proto:
         out: list[dict] = []
         for v in self.values(key):
             if isinstance(v, dict):
@@ -492,7 +492,7 @@ class Comparer:
         """Every recorded field present in the simulator's objects with the same JSON type; recursively."""
         for key, value in recorded.items():
             p = f"{path}.{key}" if path else key
-            if key not in sim.keys():
+            if key not in sim.keys():  # noqa: SIM118 - a Proto has keys(), not a dict's `in`
                 reason = _allow(ALLOW_MISSING, p, self.used)
                 if reason:
                     self.add(ALLOWED, "missing", rec, command, p, reason)
@@ -500,7 +500,7 @@ class Comparer:
                     self.add(FAILED, "missing", rec, command, p, "recorded field absent in the simulator")
                 continue
             rt, st = jtype(value), self.types_of(sim, key)
-            if rt == "null" or rt in st and len(st) == 1:
+            if rt == "null" or (rt in st and len(st) == 1):
                 self.add(MATCHED, "field", rec, command, p)
             elif rt == "int" and st == {"str"} and is_id_field(key) and self._declared(ref, key) in (None, "str"):
                 self.add(ALLOWED, "type", rec, command, p, "number id of a pre-4.0 server; 4.x answers a UUID string")
@@ -551,7 +551,7 @@ class Comparer:
         allowed_names = dict(ref)
         if allowed:
             allowed_names.update(allowed)
-        for key in sim.keys():
+        for key in sim.keys():  # noqa: SIM118 - a Proto has keys(), it is not iterable
             p = f"{path}.{key}" if path else key
             if (command, p) in self._extras_done:
                 continue
@@ -807,15 +807,15 @@ def summary(recordings: list[Recording], cmp: Comparer) -> str:
     envelope_ok = not [f for f in cmp.findings if f.kind in ("envelope", "error", "coverage") and f.status == FAILED]
     failed = [f for f in cmp.findings if f.status == FAILED]
     lines = [
-        f"Recordings: {len(recordings)} JSON responses of apache-libcloud {libcloud.__version__} "
-        f"(libcloud/test/compute/fixtures/cloudstack), {len(recorded)} commands.",
+        (f"Recordings: {len(recordings)} JSON responses of apache-libcloud {libcloud.__version__} "
+         f"(libcloud/test/compute/fixtures/cloudstack), {len(recorded)} commands."),
         f"Commands covered (recorded and in the simulator's registry): {len(shared)} of {len(recorded)}: "
         + ", ".join(shared) + ".",
         f"Recorded only (not simulated): {len(only)}: " + ", ".join(only) + ".",
-        f"Recordings compared: {len(checked)} ({len(jobs)} job results, {len(errors)} error bodies); "
-        f"envelopes and error codes {'all alike' if envelope_ok else 'DIFFER'}.",
-        f"Recorded fields (distinct command + field path): {len(fields)}; same name and JSON type: "
-        f"{count(fields, MATCHED)}; allowed differences: {count(fields, ALLOWED)}; failures: {count(fields, FAILED)}.",
+        (f"Recordings compared: {len(checked)} ({len(jobs)} job results, {len(errors)} error bodies); "
+         f"envelopes and error codes {'all alike' if envelope_ok else 'DIFFER'}."),
+        (f"Recorded fields (distinct command + field path): {len(fields)}; same name and JSON type: "
+         f"{count(fields, MATCHED)}; allowed differences: {count(fields, ALLOWED)}; failures: {count(fields, FAILED)}."),
     ]
     lines += [f"  - {n}: {why}" for why, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
     envelopes = _worst(f for f in cmp.findings if f.status == ALLOWED and f.kind in ("envelope", "extra", "missing")
@@ -826,11 +826,11 @@ def summary(recordings: list[Recording], cmp: Comparer) -> str:
     lines.append(f"Envelope differences allowed: {len(envelopes)}.")
     lines += [f"  - {', '.join(sorted(where))}: {why}" for why, where in sorted(grouped.items())]
     lines += [
-        f"Simulator fields compared with the 4.11 listApis response lists: {len(extras)}; listed there with the "
-        f"same type: {count(extras, MATCHED)}; allow-listed (newer servers, the real wire): {count(extras, ALLOWED)}; "
-        f"failures: {count(extras, FAILED)}.",
-        f"Allow-lists: {len(ALLOW_MISSING)} absent fields, {len(ALLOW_TYPE)} types, {len(ALLOW_EXTRA)} extra "
-        f"fields (tests/simulator/fidelity.py, each with its reason).",
+        (f"Simulator fields compared with the 4.11 listApis response lists: {len(extras)}; listed there with the "
+         f"same type: {count(extras, MATCHED)}; allow-listed (newer servers, the real wire): {count(extras, ALLOWED)}; "
+         f"failures: {count(extras, FAILED)}."),
+        (f"Allow-lists: {len(ALLOW_MISSING)} absent fields, {len(ALLOW_TYPE)} types, {len(ALLOW_EXTRA)} extra "
+         f"fields (tests/simulator/fidelity.py, each with its reason)."),
     ]
     lines += [f"FAILED {f.kind} {f.command} {f.path}: {f.detail} [{f.recording}]" for f in failed]
     return "\n".join(textwrap.fill(line, 116, subsequent_indent="    ", break_on_hyphens=False) for line in lines)

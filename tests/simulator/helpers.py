@@ -8,7 +8,7 @@ import base64
 import hashlib
 import hmac
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import requests
@@ -53,7 +53,7 @@ class Api:
         p.update(command=command, response="json", apiKey=key or self.key)
         if version3:
             p["signatureVersion"] = "3"
-            p["expires"] = expires or (datetime.now(timezone.utc) + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+            p["expires"] = expires or (datetime.now(UTC) + timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%S+0000")
         p["signature"] = sign(p, secret or self.secret)
         return p
 

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("libcloud", reason="apache-libcloud (the test extra) is not installed: its CloudStack fixtures "
                                        "are the recorded real responses this module compares with")
 
-from . import fidelity as F  # noqa: E402
+from . import fidelity as F
 
 if not F.LIST_APIS.exists():  # as test_more_commands: CI and the developers' machines have shared/ beside the checkout
     pytest.skip("the 4.11 listApis reference is not next to this checkout", allow_module_level=True)
@@ -208,8 +208,8 @@ def test_cpi_client_parses_the_recording(name):
                 listed = next((v for k, v in inner.items() if k != "count" and isinstance(v, list)), [])
                 assert len(items) == len(listed)
                 for item in items:
-                    assert all(isinstance(item[k], str) for k in item if k == "id" or k.endswith("id") and
-                               k not in ("deviceid", "rootdeviceid") and item[k] is not None)
+                    assert all(isinstance(item[k], str) for k in item if k == "id" or (k.endswith("id") and
+                               k not in ("deviceid", "rootdeviceid") and item[k] is not None))
             if "jobid" in inner:
                 assert isinstance(answer["jobid"], str)
                 assert "id" not in inner or isinstance(answer["id"], str)

@@ -12,7 +12,7 @@ import pytest
 from cloudstack_simulator import Simulator
 from cloudstack_simulator.commands import REGISTRY, load_all
 
-from .helpers import Api, ApiError, JobFailed
+from .helpers import Api, ApiError
 
 ROOT = Path(__file__).resolve().parents[2]
 LIST_APIS = ROOT.parent / "shared/reference/cloudstack-4.11-listApis.json"

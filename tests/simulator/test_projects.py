@@ -31,8 +31,8 @@ def project_scenario(role: str = "user") -> dict:
     zone = next(z for z in sc["zones"] if z["name"] == "zone-1")
     zone["networks"] = zone["networks"] + [{"name": "project-isolated", "type": "Isolated", "cidr": "10.9.0.0/24",
                                             "project": "bosh-project"}]
-    sc["ssh_key_pairs"] = sc.get("ssh_key_pairs", []) + [{"name": "project-key", "public_key": KEY,
-                                                          "project": "bosh-project"}]
+    sc["ssh_key_pairs"] = [*sc.get("ssh_key_pairs", []),
+                           {"name": "project-key", "public_key": KEY, "project": "bosh-project"}]
     return sc
 
 

@@ -1,10 +1,11 @@
 """Signature verification as ApiServer.verifyRequest does it (GET and POST)."""
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
 from cloudstack_simulator import signing
+
 from .helpers import sign
 
 
@@ -69,7 +70,7 @@ def test_unknown_api_key(api):
 
 
 def test_expired_signature(api):
-    past = (datetime.now(timezone.utc) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S+0000")
     r = requests.get(api.endpoint, params=api.signed("listZones", {}, expires=past))
     assert r.status_code == 401
 

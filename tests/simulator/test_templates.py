@@ -3,7 +3,7 @@ import io
 import tarfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -101,7 +101,7 @@ def test_register_slow_progress(api, sim, image_server):
     t = register(api, image_server + "/good.qcow2")
     time.sleep(0.1)
     row = api.list("listTemplates", "template", templatefilter="self", id=t["id"])[0]
-    assert not row["isready"] and row["status"] in ("Installing Template", "Processing") or row["status"].endswith("% Downloaded")
+    assert (not row["isready"] and row["status"] in ("Installing Template", "Processing")) or row["status"].endswith("% Downloaded")
     assert wait_template(api, t["id"])["isready"]
 
 
@@ -121,8 +121,8 @@ def post(p, data: bytes, headers=None, field="file"):
 def test_upload_ok(api, sim):
     p = upload_params(api)
     assert p["postURL"] == f"{sim.endpoint.rsplit('/client', 1)[0]}/upload/{p['id']}"
-    assert datetime.strptime(p["expires"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc) > \
-        datetime.now(timezone.utc) + timedelta(minutes=50)
+    assert datetime.strptime(p["expires"][:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC) > \
+        datetime.now(UTC) + timedelta(minutes=50)
     assert requests.get(p["postURL"]).text == "only post requests are allowed"
     # header names are case-insensitive
     r = post(p, QCOW2, headers={"x-SIGNATURE": p["signature"], "x-metadata": p["metadata"], "X-EXPIRES": p["expires"]})

@@ -3,7 +3,7 @@
 map errors from the body. (The real ``cs`` 5.2.0 was run against the simulator manually, see docs.)"""
 import base64
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
@@ -19,7 +19,7 @@ class MiniCs:
 
     def _request(self, command, fetch_list=False, **kw):
         params = {"command": command, "response": "json", "apiKey": self.sim.api_key, "signatureVersion": "3",
-                  "expires": (datetime.now(timezone.utc) + timedelta(seconds=self.expiration)).strftime("%Y-%m-%dT%H:%M:%S%z")}
+                  "expires": (datetime.now(UTC) + timedelta(seconds=self.expiration)).strftime("%Y-%m-%dT%H:%M:%S%z")}
         for k, v in kw.items():
             if isinstance(v, list) and v and isinstance(v[0], dict):
                 for i, d in enumerate(v):
@@ -96,7 +96,8 @@ def test_third_party_errors(sim):
     orig = sign
 
     def quote_sign(params, secret):
-        import hashlib, hmac
+        import hashlib
+        import hmac
         s = "&".join(f"{k}={quote(str(params[k]), safe='*')}" for k in sorted(params)).lower()
         return base64.b64encode(hmac.new(secret.encode(), s.encode(), hashlib.sha1).digest()).decode()
     import tests.simulator.test_third_party_style as me

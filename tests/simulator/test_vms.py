@@ -112,7 +112,7 @@ def test_capacity_exhaustion_job_fails_533(api, sim):
     with pytest.raises(JobFailed) as e:
         api.deploy(offering="small", name="too-many")
     assert e.value.errorcode == 533 and "Unable to create a deployment for" in e.value.errortext
-    failed = [v for v in api.list("listVirtualMachines", "virtualmachine") if v["name"] == "too-many"][0]
+    failed = next(v for v in api.list("listVirtualMachines", "virtualmachine") if v["name"] == "too-many")
     assert failed["state"] == "Error"
     api.acall("stopVirtualMachine", id=vms[0]["id"])
     with pytest.raises(JobFailed):

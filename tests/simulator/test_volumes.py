@@ -37,7 +37,7 @@ def test_create_attach_detach_delete(api, sim):
 def test_device_ids_skip_cdrom_and_max(api):
     vm = api.deploy()
     ids = []
-    for i in range(6):
+    for _ in range(6):
         v = new_volume(api)
         ids.append(api.acall("attachVolume", id=v["id"], virtualmachineid=vm["id"])["volume"]["deviceid"])
     assert ids == [1, 2, 4, 5, 6, 7]

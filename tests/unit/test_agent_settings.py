@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from cloudstack_cpi import agent_settings, config, models
-from cloudstack_cpi import networks as nets
+from cloudstack_cpi import agent_settings, config, models, networks as nets
 from cloudstack_cpi.errors import CloudError
 from tests import agent_model
 

@@ -230,7 +230,7 @@ def test_run_job_polls_with_growing_intervals(client, clock):
     assert result == {"virtualmachine": {"id": "vm-1", "state": "Running"}}
     assert clock.sleeps[0] <= 0.1                      # first poll comes quickly
     assert clock.sleeps[-1] > clock.sleeps[0]          # then the pace slows
-    assert all(s <= 0.08 * t + 0.05 + 1e-9 for s, t in zip(clock.sleeps, _cumulative(clock.sleeps)))
+    assert all(s <= 0.08 * t + 0.05 + 1e-9 for s, t in zip(clock.sleeps, _cumulative(clock.sleeps), strict=False))
 
 
 def _cumulative(sleeps):
@@ -293,7 +293,9 @@ def test_tls_options(stderr, tmp_path):
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     with_ca = Client(URL, "k", "secret-1", log=log, ca_cert=pem)
     path = with_ca.session.verify
-    assert isinstance(path, str) and open(path).read() == pem
+    assert isinstance(path, str)
+    with open(path) as handle:
+        assert handle.read() == pem
     with_ca.close()
     # one file per certificate, shared by the calls that use it (a killed call leaves no file of its own)
     assert Client(URL, "k", "secret-1", log=log, ca_cert=pem).session.verify == path

@@ -72,8 +72,8 @@ def test_resolve_finds_the_ip_and_its_network():
 
 
 @pytest.mark.parametrize("wanted, vip, message", [
-    ("198.51.100.7", None, "public IP 198.51.100.7 is not allocated to this account in zone 'zone-1' "
-                           "\\(allocated: 203.0.113.10, 203.0.113.11, 203.0.113.12\\)"),
+    ("198.51.100.7", None, ("public IP 198.51.100.7 is not allocated to this account in zone 'zone-1' "
+                            "\\(allocated: 203.0.113.10, 203.0.113.11, 203.0.113.12\\)")),
     ("203.0.113.10", None, "public IP 203.0.113.10 is used for static NAT"),
     ("203.0.113.11", "203.0.113.11", "public IP 203.0.113.11 is used for static NAT"),
     ("203.0.113.12", None, "public IP 203.0.113.12 belongs to network 'other', where the VM has no NIC"),

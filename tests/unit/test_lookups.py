@@ -61,4 +61,4 @@ def test_template_by_name_is_exact_and_one_row_per_zone_is_one_template():
             {"id": "t-1", "name": "stemcell", "zoneid": "z2"}]
     assert lookups.template(_Templates(rows), "stemcell")["id"] == "t-1"
     with pytest.raises(CloudError, match="ambiguous"):
-        lookups.template(_Templates(rows + [{"id": "t-3", "name": "stemcell"}]), "stemcell")
+        lookups.template(_Templates([*rows, {"id": "t-3", "name": "stemcell"}]), "stemcell")

@@ -135,8 +135,8 @@ def test_missing_config_is_a_cpi_error():
     (b'{"method": "create_disk", "arguments": [' + b"1" * 40 + b', {}]}',
      "argument 1 (size) is out of range: an integer of 40 digits"),
     (b'{"method": "set_vm_metadata", "arguments": ["vm", {"a\\u0000b": 1}]}',
-     "set_vm_metadata: argument 2 (metadata) has a key that must not contain a NUL character (at character 1): "
-     "'a\\x00b'"),
+     ("set_vm_metadata: argument 2 (metadata) has a key that must not contain a NUL character (at character 1): "
+      "'a\\x00b'")),
     (b'{"method": "set_vm_metadata", "arguments": ["vm", {"x.y": {"": [NaN]}}]}',
      "argument 2 (metadata['x.y']['']. 0) must be a finite number".replace(". ", ".")),
     (b'{"method": "info", "arguments": [], "context": {"request_id": NaN}}', "Request context.request_id"),
@@ -170,8 +170,8 @@ def test_unknown_method_and_request_id_are_quoted_short():
 def test_request_over_the_limit_is_refused_whatever_its_content():
     response, _ = call(b"{" * 10, size=rpc.MAX_REQUEST_BYTES + 1)
     assert response["error"]["type"] == "Bosh::Clouds::CpiError"
-    assert response["error"]["message"] == f"Request is too large: {rpc.MAX_REQUEST_BYTES + 1} bytes " \
-                                           f"(at most {rpc.MAX_REQUEST_BYTES})"
+    assert response["error"]["message"] == (f"Request is too large: {rpc.MAX_REQUEST_BYTES + 1} bytes "
+                                            f"(at most {rpc.MAX_REQUEST_BYTES})")
 
 
 def test_read_request_keeps_at_most_the_limit_and_counts_the_rest():

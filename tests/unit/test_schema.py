@@ -13,8 +13,22 @@ import pytest
 
 from cloudstack_cpi import config
 from cloudstack_cpi.errors import CpiError
-from cloudstack_cpi.schema import (Anything, Choice, Flag, Integer, Mapping, Nested, Number, Problem, Secret,
-                                   SecretText, Section, Text, TextList, parse)
+from cloudstack_cpi.schema import (
+    Anything,
+    Choice,
+    Flag,
+    Integer,
+    Mapping,
+    Nested,
+    Number,
+    Problem,
+    Secret,
+    SecretText,
+    Section,
+    Text,
+    TextList,
+    parse,
+)
 
 
 class Inner(Section):
@@ -78,13 +92,13 @@ def test_values_are_read_as_pydantic_reads_json():
     ({"name": "n", "items": ["x", 3]}, "items.1: Input should be a valid string"),
     ({"name": "n", "options": []}, "options: Input should be a valid dictionary"),
     ({"name": "n", "inner": 3}, "inner: Input should be a valid dictionary or instance of Inner"),
-    ({"name": "n", "inner": {"size": 2.5}}, "inner.size: Input should be a valid integer, got a number with a "
-                                            "fractional part"),
+    ({"name": "n", "inner": {"size": 2.5}}, ("inner.size: Input should be a valid integer, got a number with a "
+                                             "fractional part")),
     ({"name": "n", "inner": {"size": 0}}, "inner.size: Input should be greater than or equal to 1"),
     ({"name": "n", "inner": {"size": 10}}, "inner.size: Input should be less than or equal to 9"),
     ({"name": "n", "inner": {"szie": 2}}, "inner.szie: unknown property, did you mean 'size'?"),
-    ({"name": "n", "zzz": 1}, "zzz: unknown property (valid here: global, inner, items, label, legacy, maybe, mode, "
-                              "name, on, options, ratio, secret)"),
+    ({"name": "n", "zzz": 1}, ("zzz: unknown property (valid here: global, inner, items, label, legacy, maybe, mode, "
+                               "name, on, options, ratio, secret)")),
 ])
 def test_each_problem_names_its_path_and_reason(raw, says):
     assert says in problems(raw)

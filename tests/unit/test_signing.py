@@ -4,8 +4,7 @@ import base64
 import hashlib
 import hmac
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from cloudstack_cpi.cloudstack.signing import java_urlencode, sign, string_to_sign
 
@@ -65,7 +64,7 @@ def _java_encode(value: str) -> str:
         elif byte == 0x20:
             out.append("+")
         else:
-            out.append("%%%02X" % byte)
+            out.append(f"%{byte:02X}")
     return "".join(out).replace("+", "%20")
 
 

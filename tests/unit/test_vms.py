@@ -32,10 +32,12 @@ class FakeCloud:
     ``"pending"`` leaves an async command's job running forever.
     """
 
-    ASYNC = {"deployVirtualMachine", "startVirtualMachine", "rebootVirtualMachine", "destroyVirtualMachine",
-             "createVolume", "attachVolume", "detachVolume", "createTags", "deleteTags", "disableStaticNat",
-             "createAffinityGroup", "deleteAffinityGroup", "createLoadBalancerRule", "deleteLoadBalancerRule",
-             "assignToLoadBalancerRule", "removeFromLoadBalancerRule", "createFirewallRule", "deleteFirewallRule"}
+    ASYNC = frozenset({
+        "deployVirtualMachine", "startVirtualMachine", "rebootVirtualMachine", "destroyVirtualMachine",
+        "createVolume", "attachVolume", "detachVolume", "createTags", "deleteTags", "disableStaticNat",
+        "createAffinityGroup", "deleteAffinityGroup", "createLoadBalancerRule", "deleteLoadBalancerRule",
+        "assignToLoadBalancerRule", "removeFromLoadBalancerRule", "createFirewallRule", "deleteFirewallRule",
+    })
 
     def __init__(self, zone_type="Advanced", sg=False):
         self.calls: list[tuple[str, dict]] = []

@@ -13,16 +13,22 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import cleanup, disk_hints, lookups, tags
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError, DiskNotFound, NotSupported, VMNotFound
 from ..lazy import lazy_import
 
-# Only create_disk reads cloud_properties (pydantic) or makes a name: attach, detach and delete load neither.
-models = lazy_import("cloudstack_cpi.models")
-uuid = lazy_import("uuid")
+if TYPE_CHECKING:
+    import uuid
+
+    from .. import models
+    from ..context import CallContext
+else:
+    # Only create_disk reads cloud_properties (pydantic) or makes a name: attach, detach and delete load neither.
+    models = lazy_import("cloudstack_cpi.models")
+    uuid = lazy_import("uuid")
 
 NAME_PREFIX = "bosh-disk-"
 GIB = 1024 ** 3
@@ -32,7 +38,7 @@ RESERVED_TAGS = frozenset({tags.DIRECTOR_KEY.lower(), tags.ROLE_KEY.lower()})
 # -- the BOSH methods ------------------------------------------------------------------------
 
 
-def create_disk(ctx, size: int, cloud_properties: dict, vm_cid: str | None = None) -> str:
+def create_disk(ctx: CallContext, size: int, cloud_properties: dict, vm_cid: str | None = None) -> str:
     """Create a persistent disk of at least ``size`` MiB and return its CID.
 
     BOSH: ``create_disk(size, cloud_properties, vm_cid)``.  The disk is made in
@@ -58,7 +64,7 @@ def create_disk(ctx, size: int, cloud_properties: dict, vm_cid: str | None = Non
     return volume_id
 
 
-def delete_disk(ctx, disk_cid: str) -> None:
+def delete_disk(ctx: CallContext, disk_cid: str) -> None:
     """Delete a detached persistent disk.
 
     BOSH: ``delete_disk(disk_cid)``.  A disk that is already gone is not an error
@@ -85,7 +91,7 @@ def delete_disk(ctx, disk_cid: str) -> None:
     return None
 
 
-def has_disk(ctx, disk_cid: str) -> bool:
+def has_disk(ctx: CallContext, disk_cid: str) -> bool:
     """Tell whether the disk exists.
 
     BOSH: ``has_disk(disk_cid)`` (cloud check).  True while the volume exists and
@@ -95,7 +101,7 @@ def has_disk(ctx, disk_cid: str) -> bool:
         return lookups.volume(ctx.client, disk_cid) is not None
 
 
-def attach_disk(ctx, vm_cid: str, disk_cid: str) -> dict | None:
+def attach_disk(ctx: CallContext, vm_cid: str, disk_cid: str) -> dict | None:
     """Attach a persistent disk to a VM and say where the agent finds it.
 
     BOSH: ``attach_disk(vm_cid, disk_cid)``; API v2 returns the disk hint (v1
@@ -126,7 +132,7 @@ def attach_disk(ctx, vm_cid: str, disk_cid: str) -> dict | None:
     return _hint(ctx, disk_cid, attached, vm)
 
 
-def detach_disk(ctx, vm_cid: str, disk_cid: str) -> None:
+def detach_disk(ctx: CallContext, vm_cid: str, disk_cid: str) -> None:
     """Detach a persistent disk from a VM.
 
     BOSH: ``detach_disk(vm_cid, disk_cid)``.  A disk that is gone, not attached,
@@ -160,7 +166,7 @@ def detach_disk(ctx, vm_cid: str, disk_cid: str) -> None:
     return None
 
 
-def get_disks(ctx, vm_cid: str) -> list[str]:
+def get_disks(ctx: CallContext, vm_cid: str) -> list[str]:
     """List the persistent disks attached to a VM.
 
     BOSH: ``get_disks(vm_cid)``.  The VM's data volumes except its ephemeral
@@ -176,7 +182,7 @@ def get_disks(ctx, vm_cid: str) -> list[str]:
     return persistent_disk_ids(volumes, vm_cid)
 
 
-def resize_disk(ctx, disk_cid: str, new_size: int) -> None:
+def resize_disk(ctx: CallContext, disk_cid: str, new_size: int) -> None:
     """Grow a detached persistent disk in place.
 
     BOSH: ``resize_disk(disk_cid, new_size)`` (only with
@@ -206,7 +212,7 @@ def resize_disk(ctx, disk_cid: str, new_size: int) -> None:
     return None
 
 
-def update_disk(ctx, disk_cid: str, new_size: int, cloud_properties: dict) -> None:
+def update_disk(ctx: CallContext, disk_cid: str, new_size: int, cloud_properties: dict) -> None:
     """Change a detached disk's size and offering in place where CloudStack can.
 
     BOSH: ``update_disk(disk_cid, new_size, cloud_properties)`` returns a new
@@ -235,7 +241,7 @@ def update_disk(ctx, disk_cid: str, new_size: int, cloud_properties: dict) -> No
     return None
 
 
-def set_disk_metadata(ctx, disk_cid: str, metadata: dict) -> None:
+def set_disk_metadata(ctx: CallContext, disk_cid: str, metadata: dict) -> None:
     """Record the director's metadata as tags of the disk's volume.
 
     BOSH: ``set_disk_metadata(disk_cid, metadata)`` after each attach.  Only
@@ -333,7 +339,7 @@ def update_params(volume: Mapping[str, Any], current: dict | None, wanted: dict,
                            f"volumes are not shrunk in place, the director copies the data onto a new disk instead")
     if volume.get("diskofferingid") == wanted.get("id"):
         return sizing if target_gib > current_gib else {}
-    if not compatible(current, wanted):
+    if current is not None and not compatible(current, wanted):  # (compatible: True without ``current``)
         raise NotSupported(
             f"{what}: CloudStack cannot move a volume from offering '{current.get('name')}' "
             f"({_describe_storage(current)}) to '{wanted.get('name')}' ({_describe_storage(wanted)}) in place; "
@@ -354,7 +360,7 @@ def persistent_disk_ids(volumes: list[dict], vm_cid: str) -> list[str]:
     return [v["id"] for v in disks]
 
 
-def without_reserved(ctx, metadata: Mapping[str, Any] | None) -> dict:
+def without_reserved(ctx: CallContext, metadata: Mapping[str, Any] | None) -> dict:
     """The director's metadata minus the tag keys this CPI relies on (``director_uuid``, ``cpi_role``)."""
     kept = {}
     for key, value in (metadata or {}).items():
@@ -378,7 +384,7 @@ def cloud_step(what: str) -> Iterator[None]:
         raise CloudError(f"{what}: {err}", ok_to_retry=err.is_transient) from None
 
 
-def _disk_properties(ctx, cloud_properties: dict):
+def _disk_properties(ctx: CallContext, cloud_properties: dict):
     props = models.parse(models.DiskCloudProperties, cloud_properties, "disk cloud_properties")
     unknown = props.unknown_keys()
     if unknown:
@@ -386,7 +392,7 @@ def _disk_properties(ctx, cloud_properties: dict):
     return props
 
 
-def _disk_zone(ctx, vm_cid: str | None, what: str) -> tuple[str, str]:
+def _disk_zone(ctx: CallContext, vm_cid: str | None, what: str) -> tuple[str, str]:
     if vm_cid:
         vm = lookups.vm(ctx.client, vm_cid)
         if vm is None:
@@ -399,7 +405,7 @@ def _disk_zone(ctx, vm_cid: str | None, what: str) -> tuple[str, str]:
     return zone["id"], zone.get("name") or zone["id"]
 
 
-def _create_volume(ctx, name: str, zone_id: str, offering_id: str, sizing: dict, what: str) -> str:
+def _create_volume(ctx: CallContext, name: str, zone_id: str, offering_id: str, sizing: dict, what: str) -> str:
     """createVolume, and its tags as soon as its id is known: the two jobs run side by side (issue 17: the tags
     were a second job waited for after the first).  The name is unique, so a lost answer is found by name."""
     client, cs = ctx.client, ctx.config.cloudstack
@@ -435,21 +441,21 @@ def _create_volume(ctx, name: str, zone_id: str, offering_id: str, sizing: dict,
         raise
 
 
-def _start_tags(ctx, volume_id: str) -> dict:
+def _start_tags(ctx: CallContext, volume_id: str) -> dict:
     wanted = {tags.ROLE_KEY: tags.ROLE_PERSISTENT}
     if ctx.director_uuid:
         wanted[tags.DIRECTOR_KEY] = ctx.director_uuid
     return ctx.client.call("createTags", resourceids=volume_id, resourcetype="Volume", tags=tags.sanitise(wanted))
 
 
-def _only_volume_named(ctx, name: str, what: str) -> str:
+def _only_volume_named(ctx: CallContext, name: str, what: str) -> str:
     found = _volumes_named(ctx, name)
     if len(found) != 1:
         raise CloudError(f"{what}: createVolume answered without a volume and {len(found)} volumes are named {name}")
     return found.pop()
 
 
-def _volumes_named(ctx, name: str) -> set[str]:
+def _volumes_named(ctx: CallContext, name: str) -> set[str]:
     try:
         return {v["id"] for v in ctx.client.list("listVolumes", name=name) if v.get("name") == name}
     except CloudStackError as err:
@@ -457,7 +463,7 @@ def _volumes_named(ctx, name: str) -> set[str]:
         return set()
 
 
-def discard_volume(ctx, volume_id: str) -> None:
+def discard_volume(ctx: CallContext, volume_id: str) -> None:
     """Best-effort removal of a volume this call created; failures are logged, never raised."""
     cleanup.remove(
         ctx, f"half-created volume '{volume_id}'",
@@ -467,12 +473,12 @@ def discard_volume(ctx, volume_id: str) -> None:
     )
 
 
-def _volume_gone(ctx, disk_cid: str, what: str) -> bool:
+def _volume_gone(ctx: CallContext, disk_cid: str, what: str) -> bool:
     with cloud_step(what):
         return lookups.volume(ctx.client, disk_cid) is None
 
 
-def _attach(ctx, vm_cid: str, disk_cid: str, what: str) -> dict:
+def _attach(ctx: CallContext, vm_cid: str, disk_cid: str, what: str) -> dict:
     client = ctx.client
     try:
         job = client.run_job("attachVolume", timeout=ctx.config.cloudstack.timeout.attach_volume,
@@ -498,13 +504,13 @@ def _attach(ctx, vm_cid: str, disk_cid: str, what: str) -> dict:
     return attached
 
 
-def _hint(ctx, disk_cid: str, volume: Mapping[str, Any], vm: Mapping[str, Any]) -> dict | None:
+def _hint(ctx: CallContext, disk_cid: str, volume: Mapping[str, Any], vm: Mapping[str, Any]) -> dict | None:
     if ctx.api_version < 2:
         return None
     return disk_hints.disk_hint(disk_cid, int(volume["deviceid"]), vm.get("hypervisor"), vm.get("details"))
 
 
-def _resize(ctx, disk_cid: str, params: dict, what: str) -> None:
+def _resize(ctx: CallContext, disk_cid: str, params: dict, what: str) -> None:
     with cloud_step(what):
         job = ctx.client.run_job("resizeVolume", timeout=ctx.config.cloudstack.timeout.resize_volume,
                                  what=f"resizing volume {disk_cid}", id=disk_cid, **params)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..context import CallContext
+
 # One format per kind of image create_stemcell accepts (see docs/stemcells.md).
 STEMCELL_FORMATS = [
     "cloudstack-vhdx",   # bosh-linux-stemcell-builder's XenServer stemcell (a bzip2 VHD, despite the name)
@@ -13,7 +18,7 @@ STEMCELL_FORMATS = [
 ]
 
 
-def info(ctx) -> dict:
+def info(ctx: CallContext) -> dict:
     """Report the highest CPI API version spoken and the stemcell formats accepted.
 
     The director and bosh-cli call this before other methods; the result must
@@ -24,6 +29,6 @@ def info(ctx) -> dict:
     return {"api_version": MAX_API_VERSION, "stemcell_formats": list(STEMCELL_FORMATS)}
 
 
-def ping(ctx) -> str:
+def ping(ctx: CallContext) -> str:
     """Answer "pong": the director's liveness probe of the external CPI."""
     return "pong"

@@ -8,18 +8,21 @@ text), plus the director's uuid.  See docs/disks.md.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import cleanup, lookups, tags
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError, DiskNotFound
 from .disks import cloud_step, without_reserved
 
+if TYPE_CHECKING:
+    from ..context import CallContext
+
 NAME_PREFIX = "bosh-snapshot-"
 GONE_SNAPSHOT_STATES = frozenset({"Destroying", "Destroyed"})
 
 
-def snapshot_disk(ctx, disk_cid: str, metadata: dict | None = None) -> str:
+def snapshot_disk(ctx: CallContext, disk_cid: str, metadata: dict | None = None) -> str:
     """Snapshot a persistent disk and return the snapshot's CID.
 
     BOSH: ``snapshot_disk(disk_cid, metadata)``.  Metadata (``deployment, job,
@@ -40,12 +43,12 @@ def snapshot_disk(ctx, disk_cid: str, metadata: dict | None = None) -> str:
         leftovers = {err.resource_id} if err.resource_id else set()
         if err.outcome_unknown or err.kind == "timeout":
             leftovers |= _snapshots_named(ctx, disk_cid, name)
-        for snapshot_id in sorted(leftovers):
-            _discard(ctx, snapshot_id)
+        for leftover in sorted(leftovers):
+            _discard(ctx, leftover)
         raise CloudError(f"{what}: {err}", ok_to_retry=err.is_transient) from None
     except BaseException:  # interrupted (SIGTERM/SIGINT) while the job ran: the snapshot may exist
-        for snapshot_id in sorted(_snapshots_named(ctx, disk_cid, name)):
-            _discard(ctx, snapshot_id)
+        for leftover in sorted(_snapshots_named(ctx, disk_cid, name)):
+            _discard(ctx, leftover)
         raise
     snapshot_id = (job.get("snapshot") or {}).get("id")
     if not snapshot_id:
@@ -58,7 +61,7 @@ def snapshot_disk(ctx, disk_cid: str, metadata: dict | None = None) -> str:
     return snapshot_id
 
 
-def delete_snapshot(ctx, snapshot_cid: str) -> None:
+def delete_snapshot(ctx: CallContext, snapshot_cid: str) -> None:
     """Delete a snapshot.
 
     BOSH: ``delete_snapshot(snapshot_cid)``.  A snapshot that is already gone is
@@ -83,7 +86,7 @@ def delete_snapshot(ctx, snapshot_cid: str) -> None:
     return None
 
 
-def snapshot_tags(ctx, metadata: dict[str, Any] | None) -> dict[str, str]:
+def snapshot_tags(ctx: CallContext, metadata: dict[str, Any] | None) -> dict[str, str]:
     """The snapshot's tags: the director's metadata as CloudStack accepts it, plus this director's uuid."""
     wanted = tags.sanitise(without_reserved(ctx, metadata))
     if ctx.director_uuid:
@@ -91,14 +94,14 @@ def snapshot_tags(ctx, metadata: dict[str, Any] | None) -> dict[str, str]:
     return wanted
 
 
-def _find(ctx, snapshot_cid: str) -> dict | None:
+def _find(ctx: CallContext, snapshot_cid: str) -> dict | None:
     found = ctx.client.find("listSnapshots", id=snapshot_cid)
     if found is None or found.get("state") in GONE_SNAPSHOT_STATES:
         return None
     return found
 
 
-def _tag(ctx, snapshot_id: str, wanted: dict[str, str], what: str) -> None:
+def _tag(ctx: CallContext, snapshot_id: str, wanted: dict[str, str], what: str) -> None:
     if not wanted:
         return
     try:
@@ -113,7 +116,7 @@ def _tag(ctx, snapshot_id: str, wanted: dict[str, str], what: str) -> None:
         raise
 
 
-def _snapshots_named(ctx, disk_cid: str, name: str) -> set[str]:
+def _snapshots_named(ctx: CallContext, disk_cid: str, name: str) -> set[str]:
     try:
         return {s["id"] for s in ctx.client.list("listSnapshots", volumeid=disk_cid, name=name)
                 if s.get("name") == name}
@@ -122,7 +125,7 @@ def _snapshots_named(ctx, disk_cid: str, name: str) -> set[str]:
         return set()
 
 
-def _discard(ctx, snapshot_id: str) -> None:
+def _discard(ctx: CallContext, snapshot_id: str) -> None:
     """Best-effort removal of a snapshot this call created; failures are logged, never raised."""
     cleanup.remove(
         ctx, f"half-created snapshot '{snapshot_id}'",

@@ -10,16 +10,21 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import lookups, models, tags
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError
 from ..stemcell import ostypes, templates
 
+if TYPE_CHECKING:
+    from ..cloudstack.client import Client
+    from ..context import CallContext
+
 STRATEGIES = ("post", "url", "volume")
 
 
-def create_stemcell(ctx, image_path: str, cloud_properties: dict, env: dict | None = None) -> str:
+def create_stemcell(ctx: CallContext, image_path: str, cloud_properties: dict, env: dict | None = None) -> str:
     """Make the stemcell image a CloudStack template usable in every configured zone; return its CID.
 
     BOSH contract: ``image_path`` is the ``image`` file extracted from the
@@ -47,7 +52,7 @@ def create_stemcell(ctx, image_path: str, cloud_properties: dict, env: dict | No
         raise CloudError(f"Creating stemcell {label}: {err.message}", err.ok_to_retry) from None
 
 
-def delete_stemcell(ctx, stemcell_cid: str) -> None:
+def delete_stemcell(ctx: CallContext, stemcell_cid: str) -> None:
     """Delete the stemcell's template in every zone and wait until it is gone.
 
     BOSH contract: deleting a stemcell that no longer exists is not an error
@@ -88,7 +93,7 @@ class _Made:
     template_id: str | None = None
 
 
-def _create(ctx, image_path: str, props, env, zones: list[dict]) -> str:
+def _create(ctx: CallContext, image_path: str, props, env, zones: list[dict]) -> str:
     from ..stemcell import upload_volume
 
     cs = ctx.config.cloudstack
@@ -112,26 +117,28 @@ def _create(ctx, image_path: str, props, env, zones: list[dict]) -> str:
             plan = _plan(info, hypervisor)
             upload = _post if strategy == "post" else _url
             upload(ctx, image_path, plan, hypervisor, naming, ostype, zones[0], made)
+        template_id = made.template_id
+        assert template_id is not None  # every strategy records the template it made, or raises
         source = zones[0]
-        waiter.wait(made.template_id, source["id"], what="Waiting for the template", zone_name=source["name"])
-        tags.apply(client, "Template", made.template_id,
+        waiter.wait(template_id, source["id"], what="Waiting for the template", zone_name=source["name"])
+        tags.apply(client, "Template", template_id,
                    templates.template_tags(naming, ctx.director_uuid, env), timeout=cs.timeout.global_, existing=[])
         for zone in zones[1:]:
-            templates.copy_to(client, waiter, made.template_id, source, zone, timeout=cs.timeout.poll_template)
+            templates.copy_to(client, waiter, template_id, source, zone, timeout=cs.timeout.poll_template)
     except BaseException as exc:
-        template_id = made.template_id or work.template_id
-        if template_id:
-            log.warning(f"Removing half-made template {template_id} after: {_one_line(exc)}")
-            templates.delete_quietly(client, template_id, timeout=cs.timeout.global_, log=log)
+        half_made = made.template_id or work.template_id
+        if half_made:
+            log.warning(f"Removing half-made template {half_made} after: {_one_line(exc)}")
+            templates.delete_quietly(client, half_made, timeout=cs.timeout.global_, log=log)
         raise
     finally:
         upload_volume.cleanup(client, work, cs.timeout, log)
-    log.info(f"Stemcell template {made.template_id} ({naming.name}) is ready")
-    return made.template_id
+    log.info(f"Stemcell template {template_id} ({naming.name}) is ready")
+    return template_id
 
 
 @contextlib.contextmanager
-def _recovering_template(ctx, naming, made: _Made):
+def _recovering_template(ctx: CallContext, naming, made: _Made):
     """Around a command that creates the template record: when its answer is lost, find the record by its unique
     name, so that the cleanup in ``_create`` removes it (the command itself is never sent twice)."""
     try:
@@ -146,7 +153,7 @@ def _recovering_template(ctx, naming, made: _Made):
         raise
 
 
-def _post(ctx, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -> None:
+def _post(ctx: CallContext, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -> None:
     from ..stemcell import upload_post
 
     cs = ctx.config.cloudstack
@@ -166,7 +173,7 @@ def _post(ctx, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) 
         session.close()
 
 
-def _url(ctx, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -> None:
+def _url(ctx: CallContext, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -> None:
     from ..stemcell import upload_url
 
     cs = ctx.config.cloudstack
@@ -207,7 +214,7 @@ def _url(ctx, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -
             made.template_id, zone["id"], what="Waiting for CloudStack to download the image", zone_name=zone["name"])
 
 
-def _volume(ctx, image_path, info, hypervisor, naming, ostype, zones, made: _Made, work) -> list[dict]:
+def _volume(ctx: CallContext, image_path, info, hypervisor, naming, ostype, zones, made: _Made, work) -> list[dict]:
     from ..stemcell import convert, upload_volume
 
     cs = ctx.config.cloudstack
@@ -227,6 +234,7 @@ def _volume(ctx, image_path, info, hypervisor, naming, ostype, zones, made: _Mad
     if size is None:
         info = info.resolve()
         size = convert.raw_size(info)
+        assert size is not None  # a resolved image's format tells its size
     offering = lookups.disk_offering(client, settings.disk_offering or cs.default_offer.custom_disk)
     tmpdir = os.path.dirname(os.path.abspath(image_path))
     made.template_id = upload_volume.run(
@@ -241,7 +249,7 @@ def _volume(ctx, image_path, info, hypervisor, naming, ostype, zones, made: _Mad
 # --- pieces -------------------------------------------------------------------------------------
 
 
-def _stemcell_zones(client, cs) -> list[dict]:
+def _stemcell_zones(client: Client, cs) -> list[dict]:
     wanted = list(cs.stemcell.zones) or ([cs.default_zone] if cs.default_zone else [])
     if not wanted:
         raise CloudError("No zone for stemcells: set cloudstack.stemcell.zones or cloudstack.default_zone")
@@ -254,7 +262,7 @@ def _stemcell_zones(client, cs) -> list[dict]:
     return zones
 
 
-def _hypervisor(client, stemcell_hypervisor: str | None, zones: list[dict]) -> str:
+def _hypervisor(client: Client, stemcell_hypervisor: str | None, zones: list[dict]) -> str:
     """CloudStack's name for the stemcell's hypervisor, checked against every zone's hypervisors."""
     offered = {zone["id"]: _zone_hypervisors(client, zone) for zone in zones}
     if stemcell_hypervisor:
@@ -267,14 +275,14 @@ def _hypervisor(client, stemcell_hypervisor: str | None, zones: list[dict]) -> s
                              f"'{zones[0]['name']}' runs {', '.join(names) or 'unknown hypervisors'}")
         hypervisor = first[0]
     for zone in zones:
-        names = offered[zone["id"]]
-        if names is not None and hypervisor.lower() not in {n.lower() for n in names}:
+        zone_names = offered[zone["id"]]
+        if zone_names is not None and hypervisor.lower() not in {n.lower() for n in zone_names}:
             raise CloudError(f"Zone '{zone['name']}' has no {hypervisor} hosts (its hypervisors: "
-                             f"{', '.join(names) or 'none'}); the stemcell is for {hypervisor}")
+                             f"{', '.join(zone_names) or 'none'}); the stemcell is for {hypervisor}")
     return hypervisor
 
 
-def _zone_hypervisors(client, zone: dict) -> list[str] | None:
+def _zone_hypervisors(client: Client, zone: dict) -> list[str] | None:
     """The zone's hypervisors; None when the account may not ask (the check is then left to CloudStack)."""
     try:
         items = client.list("listHypervisors", zoneid=zone["id"])
@@ -315,7 +323,7 @@ def _plan(info, hypervisor: str):
     return plan
 
 
-def _light(ctx, wanted: str, zones: list[dict]) -> str:
+def _light(ctx: CallContext, wanted: str, zones: list[dict]) -> str:
     client = ctx.client
     found: dict | None = None
     problems = []

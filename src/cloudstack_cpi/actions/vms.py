@@ -16,19 +16,26 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import cleanup, disk_hints, errors, lookups, tags
 from ..cloudstack.errors import CloudStackError
 from ..lazy import lazy_import
 
-# Only create_vm (and delete_vm of a load balancer member) needs these: has_vm,
-# reboot_vm and the metadata calls must not pay for importing them.
-agent_settings = lazy_import("cloudstack_cpi.agent_settings")
-loadbalancers = lazy_import("cloudstack_cpi.loadbalancers")
-models = lazy_import("cloudstack_cpi.models")
-nets = lazy_import("cloudstack_cpi.networks")
-uuid = lazy_import("uuid")
+if TYPE_CHECKING:
+    import uuid
+
+    from .. import agent_settings, loadbalancers, models, networks as nets
+    from ..cloudstack.client import Client
+    from ..context import CallContext
+else:
+    # Only create_vm (and delete_vm of a load balancer member) needs these: has_vm,
+    # reboot_vm and the metadata calls must not pay for importing them.
+    agent_settings = lazy_import("cloudstack_cpi.agent_settings")
+    loadbalancers = lazy_import("cloudstack_cpi.loadbalancers")
+    models = lazy_import("cloudstack_cpi.models")
+    nets = lazy_import("cloudstack_cpi.networks")
+    uuid = lazy_import("uuid")
 
 DEFAULT_CPU_SPEED = 2000           # MHz, for customized offerings when cpu_speed is not given
 TRANSITIONAL_STATES = frozenset({"Starting", "Stopping", "Migrating"})
@@ -50,7 +57,7 @@ _NOT_EXPUNGED = (
 # -- handlers --------------------------------------------------------------------------------------------------
 
 
-def create_vm(ctx, agent_id, stemcell_cid, cloud_properties, networks, disk_cids=None, env=None):
+def create_vm(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networks, disk_cids=None, env=None):
     """Create and start a VM running ``agent_id`` from the stemcell (a template id) on the given networks.
 
     The VM lands in ``availability_zone``, else the zone of ``disk_cids`` (disk
@@ -66,7 +73,7 @@ def create_vm(ctx, agent_id, stemcell_cid, cloud_properties, networks, disk_cids
     return [vm_id, answered] if ctx.api_version >= 2 else vm_id
 
 
-def delete_vm(ctx, vm_cid):
+def delete_vm(ctx: CallContext, vm_cid):
     """Delete the VM and its ephemeral disk; persistent disks survive (detached).
 
     Idempotent and resumable: a VM that is already gone is success, and the
@@ -100,13 +107,13 @@ def delete_vm(ctx, vm_cid):
     return None
 
 
-def has_vm(ctx, vm_cid):
+def has_vm(ctx: CallContext, vm_cid):
     """True when the VM exists and is not destroyed or being expunged; never an error for an unknown id."""
     with _breadcrumb(f"Looking for VM '{vm_cid}'"):
         return lookups.vm(ctx.client, vm_cid) is not None
 
 
-def reboot_vm(ctx, vm_cid):
+def reboot_vm(ctx: CallContext, vm_cid):
     """Reboot a running VM, start a stopped one; wait until it runs.  A missing VM is ``VMNotFound``."""
     with _breadcrumb(f"Rebooting VM '{vm_cid}'"):
         client, timeout = ctx.client, ctx.config.cloudstack.timeout.reboot_vm
@@ -119,7 +126,7 @@ def reboot_vm(ctx, vm_cid):
     return None
 
 
-def set_vm_metadata(ctx, vm_cid, metadata):
+def set_vm_metadata(ctx: CallContext, vm_cid, metadata):
     """Make the director's metadata the VM's tags (changing only what differs) and name it for humans.
 
     The display name is ``name`` (``<instance group>/<id>``) when given, else
@@ -135,7 +142,7 @@ def set_vm_metadata(ctx, vm_cid, metadata):
     return None
 
 
-def calculate_vm_cloud_properties(ctx, vm_resources):
+def calculate_vm_cloud_properties(ctx: CallContext, vm_resources):
     """cloud_properties for ``vm_resources`` ({cpu, ram, ephemeral_disk_size}).
 
     The smallest fixed compute offering that is big enough, or the customized
@@ -259,14 +266,14 @@ def _breadcrumb(what: str):
 # -- shared steps --------------------------------------------------------------------------------------------------
 
 
-def _existing_vm(ctx, vm_cid: str) -> dict:
+def _existing_vm(ctx: CallContext, vm_cid: str) -> dict:
     vm = lookups.vm(ctx.client, vm_cid)
     if vm is None:
         raise errors.VMNotFound(f"VM '{vm_cid}' not found")
     return vm
 
 
-def _wait_settled(ctx, vm_cid: str, timeout: float) -> dict:
+def _wait_settled(ctx: CallContext, vm_cid: str, timeout: float) -> dict:
     """Poll the VM until it leaves Starting/Stopping/Migrating."""
     client = ctx.client
     started = client.clock()
@@ -280,7 +287,8 @@ def _wait_settled(ctx, vm_cid: str, timeout: float) -> dict:
             raise errors.CloudError(f"VM is still {vm.get('state')} after {timeout:g}s", ok_to_retry=True)
 
 
-def _require_running(ctx, vm_id: str, job_result: dict, error: type[errors.BoshError] = errors.VMCreationFailed) -> None:
+def _require_running(ctx: CallContext, vm_id: str, job_result: dict,
+                     error: type[errors.BoshError] = errors.VMCreationFailed) -> None:
     """The job's VM (or, failing that, the listed VM) must be Running; ``error`` (retryable) otherwise."""
     state = (job_result.get("virtualmachine") or {}).get("state")
     if state != "Running":
@@ -290,7 +298,7 @@ def _require_running(ctx, vm_id: str, job_result: dict, error: type[errors.BoshE
         raise error(f"VM '{vm_id}' did not reach Running (state {state})", ok_to_retry=True)
 
 
-def _destroy(ctx, vm_id: str, *, expunge: bool, volumes: list[dict] | None = None) -> None:
+def _destroy(ctx: CallContext, vm_id: str, *, expunge: bool, volumes: list[dict] | None = None) -> None:
     """Destroy the VM, expunged when ``expunge`` and the account may; else destroyed only.
 
     A destroyed but unexpunged VM keeps its data volumes attached (and
@@ -310,7 +318,7 @@ def _destroy(ctx, vm_id: str, *, expunge: bool, volumes: list[dict] | None = Non
     _destroy_job(ctx, vm_id, expunge=False)
 
 
-def _destroy_job(ctx, vm_id: str, *, expunge: bool) -> None:
+def _destroy_job(ctx: CallContext, vm_id: str, *, expunge: bool) -> None:
     client = ctx.client
     try:
         client.run_job("destroyVirtualMachine", id=vm_id, expunge=expunge,
@@ -324,7 +332,7 @@ def _destroy_job(ctx, vm_id: str, *, expunge: bool) -> None:
         raise
 
 
-def _release_static_nat(ctx, vm: dict) -> None:
+def _release_static_nat(ctx: CallContext, vm: dict) -> None:
     """Disable static NAT on every public IP bound to the VM."""
     client = ctx.client
     addresses = client.list_all("listPublicIpAddresses", zoneid=vm.get("zoneid"), isstaticnat=True, listall=True)
@@ -335,7 +343,7 @@ def _release_static_nat(ctx, vm: dict) -> None:
                            what=f"disabling static NAT of {address.get('ipaddress')}")
 
 
-def _detach_volume(ctx, volume_id: str) -> None:
+def _detach_volume(ctx: CallContext, volume_id: str) -> None:
     volume = lookups.volume(ctx.client, volume_id)
     if volume is None or not volume.get("virtualmachineid"):
         return
@@ -343,7 +351,7 @@ def _detach_volume(ctx, volume_id: str) -> None:
                        what=f"detaching volume {volume_id}")
 
 
-def _ephemeral_volumes(client, vm_id: str) -> list[dict]:
+def _ephemeral_volumes(client: Client, vm_id: str) -> list[dict]:
     """The VM's ephemeral volumes by their tag, attached or not, even when the VM is gone."""
     found = client.list_all("listVolumes", tags={tags.VM_KEY: vm_id}, listall=True)
     # Checked again: a server that ignored the tag filter must not make this delete other volumes.
@@ -351,14 +359,14 @@ def _ephemeral_volumes(client, vm_id: str) -> list[dict]:
             and v.get("state") not in lookups.GONE_VOLUME_STATES]
 
 
-def _delete_volume(ctx, volume_id: str) -> None:
+def _delete_volume(ctx: CallContext, volume_id: str) -> None:
     """Delete a data volume, detaching it first if it is still attached; gone is fine."""
     volume = lookups.volume(ctx.client, volume_id)
     if volume is not None:
         _delete_listed_volume(ctx, volume)
 
 
-def _delete_listed_volume(ctx, volume: dict) -> None:
+def _delete_listed_volume(ctx: CallContext, volume: dict) -> None:
     """Delete a volume as just listed (its attachment is current), detaching it first when attached."""
     volume_id = volume["id"]
     if volume.get("virtualmachineid"):
@@ -400,7 +408,7 @@ class _Plan:
         return self.template.get("hypervisor")
 
 
-def _plan(ctx, agent_id, stemcell_cid, cloud_properties, networks, disk_cids, env) -> _Plan:
+def _plan(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networks, disk_cids, env) -> _Plan:
     client, cs = ctx.client, ctx.config.cloudstack
     props = models.parse(models.VMCloudProperties, cloud_properties, "VM cloud_properties")
     if props.unknown_keys():
@@ -445,7 +453,7 @@ def _plan(ctx, agent_id, stemcell_cid, cloud_properties, networks, disk_cids, en
     return plan
 
 
-def _zone(ctx, props: models.VMCloudProperties, disk_cids: list[str]) -> dict:
+def _zone(ctx: CallContext, props: models.VMCloudProperties, disk_cids: list[str]) -> dict:
     """availability_zone, else the persistent disks' zone, else cloudstack.default_zone."""
     client, cs = ctx.client, ctx.config.cloudstack
     disk_zones: dict[str, tuple[str, str]] = {}
@@ -453,7 +461,7 @@ def _zone(ctx, props: models.VMCloudProperties, disk_cids: list[str]) -> dict:
         volume = lookups.volume(client, cid)
         if volume is None:
             raise errors.CloudError(f"Persistent disk '{cid}' not found")
-        disk_zones[cid] = (volume.get("zoneid"), volume.get("zonename") or volume.get("zoneid"))
+        disk_zones[cid] = (volume["zoneid"], volume.get("zonename") or volume["zoneid"])
     zone_ids = {zone_id for zone_id, _ in disk_zones.values()}
     if len(zone_ids) > 1:
         where = ", ".join(f"{cid} in {name}" for cid, (_, name) in disk_zones.items())
@@ -472,7 +480,7 @@ def _zone(ctx, props: models.VMCloudProperties, disk_cids: list[str]) -> dict:
     raise errors.CloudError("No zone: set availability_zone in cloud_properties or cloudstack.default_zone")
 
 
-def _template(client, stemcell_cid: str, zone: dict) -> dict:
+def _template(client: Client, stemcell_cid: str, zone: dict) -> dict:
     template = lookups.template(client, stemcell_cid, zone["id"])
     if template is None:
         raise errors.CloudError(f"Stemcell '{stemcell_cid}' (a template) not found in zone '{zone.get('name')}'")
@@ -482,7 +490,7 @@ def _template(client, stemcell_cid: str, zone: dict) -> dict:
     return template
 
 
-def _public_ip(client, vip: nets.BoshNetwork | None, zone: dict, placement: nets.Placement,
+def _public_ip(client: Client, vip: nets.BoshNetwork | None, zone: dict, placement: nets.Placement,
                order: list[nets.BoshNetwork]) -> tuple[dict | None, str | None]:
     """The vip network's public IP (owned by the account, in the zone) and the network to NAT it to."""
     if vip is None:
@@ -496,22 +504,23 @@ def _public_ip(client, vip: nets.BoshNetwork | None, zone: dict, placement: nets
     network_id = address.get("associatednetworkid")
     vm_networks = set(placement.network_ids.values())
     if network_id and vm_networks and network_id not in vm_networks:
-        raise errors.CloudError(f"Public IP {vip.ip} belongs to network '{address.get('associatednetworkname') or network_id}', "
+        owner = address.get("associatednetworkname") or network_id
+        raise errors.CloudError(f"Public IP {vip.ip} belongs to network '{owner}', "
                                 "where the VM has no NIC: add that network to the VM or use another IP")
     if not network_id and not placement.basic:
         network_id = placement.network_ids[order[0].name]
     return address, network_id
 
 
-def _affinity(ctx, props: models.VMCloudProperties, env: dict) -> list[tuple[str, str, str | None]]:
+def _affinity(ctx: CallContext, props: models.VMCloudProperties, env: dict) -> list[tuple[str, str, str | None]]:
     """(name, type, existing id) of the affinity groups the VM joins; missing ones are created by _Build."""
     cs = ctx.config.cloudstack
     wanted: list[tuple[str, str]] = []
     if props.affinity_group:
         wanted.append((props.affinity_group, props.affinity_group_type))
     if cs.enable_auto_anti_affinity:
-        bosh = env.get("bosh") if isinstance(env.get("bosh"), dict) else {}
-        group = bosh.get("group")
+        bosh = env.get("bosh")
+        group = bosh.get("group") if isinstance(bosh, dict) else None
         if group and ctx.director_uuid:
             wanted.append((f"{ctx.director_uuid}-{group}", cs.auto_anti_affinity_type))
         else:
@@ -526,11 +535,11 @@ def _affinity(ctx, props: models.VMCloudProperties, env: dict) -> list[tuple[str
     return result
 
 
-def _affinity_group(client, name: str) -> dict | None:
+def _affinity_group(client: Client, name: str) -> dict | None:
     return lookups.only_named(client.list("listAffinityGroups", name=name), name, kind="Affinity group")
 
 
-def _settings(ctx, plan: _Plan, nics: dict[str, dict], ephemeral: dict | None) -> dict:
+def _settings(ctx: CallContext, plan: _Plan, nics: dict[str, dict], ephemeral: dict | None) -> dict:
     network_settings = agent_settings.network_settings(plan.networks, nics, plan.props.routes)
     return agent_settings.build(
         agent_id=plan.agent_id, vm_name=plan.vm_name, networks=network_settings,
@@ -572,7 +581,7 @@ def abandoned_by_create_vm(vm: dict, director_uuid: str | None, create_timeout: 
     return now - created > create_timeout
 
 
-def _remove_abandoned_holders(ctx, plan) -> bool:
+def _remove_abandoned_holders(ctx: CallContext, plan) -> bool:
     """Remove the abandoned VMs (``abandoned_by_create_vm``) that hold one of the plan's manual IPs; True if any."""
     import time
 
@@ -611,7 +620,7 @@ def _remove_abandoned_holders(ctx, plan) -> bool:
 class _Build:
     """Creates what the plan describes; on any failure removes what it created, then raises."""
 
-    def __init__(self, ctx, plan: _Plan) -> None:
+    def __init__(self, ctx: CallContext, plan: _Plan) -> None:
         self.ctx = ctx
         self.plan = plan
         self.client = ctx.client
@@ -639,7 +648,7 @@ class _Build:
         vm_id = vm["id"]
         nics = nets.match_nics(plan.placement, plan.order, vm.get("nic") or [])
         self._tag_vm(vm_id)
-        ephemeral = self._ephemeral_disk(vm) if plan.ephemeral_offering else None
+        ephemeral = self._ephemeral_disk(vm, plan.ephemeral_offering) if plan.ephemeral_offering else None
         encoded = agent_settings.encode(_settings(self.ctx, plan, nics, ephemeral))
         agent_settings.check_size(encoded, self.cs.user_data_limit)
         self._set_user_data(vm_id, encoded)
@@ -647,7 +656,7 @@ class _Build:
                                       what=f"starting VM {vm_id}")
         _require_running(self.ctx, vm_id, started)
         if plan.public_ip:
-            self._static_nat(vm_id)
+            self._static_nat(vm_id, plan.public_ip)
         if plan.lb_targets:
             self.lb_attempted = True
             loadbalancers.join(self.ctx, vm_id, plan.lb_targets, self.lb_record)
@@ -667,6 +676,8 @@ class _Build:
                 return found["id"]
             raise
         group_id = (result.get("affinitygroup") or {}).get("id")
+        if not group_id:
+            raise errors.CloudError(f"createAffinityGroup answered no id for affinity group '{name}'")
         self.created_groups.append(group_id)
         self.ctx.log.info(f"Created affinity group '{name}' ({kind})")
         return group_id
@@ -727,12 +738,12 @@ class _Build:
         self.client.run_job("createTags", resourceids=vm_id, resourcetype="UserVm", tags=wanted,
                             timeout=self.cs.timeout.global_, what=f"tagging VM {vm_id}")
 
-    def _ephemeral_disk(self, vm: dict) -> dict:
+    def _ephemeral_disk(self, vm: dict, offering: dict) -> dict:
         plan = self.plan
         try:
             created = self.client.run_job(
                 "createVolume", name=f"{plan.vm_name}-ephemeral", zoneid=plan.zone["id"],
-                diskofferingid=plan.ephemeral_offering["id"], size=plan.ephemeral_size_gib,
+                diskofferingid=offering["id"], size=plan.ephemeral_size_gib,
                 timeout=self.cs.timeout.create_volume, what="creating the ephemeral disk",
             )
         except CloudStackError as err:
@@ -743,18 +754,20 @@ class _Build:
         except BaseException:  # interrupted while the job ran: the volume may exist anyway
             self.volume_id = self._volume_named(f"{plan.vm_name}-ephemeral")
             raise
-        self.volume_id = (created.get("volume") or {}).get("id")
+        volume_id = self.volume_id = (created.get("volume") or {}).get("id")
+        if not volume_id:
+            raise errors.CloudError("createVolume answered no volume id for the ephemeral disk")
         marks = {tags.ROLE_KEY: tags.ROLE_EPHEMERAL, tags.VM_KEY: vm["id"]}
         if self.ctx.director_uuid:
             marks[tags.DIRECTOR_KEY] = self.ctx.director_uuid
-        self.client.run_job("createTags", resourceids=self.volume_id, resourcetype="Volume", tags=marks,
-                            timeout=self.cs.timeout.global_, what=f"tagging volume {self.volume_id}")
-        attached = self.client.run_job("attachVolume", id=self.volume_id, virtualmachineid=vm["id"],
+        self.client.run_job("createTags", resourceids=volume_id, resourcetype="Volume", tags=marks,
+                            timeout=self.cs.timeout.global_, what=f"tagging volume {volume_id}")
+        attached = self.client.run_job("attachVolume", id=volume_id, virtualmachineid=vm["id"],
                                        timeout=self.cs.timeout.attach_volume, what="attaching the ephemeral disk")
         device_id = (attached.get("volume") or {}).get("deviceid")
         if device_id is None:
-            raise errors.CloudError(f"attachVolume answered no device id for the ephemeral disk {self.volume_id}")
-        return disk_hints.disk_hint(self.volume_id, int(device_id), vm.get("hypervisor") or plan.hypervisor,
+            raise errors.CloudError(f"attachVolume answered no device id for the ephemeral disk {volume_id}")
+        return disk_hints.disk_hint(volume_id, int(device_id), vm.get("hypervisor") or plan.hypervisor,
                                     vm.get("details"))
 
     def _set_user_data(self, vm_id: str, encoded: str) -> None:
@@ -769,8 +782,8 @@ class _Build:
                 ) from None
             raise
 
-    def _static_nat(self, vm_id: str) -> None:
-        address = self.client.find("listPublicIpAddresses", id=self.plan.public_ip["id"]) or self.plan.public_ip
+    def _static_nat(self, vm_id: str, public_ip: dict) -> None:
+        address = self.client.find("listPublicIpAddresses", id=public_ip["id"]) or public_ip
         other = address.get("virtualmachineid")
         if address.get("isstaticnat") and other != vm_id:
             self.ctx.log.info(f"Public IP {address.get('ipaddress')} is statically NATed to VM '{other}': moving it")
@@ -782,7 +795,7 @@ class _Build:
 
     # -- failure
 
-    def _failed(self, err: Exception) -> errors.BoshError:
+    def _failed(self, err: errors.BoshError | CloudStackError) -> errors.BoshError:
         leftovers = self._cleanup()
         note = f" (could not remove: {', '.join(leftovers)})" if leftovers else ""
         if isinstance(err, errors.BoshError):
@@ -799,13 +812,16 @@ class _Build:
             for vm_id in self.vm_ids:
                 steps.append((f"load balancer membership of VM {vm_id}",
                                lambda vm_id=vm_id: loadbalancers.leave(self.ctx, vm_id)))
-            steps.append(("load balancer rules created for the VM", lambda: loadbalancers.undo(self.ctx, self.lb_record)))
-        if self.nat_attempted and self.vm_ids:
-            steps.append((f"static NAT of {self.plan.public_ip.get('ipaddress')}", self._undo_static_nat))
+            steps.append(("load balancer rules created for the VM",
+                          lambda: loadbalancers.undo(self.ctx, self.lb_record)))
+        public_ip = self.plan.public_ip
+        if self.nat_attempted and self.vm_ids and public_ip:  # (nat_attempted: there is a public IP)
+            steps.append((f"static NAT of {public_ip.get('ipaddress')}", lambda: self._undo_static_nat(public_ip)))
         for vm_id in reversed(self.vm_ids):
             steps.append((f"VM {vm_id}", lambda vm_id=vm_id: _destroy(self.ctx, vm_id, expunge=True)))
-        if self.volume_id:
-            steps.append((f"volume {self.volume_id}", lambda: _delete_volume(self.ctx, self.volume_id)))
+        volume_id = self.volume_id
+        if volume_id:
+            steps.append((f"volume {volume_id}", lambda: _delete_volume(self.ctx, volume_id)))
         for group_id in self.created_groups:
             steps.append((f"affinity group {group_id}", lambda group_id=group_id: self._delete_group(group_id)))
         for label, step in steps:
@@ -814,8 +830,8 @@ class _Build:
                 leftovers.append(label)
         return leftovers
 
-    def _undo_static_nat(self) -> None:
-        address = self.client.find("listPublicIpAddresses", id=self.plan.public_ip["id"])
+    def _undo_static_nat(self, public_ip: dict) -> None:
+        address = self.client.find("listPublicIpAddresses", id=public_ip["id"])
         if address and address.get("isstaticnat") and address.get("virtualmachineid") in self.vm_ids:
             self.client.run_job("disableStaticNat", ipaddressid=address["id"], timeout=self.cs.timeout.global_,
                                 what=f"disabling static NAT of {address.get('ipaddress')}")

@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -114,7 +114,7 @@ class ConfiguredSession(requests.Session):
         self.verify = verify
         self.headers["User-Agent"] = "cloudstack-cpi"
 
-    def merge_environment_settings(self, url, proxies, stream, verify, cert) -> dict[str, Any]:
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # types-requests: _Settings
         settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
         settings["verify"] = self.verify
         return settings
@@ -347,9 +347,8 @@ class Client:
                     # Retries stop here rather than sleep into the deadline and send a try with no time left.
                     raise self._deadline_reached(command, limit, err, attempt) from None
                 reason = f"HTTP {err.http_status}" if err.http_status else err.errortext
-                self.log.warning(
-                    f"Retrying {command} after {reason} (attempt {attempt + 1} of {self.retry.attempts}) in {delay:.2f}s"
-                )
+                self.log.warning(f"Retrying {command} after {reason} (attempt {attempt + 1} of "
+                                 f"{self.retry.attempts}) in {delay:.2f}s")
                 self.sleep(delay)
                 limit.charge(delay)
                 continue
@@ -383,13 +382,13 @@ class Client:
 
     def _backoff(self, attempt: int, err: CloudStackError) -> float:
         delay = min(self.retry.max_delay, self.retry.base_delay * 2 ** (attempt - 1))
-        retry_after = getattr(err, "retry_after", None)
+        retry_after = err.retry_after
         if retry_after:
             delay = max(delay, retry_after)
         return delay * (0.75 + 0.5 * self._rng.random())
 
     def _signed(self, command: str, wire: Mapping[str, str]) -> dict[str, str]:
-        expires = (datetime.now(timezone.utc) + SIGNATURE_LIFETIME).strftime("%Y-%m-%dT%H:%M:%S+0000")
+        expires = (datetime.now(UTC) + SIGNATURE_LIFETIME).strftime("%Y-%m-%dT%H:%M:%S+0000")
         params = {
             **wire,
             "command": command,
@@ -414,7 +413,8 @@ class Client:
             else:
                 response = self.session.post(self.endpoint, data=params, timeout=timeout)
         except requests.exceptions.SSLError as exc:
-            raise CloudStackError(command, f"TLS error talking to {self.endpoint}: {_transport_text(exc)}", kind="tls") from None
+            raise CloudStackError(command, f"TLS error talking to {self.endpoint}: {_transport_text(exc)}",
+                                  kind="tls") from None
         except requests.exceptions.RequestException as exc:
             if _never_sent(exc):
                 raise CloudStackError(
@@ -617,9 +617,8 @@ def ca_file(pem: str) -> str:
                 return path
     except OSError:
         pass
-    handle = tempfile.NamedTemporaryFile("w", dir=directory, prefix=f"{CA_FILE_PREFIX}new-", suffix=".pem",
-                                         delete=False, encoding="utf-8")
-    with handle:
+    with tempfile.NamedTemporaryFile("w", dir=directory, prefix=f"{CA_FILE_PREFIX}new-", suffix=".pem",
+                                     delete=False, encoding="utf-8") as handle:
         handle.write(pem)
     os.chmod(handle.name, 0o644)  # a CA certificate is public; another user's CPI may share TMPDIR
     os.replace(handle.name, path)

@@ -44,6 +44,7 @@ class CloudStackError(Exception):
         self.jobid = jobid
         self.resource_id = resource_id
         self.outcome_unknown = outcome_unknown
+        self.retry_after: float | None = None  # seconds a 429 asked to wait (its Retry-After header)
         super().__init__(self._describe())
 
     def _describe(self) -> str:

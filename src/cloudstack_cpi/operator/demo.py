@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 from .lifecycle import Target
+
+if TYPE_CHECKING:
+    from cloudstack_simulator import Simulator
 
 DEMO_STEMCELL_PROPERTIES = {
     "name": "bosh-cloudstack-kvm-ubuntu-jammy-go_agent",
@@ -72,7 +76,7 @@ def simulator_target(directory: Path) -> Target:
 
 
 @contextmanager
-def embedded_simulator(scenario: str = "advanced", job_seconds: float = 0.0) -> Iterator[object]:
+def embedded_simulator(scenario: str = "advanced", job_seconds: float = 0.0) -> Iterator[Simulator]:
     from cloudstack_simulator import Simulator
 
     sim = Simulator(scenario=scenario, job_seconds=job_seconds).start()

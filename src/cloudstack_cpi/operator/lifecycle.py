@@ -17,9 +17,10 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .runner import CallOutcome, CpiRunner
+if TYPE_CHECKING:
+    from .runner import CallOutcome, CpiRunner
 
 
 @dataclass
@@ -282,9 +283,10 @@ class Lifecycle:
         for kind, make in pending:
             method, *arguments = make(self.created[kind])
             outcome = self.runner.call(method, *arguments)
-            ok = outcome.error is None
+            error = outcome.error
+            ok = error is None
             self._step_line(f"{method} (cleanup)", ok, outcome.seconds,
-                            "removed" if ok else f"{outcome.error['type']}: {outcome.error['message']}")
+                            "removed" if error is None else f"{error['type']}: {error['message']}")
             if ok:
                 del self.created[kind]
 

@@ -83,25 +83,27 @@ class CpiRunner:
         process = subprocess.Popen([*cpi_command(), self.config_path], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=director_env(),
                                    start_new_session=True)
+        stdin, stdout, stderr = process.stdin, process.stdout, process.stderr
+        assert stdin is not None and stdout is not None and stderr is not None  # all three are PIPEs
         lines: list[str] = []
         answer: list[bytes] = []
 
         def read_stderr() -> None:
-            for raw in process.stderr:
+            for raw in stderr:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 lines.append(line)
                 if self.on_log_line is not None:
                     self.on_log_line(line)
 
         readers = [threading.Thread(target=read_stderr, daemon=True),
-                   threading.Thread(target=lambda: answer.append(process.stdout.read()), daemon=True)]
+                   threading.Thread(target=lambda: answer.append(stdout.read()), daemon=True)]
         for reader in readers:
             reader.start()
         # Not communicate(): it would read stderr too, racing the reader for the lines.  The CPI reads all
         # of stdin before it writes anything, so writing the request first cannot deadlock.
         try:
-            process.stdin.write(request)
-            process.stdin.close()
+            stdin.write(request)
+            stdin.close()
         except BrokenPipeError:
             pass
         try:

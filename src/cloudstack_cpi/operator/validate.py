@@ -7,12 +7,16 @@ change.  Nothing is created in the cloud.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from ..cloudstack.errors import CloudStackError
 from ..errors import BoshError
 from ..log import Logger
+
+if TYPE_CHECKING:
+    from ..cloudstack.client import Client
 
 
 @dataclass
@@ -89,14 +93,15 @@ class Validator:
             self._fail("client", str(exc), "Check cloudstack.ca_cert holds PEM text.")
             return None
 
-    def _credentials(self, client) -> bool:
+    def _credentials(self, client: Client) -> bool:
         self._waiting(client, f"Connecting to {self.cfg.cloudstack.endpoint}")
         try:
             capabilities = client.call("listCapabilities").get("capability", {})
         except CloudStackError as err:
             if err.http_status == 401:
                 self._fail("credentials", "the cloud rejected the API key or its signature",
-                           "Check cloudstack.api_key and cloudstack.secret_access_key (a user's keys, not the account's name).")
+                           "Check cloudstack.api_key and cloudstack.secret_access_key "
+                           "(a user's keys, not the account's name).")
             elif err.kind == "tls":  # the certificate was refused: a trust matter, not reachability
                 self._fail("endpoint", err.errortext,
                            "Give the CA in cloudstack.ca_cert, or (testing only) set cloudstack.skip_verify_ssl: true.")
@@ -110,7 +115,7 @@ class Validator:
         self.version = version
         return True
 
-    def _zone(self, client):
+    def _zone(self, client: Client):
         from ..lookups import pick
 
         wanted = self.cfg.cloudstack.default_zone
@@ -125,25 +130,27 @@ class Validator:
                                       f"{', security groups' if z.get('securitygroupsenabled') else ''})",
                             "Set cloudstack.default_zone to an existing zone's name or id.")
 
-    def _offerings(self, client) -> None:
+    def _offerings(self, client: Client) -> None:
         from ..lookups import pick
 
         offers = self.cfg.cloudstack.default_offer
         self._waiting(client, "Listing disk and compute offerings")
         disk_offerings = client.list_all("listDiskOfferings")
-        for name, wanted in (("default_offer.disk", offers.disk), ("default_offer.ephemeral_disk", offers.ephemeral_disk),
+        for name, wanted in (("default_offer.disk", offers.disk),
+                             ("default_offer.ephemeral_disk", offers.ephemeral_disk),
                              ("default_offer.custom_disk", offers.custom_disk)):
             if wanted:
                 self._lookup(name, lambda w=wanted: pick(disk_offerings, w, kind="Disk offering"),
                              lambda o: f"'{o['name']}'" + (" (customized)" if o.get("iscustomized") else ""),
                              f"Set cloudstack.{name} to an existing disk offering.")
         compute = client.list_all("listServiceOfferings")
-        for name, wanted in (("default_offer.compute", offers.compute), ("default_offer.custom_compute", offers.custom_compute)):
+        for name, wanted in (("default_offer.compute", offers.compute),
+                             ("default_offer.custom_compute", offers.custom_compute)):
             if wanted:
                 self._lookup(name, lambda w=wanted: pick(compute, w, kind="Compute offering"),
                              lambda o: f"'{o['name']}'", f"Set cloudstack.{name} to an existing compute offering.")
 
-    def _project(self, client) -> bool:
+    def _project(self, client: Client) -> bool:
         """cloudstack.project: a project this account belongs to; the checks after this one look inside it, as the
         CPI will (listProjects shows a user only the projects it is a member of)."""
         from ..projects import resolve
@@ -175,7 +182,7 @@ class Validator:
         self._pass("project", f"project '{wanted}' ({project_id}): the checks below look inside it")
         return True
 
-    def _key_pair(self, client) -> None:
+    def _key_pair(self, client: Client) -> None:
         wanted = self.cfg.cloudstack.default_key_name
         if not wanted:
             self._pass("default_key_name", "not set: VMs get no SSH key (bosh ssh still works through the agent)")
@@ -188,7 +195,7 @@ class Validator:
             self._fail("default_key_name", f"key pair '{wanted}' not found",
                        "Register it (registerSSHKeyPair) or change cloudstack.default_key_name.")
 
-    def _security_groups(self, client, zone) -> None:
+    def _security_groups(self, client: Client, zone) -> None:
         from ..lookups import pick
 
         wanted = self.cfg.cloudstack.default_security_groups
@@ -204,7 +211,7 @@ class Validator:
             self._lookup(f"security group {name}", lambda n=name: pick(groups, n, kind="Security group"),
                          lambda g: "exists", "Create it or remove it from cloudstack.default_security_groups.")
 
-    def _networks(self, client, zone) -> None:
+    def _networks(self, client: Client, zone) -> None:
         if zone.get("networktype") == "Basic":
             self._pass("networks", "basic zone: one guest network, chosen by CloudStack")
             return
@@ -217,10 +224,11 @@ class Validator:
             self._fail("networks", f"no network to deploy VMs on in zone '{zone['name']}'",
                        "Create an isolated or shared network, or ask the cloud's operator for one.")
 
-    def _upload_support(self, client) -> None:
+    def _upload_support(self, client: Client) -> None:
         strategy = self.cfg.cloudstack.stemcell.upload_strategy
         if strategy in ("post", "auto") and not self.cfg.cloudstack.stemcell.url.base_url:
             self._waiting(client, "Asking whether the cloud offers getUploadParamsForTemplate")
+            apis: list[dict] | None
             try:
                 apis = client.list("listApis", name="getUploadParamsForTemplate")
             except CloudStackError as err:
@@ -228,21 +236,22 @@ class Validator:
                 # ("... unable to find an api by that name ..."), never with an empty list
                 apis = [] if "unable to find an api by that name" in str(err.errortext).lower() else None
             if apis == []:
-                self._fail("stemcell upload", "this cloud does not offer getUploadParamsForTemplate (CloudStack < 4.6?)",
+                self._fail("stemcell upload",
+                           "this cloud does not offer getUploadParamsForTemplate (CloudStack < 4.6?)",
                            "Use cloudstack.stemcell.upload_strategy: url (with stemcell.url.*) or volume.")
             else:
                 self._pass("stemcell upload", "direct POST upload (getUploadParamsForTemplate)")
         else:
             self._pass("stemcell upload", f"strategy '{strategy}'")
 
-    def _expunge_permission(self, client) -> None:
+    def _expunge_permission(self, client: Client) -> None:
         """May delete_vm expunge?  CloudStack lets admins, and users only with allow.user.expunge.recover.vm."""
         self._waiting(client, "Asking whether this account may expunge VMs")
         # allowuserexpungerecovervm is the setting's value for this account whatever its role (listCapabilities);
         # listConfigurations, which would show it too, is for admins only.
         capabilities = client.call("listCapabilities").get("capability", {})
         if capabilities.get("allowuserexpungerecovervm") is True:
-            why = "allow.user.expunge.recover.vm is true for this account"
+            why: str | None = "allow.user.expunge.recover.vm is true for this account"
         else:
             # A user lists only its own account (unless allow.user.view.all.domain.accounts); an admin its own too.
             kinds = {str(account.get("accounttype")) for account in client.list("listAccounts")}
@@ -266,7 +275,7 @@ class Validator:
 
     # -- reporting ---------------------------------------------------------------
 
-    def _waiting(self, client, what: str) -> None:
+    def _waiting(self, client: Client, what: str) -> None:
         """Say what comes next and the longest it can take: what is left of the client's API deadline."""
         self.progress(f"{what} (up to {round(client.api_time_left, 1):g} s) ...")
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -59,7 +59,8 @@ HYPERVISOR_FORMATS = {"kvm": "QCOW2", "xenserver": "VHD", "vmware": "OVA"}
 HYPERVISOR_ALIASES = {"xen": "xenserver", "xcp-ng": "xenserver", "xcpng": "xenserver",
                       "vsphere": "vmware", "esxi": "vmware"}
 
-Chunks = Iterator[bytes]
+Chunks = Generator[bytes, None, None]  # generators: a consumer that stops early closes them
+Pieces = Iterator[bytes | memoryview]   # raw bytes as read; runs of zeros are views of one shared buffer
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class UploadPlan:
     steps: tuple[str, ...]
     compressed: bool
     info: ImageInfo
-    hypervisor: str
+    hypervisor: str | None
 
     @property
     def passes_through(self) -> bool:
@@ -84,7 +85,8 @@ class UploadPlan:
     @property
     def extension(self) -> str:
         """File name suffix matching the uploaded bytes, e.g. ``vhd.bz2``."""
-        suffix = {"gzip": ".gz", "bzip2": ".bz2"}.get(self.info.compression, "") if self.compressed else ""
+        suffixes: dict[str | None, str] = {"gzip": ".gz", "bzip2": ".bz2"}
+        suffix = suffixes.get(self.info.compression, "") if self.compressed else ""
         return self.format.lower() + suffix
 
 
@@ -137,7 +139,8 @@ def _unwrap_steps(info: ImageInfo) -> tuple[str, ...]:
 def _to_raw_steps(info: ImageInfo) -> tuple[str, ...]:
     needs_random_access = info.disk_format == "qcow2" or info.vhd_type == "dynamic"
     spool = ("spool",) if needs_random_access and info.compression else ()
-    reader = {"qcow2": "qcow2-to-raw", "raw": None}.get(info.disk_format)
+    readers: dict[str | None, str | None] = {"qcow2": "qcow2-to-raw", "raw": None}
+    reader = readers.get(info.disk_format)
     if info.disk_format == "vhd":
         reader = "vhd-to-raw" if info.vhd_type == "dynamic" else "strip-vhd-footer"
     return spool + ((reader,) if reader else ())
@@ -189,7 +192,7 @@ def open_upload_stream(path: str | os.PathLike[str], plan: UploadPlan, *, tmpdir
             chunks, length = fixed_vhd_stream(source(), size), _round_up(size, SECTOR) + VHD_FOOTER_SIZE
         else:
             info = info if info.payload_size is not None else resolve(info)
-            chunks, length = iter_payload(info, chunk_size), info.payload_size
+            chunks, length = iter_payload(info, chunk_size), _known_size(info.payload_size, path)
         stack.callback(chunks.close)
         yield chunks, length
 
@@ -227,14 +230,16 @@ def _raw_source(path: str, info: ImageInfo, tmpdir: str | None,
     if info.disk_format is None or (info.disk_format == "raw" and info.payload_size is None):
         info = resolve(info)
     if info.disk_format == "raw":
-        yield (lambda: _checked(iter_payload(info, chunk_size), info.payload_size, path)), info.payload_size
+        size = _known_size(info.payload_size, path)
+        yield (lambda: _checked(iter_payload(info, chunk_size), size, path)), size
     elif info.disk_format == "vhd" and info.vhd_type == "fixed":
-        size = info.virtual_size
+        size = _known_size(info.virtual_size, path)
         yield (lambda: _take(iter_payload(info, chunk_size), size, path)), size
     elif info.disk_format in ("qcow2", "vhd"):
         with _random_access(path, info, tmpdir) as source:
             reader = _qcow2_chunks if info.disk_format == "qcow2" else _dynamic_vhd_chunks
-            yield (lambda: rechunk(reader(source, path, chunk_size), chunk_size)), info.virtual_size
+            size = _known_size(info.virtual_size, path)
+            yield (lambda: rechunk(reader(source, path, chunk_size), chunk_size)), size
     elif info.disk_format == "ova":
         from . import vmdk
 
@@ -289,7 +294,7 @@ class RandomAccess:
         return data
 
 
-def _qcow2_chunks(source: RandomAccess, path: str, chunk_size: int) -> Chunks:
+def _qcow2_chunks(source: RandomAccess, path: str, chunk_size: int) -> Pieces:
     """Guest-order raw bytes of a qcow2 image, walking its L1/L2 tables."""
     header = parse_qcow2_header(source.read_at(0, QCOW2_HEADER_LENGTH + 8, exact=False), path)
     _check_qcow2_supported(header, path)
@@ -312,7 +317,7 @@ def _qcow2_chunks(source: RandomAccess, path: str, chunk_size: int) -> Chunks:
         remaining -= span
 
 
-def _qcow2_l2_chunks(source: RandomAccess, header: Qcow2Header, l2: array.array, span: int, path: str) -> Chunks:
+def _qcow2_l2_chunks(source: RandomAccess, header: Qcow2Header, l2: array.array, span: int, path: str) -> Pieces:
     cluster_size = header.cluster_size
     for index in range(_ceil_div(span, cluster_size)):
         length = min(cluster_size, span - index * cluster_size)
@@ -355,7 +360,7 @@ def _check_qcow2_supported(header: Qcow2Header, path: str) -> None:
         raise ImageError(f"{path}: qcow2 compression type {header.compression_type} (zstd) not supported")
 
 
-def _dynamic_vhd_chunks(source: RandomAccess, path: str, chunk_size: int) -> Chunks:
+def _dynamic_vhd_chunks(source: RandomAccess, path: str, chunk_size: int) -> Pieces:
     """Raw bytes of a dynamic VHD: follow the BAT, skip per-block sector bitmaps."""
     footer = parse_vhd_footer(source.read_at(0, VHD_FOOTER_SIZE), path)
     dynamic_header = source.read_at(footer.data_offset, 1024)
@@ -636,6 +641,13 @@ def rechunk(pieces: Iterable[bytes | memoryview], chunk_size: int) -> Chunks:
         yield bytes(buffer)
 
 
+def _known_size(size: int | None, path: str) -> int:
+    """``size``, which detect and resolve fill in for every disk that gets this far."""
+    if size is None:
+        raise ImageError(f"{path}: the disk's size is not known")
+    return size
+
+
 def _checked(chunks: Iterable[bytes], size: int, what: str) -> Chunks:
     """Pass chunks through, failing if they total anything but ``size`` bytes."""
     seen = 0
@@ -648,7 +660,7 @@ def _checked(chunks: Iterable[bytes], size: int, what: str) -> Chunks:
         raise ImageError(f"{what}: truncated: {seen} of {size} bytes")
 
 
-def _take(chunks: Iterator[bytes], size: int, what: str) -> Chunks:
+def _take(chunks: Chunks, size: int, what: str) -> Chunks:
     """The first ``size`` bytes of ``chunks`` (e.g. a fixed VHD without its footer)."""
     remaining = size
     with contextlib.closing(chunks):

@@ -36,9 +36,9 @@ import struct
 import tarfile
 import xml.etree.ElementTree as ElementTree
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO, Literal, overload
 
 CHUNK_SIZE = 1 << 20
 HEAD_SIZE = 4096  # enough for a tar header, a qcow2 header and a VHD footer
@@ -265,36 +265,36 @@ def _size_text(size: int) -> str:
 @contextlib.contextmanager
 def open_decompressed(path: str, compression: str | None) -> Iterator[BinaryIO]:
     """The file's bytes with the outer gzip/bzip2 layer removed, as a stream."""
-    opener = {"gzip": gzip.open, "bzip2": bz2.open, None: open}[compression]
-    with opener(path, "rb") as stream:
+    openers: dict[str | None, Callable[..., Any]] = {"gzip": gzip.open, "bzip2": bz2.open, None: open}
+    with openers[compression](path, "rb") as stream:
         yield stream
 
 
 @contextlib.contextmanager
-def open_payload(info: ImageInfo) -> Iterator[BinaryIO]:
+def open_payload(info: ImageInfo) -> Iterator[IO[bytes]]:
     """A sequential stream of the payload (decompressed, tar member extracted).
 
     For an OVA the payload is the whole (decompressed) tar.  The stream ends
     exactly at the payload's end; reading it never loads it whole.
     """
-    with _image_errors(info.path, "reading"):
-        with open_decompressed(info.path, info.compression) as stream:
-            if info.container != "tar" or info.disk_format == "ova":
-                yield stream
-            elif info.compression is None:
-                stream.seek(info.member_offset)
-                yield stream  # callers stop after payload_size bytes
-            else:
-                yield _tar_member_stream(info, stream)
+    with _image_errors(info.path, "reading"), open_decompressed(info.path, info.compression) as stream:
+        if info.container != "tar" or info.disk_format == "ova":
+            yield stream
+        elif info.compression is None:
+            assert info.member_offset is not None  # detect sets it with container "tar"
+            stream.seek(info.member_offset)
+            yield stream  # callers stop after payload_size bytes
+        else:
+            yield _tar_member_stream(info, stream)
 
 
-def iter_payload(info: ImageInfo, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+def iter_payload(info: ImageInfo, chunk_size: int = CHUNK_SIZE) -> Generator[bytes, None, None]:
     """The payload as chunks; raises ImageError if it ends before ``payload_size``."""
     with open_payload(info) as stream:
         yield from read_exactly(stream, info.payload_size, chunk_size, info.path)
 
 
-def read_exactly(stream: BinaryIO, length: int | None, chunk_size: int, path: str) -> Iterator[bytes]:
+def read_exactly(stream: IO[bytes], length: int | None, chunk_size: int, path: str) -> Iterator[bytes]:
     """Chunks of ``stream`` up to ``length`` bytes (or EOF when None), checking for truncation."""
     remaining = length
     with _image_errors(path, "reading"):
@@ -310,10 +310,11 @@ def read_exactly(stream: BinaryIO, length: int | None, chunk_size: int, path: st
         raise ImageError(f"{path}: truncated: payload ended {remaining} bytes early")
 
 
-def _tar_member_stream(info: ImageInfo, stream: BinaryIO) -> BinaryIO:
+def _tar_member_stream(info: ImageInfo, stream: BinaryIO) -> IO[bytes]:
     # Stream mode ("r|") reads the tar strictly forwards: no seeking in the
     # decompressor, no member list held in memory.
-    tar = tarfile.open(fileobj=stream, mode="r|")
+    # Not closed here: the member returned reads through it (and closing it would leave ``stream`` open anyway).
+    tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115
     for member in tar:
         if member.name == info.member:
             extracted = tar.extractfile(member)
@@ -372,32 +373,33 @@ def _detect_in_tar(base: ImageInfo, head: bytes, stream: BinaryIO) -> ImageInfo:
     vmdk: tuple[tarfile.TarInfo, bytes] | None = None
     # The decompressed stream was already read HEAD_SIZE bytes in: glue the
     # head back in front so tarfile sees the archive from its start.
-    tar = tarfile.open(fileobj=_Prefixed(head, stream), mode="r|")
-    for member in tar:
-        if not member.isfile():
-            continue
-        seen.append(member.name)
-        lowered = member.name.lower()
-        if os.path.basename(lowered) == "stemcell.mf":
-            raise ImageError(f"{base.path}: this is a whole stemcell tarball (has stemcell.MF); "
-                             "pass the 'image' file extracted from it")
-        # Before reading any of it: tarfile reads a member in 8 KiB buffers and fails on a cut one with a
-        # bare "unexpected end of data".
-        _check_member_complete(base, member)
-        if lowered.endswith(".ovf") and ovf is None:
-            ovf = (member, _read_up_to(tar.extractfile(member), OVF_MAX_SIZE))
-        elif lowered.endswith(".vmdk") and vmdk is None:
-            vmdk = (member, _read_up_to(tar.extractfile(member), SECTOR_SIZE))
-        elif ovf is None:
-            extracted = tar.extractfile(member)
-            member_head = _read_up_to(extracted, HEAD_SIZE)
-            if _is_disk_member(lowered, member_head):
-                info = dataclasses.replace(info, member=member.name, member_offset=member.offset_data,
-                                           payload_size=member.size)
-                return _detect_disk(info, member_head, member.size,
-                                    _payload_reader(info, member.offset_data))
-        if ovf is not None and vmdk is not None:
-            return _ova_info(info, ovf, vmdk)
+    # Stream mode ("r|") only reads: typeshed's file protocol for tarfile.open also asks for write, seek and tell.
+    with tarfile.open(fileobj=_Prefixed(head, stream), mode="r|") as tar:  # type: ignore[call-overload]
+        for member in tar:
+            if not member.isfile():
+                continue
+            seen.append(member.name)
+            lowered = member.name.lower()
+            if os.path.basename(lowered) == "stemcell.mf":
+                raise ImageError(f"{base.path}: this is a whole stemcell tarball (has stemcell.MF); "
+                                 "pass the 'image' file extracted from it")
+            # Before reading any of it: tarfile reads a member in 8 KiB buffers and fails on a cut one with a
+            # bare "unexpected end of data".
+            _check_member_complete(base, member)
+            if lowered.endswith(".ovf") and ovf is None:
+                ovf = (member, _read_up_to(tar.extractfile(member), OVF_MAX_SIZE))
+            elif lowered.endswith(".vmdk") and vmdk is None:
+                vmdk = (member, _read_up_to(tar.extractfile(member), SECTOR_SIZE))
+            elif ovf is None:
+                extracted = tar.extractfile(member)
+                member_head = _read_up_to(extracted, HEAD_SIZE)
+                if _is_disk_member(lowered, member_head):
+                    info = dataclasses.replace(info, member=member.name, member_offset=member.offset_data,
+                                               payload_size=member.size)
+                    return _detect_disk(info, member_head, member.size,
+                                        _payload_reader(info, member.offset_data))
+            if ovf is not None and vmdk is not None:
+                return _ova_info(info, ovf, vmdk)
     if ovf is not None:
         raise ImageError(f"{base.path}: not a usable OVA: the descriptor {ovf[0].name!r} is there but no .vmdk "
                          f"disk (members: {seen})")
@@ -468,17 +470,17 @@ def _detect_disk(info: ImageInfo, head: bytes, payload_size: int | None, read_at
             _check_dynamic_vhd(footer, head, payload_size, read_at, info)
         return dataclasses.replace(info, disk_format="vhd", vhd_type=footer.disk_type,
                                    virtual_size=footer.current_size)
-    if read_at is None:
+    if read_at is None or payload_size is None:
         return info  # compressed: fixed VHD or raw, decided by resolve()
     if payload_size >= VHD_FOOTER_SIZE:
-        footer = parse_vhd_footer(read_at(payload_size - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE), info.path, strict=False)
-        if footer is not None:
-            _reject_differencing(footer, info.path)
-            if footer.disk_type != "fixed":
+        tail = parse_vhd_footer(read_at(payload_size - VHD_FOOTER_SIZE, VHD_FOOTER_SIZE), info.path, strict=False)
+        if tail is not None:
+            _reject_differencing(tail, info.path)
+            if tail.disk_type != "fixed":
                 raise ImageError(f"{info.path}: corrupt dynamic VHD: {_subject(info)} ends with a dynamic VHD footer "
                                  "but does not start with its copy")
-            return dataclasses.replace(info, disk_format="vhd", vhd_type=footer.disk_type,
-                                       virtual_size=footer.current_size)
+            return dataclasses.replace(info, disk_format="vhd", vhd_type=tail.disk_type,
+                                       virtual_size=tail.current_size)
     return dataclasses.replace(info, disk_format="raw", virtual_size=payload_size)
 
 
@@ -509,7 +511,7 @@ def _check_qcow2_layout(header: Qcow2Header, payload_size: int | None, info: Ima
                          f"{cluster}-byte cluster that holds the header")
     tables = (("L1 table", header.l1_table_offset, header.l1_size * 8),
               ("refcount table", header.refcount_table_offset, header.refcount_table_clusters * cluster))
-    for name, offset, length in tables:
+    for name, offset, _length in tables:
         if offset % cluster:
             raise ImageError(f"{path}: corrupt qcow2: the {name} offset {offset} is not aligned to its "
                              f"{cluster}-byte clusters")
@@ -596,6 +598,10 @@ def _reject_differencing(footer: VhdFooter, path: str) -> None:
 # --- format headers -----------------------------------------------------------
 
 
+@overload
+def parse_vhd_footer(data: bytes, path: str, *, strict: Literal[True] = True) -> VhdFooter: ...
+@overload
+def parse_vhd_footer(data: bytes, path: str, *, strict: bool) -> VhdFooter | None: ...
 def parse_vhd_footer(data: bytes, path: str, *, strict: bool = True) -> VhdFooter | None:
     """Parse a 512-byte VHD footer; None (or ImageError when strict) if it is not one."""
     if len(data) < VHD_FOOTER_SIZE or not data.startswith(VHD_COOKIE):
@@ -614,7 +620,7 @@ def parse_vhd_footer(data: bytes, path: str, *, strict: bool = True) -> VhdFoote
     return VhdFooter(VHD_TYPES[disk_type], current_size, data_offset)
 
 
-def vhd_checksum(footer_or_header: bytes) -> int:
+def vhd_checksum(footer_or_header: bytes | bytearray) -> int:
     """One's complement of the byte sum, skipping the checksum field itself.
 
     Works for the footer (checksum at 64) and for the dynamic header (at 36)
@@ -657,7 +663,7 @@ def parse_qcow2_header(head: bytes, path: str) -> Qcow2Header:
 # --- small utilities ----------------------------------------------------------
 
 
-def _read_up_to(stream: BinaryIO | None, size: int) -> bytes:
+def _read_up_to(stream: IO[bytes] | None, size: int) -> bytes:
     """Read up to ``size`` bytes, looping because decompressors return short reads."""
     if stream is None:
         return b""

@@ -69,7 +69,7 @@ def choose(os_types: Iterable[dict], *, configured: str | None = None, os_distro
                       and _bits_match(item["description"], want_64)]
         if candidates:
             return _best_release(candidates, distro, stemcell_name)
-    for description in FALLBACKS if want_64 else ("Other Linux (32-bit)",) + FALLBACKS:
+    for description in FALLBACKS if want_64 else ("Other Linux (32-bit)", *FALLBACKS):
         for item in items:
             if item["description"].lower() == description.lower():
                 return item

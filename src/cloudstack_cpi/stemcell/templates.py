@@ -13,11 +13,14 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import tags as tags_module
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError
+
+if TYPE_CHECKING:
+    from ..cloudstack.client import Client
 
 READY_STATUS = "Download Complete"
 # Status texts meaning the secondary storage stopped trying (CloudStack and its SSVM word these freely).
@@ -79,7 +82,7 @@ def template_tags(naming_: Naming, director_uuid: str | None, env: Mapping[str, 
     return tags_module.sanitise(wanted)
 
 
-def rows(client, template_id: str) -> list[dict]:
+def rows(client: Client, template_id: str) -> list[dict]:
     """The template's per-zone rows (empty when it does not exist)."""
     try:
         return client.list("listTemplates", templatefilter="self", id=template_id)
@@ -90,7 +93,7 @@ def rows(client, template_id: str) -> list[dict]:
 
 
 def status_failed(status: str | None) -> bool:
-    return bool(status) and status != READY_STATUS and bool(FAILED_STATUS.search(status))
+    return bool(status and status != READY_STATUS and FAILED_STATUS.search(status))
 
 
 @dataclass
@@ -142,7 +145,7 @@ class Waiter:
             interval = min(self.cap, interval * self.factor)
 
 
-def copy_to(client, waiter: Waiter, template_id: str, source_zone: dict, zone: dict, *, timeout: float) -> None:
+def copy_to(client: Client, waiter: Waiter, template_id: str, source_zone: dict, zone: dict, *, timeout: float) -> None:
     """copyTemplate into ``zone`` and wait until the copy is ready there."""
     what = f"Copying template to zone '{zone['name']}'"
     client.log.info(f"{what}: from zone '{source_zone['name']}'")
@@ -154,7 +157,7 @@ def copy_to(client, waiter: Waiter, template_id: str, source_zone: dict, zone: d
     waiter.wait(template_id, zone["id"], what=what, zone_name=zone["name"])
 
 
-def delete(client, template_id: str, *, timeout: float, log) -> bool:
+def delete(client: Client, template_id: str, *, timeout: float, log) -> bool:
     """Delete the template in every zone and wait; False when it was already gone.
 
     ``deleteTemplate`` without a zone removes every zone's copy; if the cloud
@@ -184,7 +187,7 @@ def delete(client, template_id: str, *, timeout: float, log) -> bool:
     return True
 
 
-def delete_quietly(client, template_id: str, *, timeout: float, log) -> None:
+def delete_quietly(client: Client, template_id: str, *, timeout: float, log) -> None:
     """Cleanup after a failed create: never hides the original error."""
     try:
         delete(client, template_id, timeout=timeout, log=log)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -22,6 +22,9 @@ from ..errors import CloudError
 from . import convert
 from .multipart import MultipartBody
 from .progress import ProgressMeter
+
+if TYPE_CHECKING:
+    from ..cloudstack.client import Client
 
 CONTENT_TYPES = {"gzip": "application/x-gzip", "bzip2": "application/x-bzip"}
 
@@ -35,7 +38,7 @@ class UploadParams:
     expires: str
 
     @classmethod
-    def from_response(cls, response: dict) -> "UploadParams":
+    def from_response(cls, response: dict) -> UploadParams:
         params = response.get("getuploadparams") or response
         try:
             return cls(str(params["id"]), str(params["postURL"]), str(params["signature"]),
@@ -48,7 +51,7 @@ class UploadParams:
         return {"X-signature": self.signature, "X-metadata": self.metadata, "X-expires": self.expires}
 
 
-def request_params(client, **params: Any) -> UploadParams:
+def request_params(client: Client, **params: Any) -> UploadParams:
     """Ask CloudStack for a signed upload slot (this creates the template record)."""
     upload = UploadParams.from_response(client.call("getUploadParamsForTemplate", **params))
     client.log.add_secret(upload.signature)
@@ -109,7 +112,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def upload_session(client) -> requests.Session:
+def upload_session(client: Client) -> requests.Session:
     """A session that trusts what the API client trusts: the configured CA file, the default bundle, or nothing.
 
     A plain ``requests.Session`` would let REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
@@ -117,7 +120,9 @@ def upload_session(client) -> requests.Session:
     """
     from ..cloudstack.client import ConfiguredSession
 
-    return ConfiguredSession(client.session.verify)
+    verify = client.session.verify
+    assert verify is not None  # the client's own ConfiguredSession: a CA file, or False
+    return ConfiguredSession(verify)
 
 
 def tmpdir_for(image_path: str) -> str:

@@ -41,7 +41,8 @@ def staged_file(image_path: str, plan: convert.UploadPlan, directory: str, filen
     never serves a partial file.
     """
     target = os.path.join(directory, filename)
-    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=".cpi-upload-", delete=False)
+    # Entered in the try below, whose finally removes the file by name whatever happens.
+    handle = tempfile.NamedTemporaryFile(dir=directory, prefix=".cpi-upload-", delete=False)  # noqa: SIM115
     try:
         with handle, convert.open_upload_stream(image_path, plan, tmpdir=directory) as (stream, length):
             meter = ProgressMeter(length, f"Writing {filename}", log.info)
@@ -91,7 +92,7 @@ class OneFileServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="stemcell-http", daemon=True)
 
-    def __enter__(self) -> "OneFileServer":
+    def __enter__(self) -> OneFileServer:
         self._thread.start()
         self.log.info(f"Serving {self.name} ({self.size} bytes) at {self.url}")
         return self

@@ -16,12 +16,15 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import lookups
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError
 from .progress import ProgressMeter
+
+if TYPE_CHECKING:
+    from ..cloudstack.client import Client
 
 GIB = 1 << 30
 DEVICE_TIMEOUT = 120.0
@@ -125,7 +128,8 @@ def stale_after(timeouts, device_timeout: float) -> float:
             + timeouts.detach_volume + timeouts.snapshot_volume + timeouts.poll_template)
 
 
-def remove_stale_work_volumes(client, vm: dict, timeouts, log, *, device_timeout: float, now: float) -> list[str]:
+def remove_stale_work_volumes(client: Client, vm: dict, timeouts, log, *, device_timeout: float,
+                              now: float) -> list[str]:
     """Work volumes a killed create_stemcell left attached to this VM: detached and deleted; their ids.
 
     Only volumes attached to the CPI's own VM, named as work volumes are, and older than any create_stemcell can
@@ -161,9 +165,9 @@ class WorkResources:
     template_id: str | None = None
 
 
-def run(client, *, log, timeouts, vm: dict, offering: dict, raw_size: int, raw_chunks: Callable[[], Iterable[bytes]],
-        device_dir: str, naming, ostype_id: str, requires_hvm: bool, public: bool, work: WorkResources,
-        device_timeout: float = DEVICE_TIMEOUT) -> str:
+def run(client: Client, *, log, timeouts, vm: dict, offering: dict, raw_size: int,
+        raw_chunks: Callable[[], Iterable[bytes]], device_dir: str, naming, ostype_id: str, requires_hvm: bool,
+        public: bool, work: WorkResources, device_timeout: float = DEVICE_TIMEOUT) -> str:
     """Make the template in ``vm``'s zone and return its id; ``work`` records what exists at every step."""
     remove_stale_work_volumes(client, vm, timeouts, log, device_timeout=device_timeout, now=time.time())
     size_gib = max(1, -(-raw_size // GIB))
@@ -223,7 +227,7 @@ def run(client, *, log, timeouts, vm: dict, offering: dict, raw_size: int, raw_c
     return work.template_id
 
 
-def detach(client, work: WorkResources, timeouts) -> None:
+def detach(client: Client, work: WorkResources, timeouts) -> None:
     if not work.attached or not work.volume_id:
         return
     try:
@@ -236,7 +240,7 @@ def detach(client, work: WorkResources, timeouts) -> None:
     work.attached = False
 
 
-def cleanup(client, work: WorkResources, timeouts, log) -> None:
+def cleanup(client: Client, work: WorkResources, timeouts, log) -> None:
     """Remove the snapshot and the work volume (detached first); log, never raise."""
     if work.snapshot_id:
         try:
@@ -245,13 +249,14 @@ def cleanup(client, work: WorkResources, timeouts, log) -> None:
             work.snapshot_id = None
         except CloudStackError as err:
             log.warning(f"Could not delete work snapshot {work.snapshot_id}: {err}")
-    if work.volume_id:
+    volume_id = work.volume_id
+    if volume_id:
         try:
             detach(client, work, timeouts)
-            client.call("deleteVolume", id=work.volume_id)
+            client.call("deleteVolume", id=volume_id)
             work.volume_id = None
         except (CloudStackError, CloudError) as err:
-            if isinstance(err, CloudStackError) and err.errorcode == 431 and lookups.volume(client, work.volume_id) is None:
+            if isinstance(err, CloudStackError) and err.errorcode == 431 and lookups.volume(client, volume_id) is None:
                 work.volume_id = None
             else:
-                log.warning(f"Could not delete work volume {work.volume_id}: {err}")
+                log.warning(f"Could not delete work volume {volume_id}: {err}")

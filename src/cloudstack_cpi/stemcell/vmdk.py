@@ -19,7 +19,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 from .image import ImageError, ImageInfo, open_payload
 
@@ -44,7 +44,7 @@ class Header:
 def parse_header(sector: bytes, path: str) -> Header:
     if len(sector) < _HEADER.size:
         raise ImageError(f"{path}: the OVA's VMDK is truncated (no header)")
-    (magic, version, flags, capacity, grain, _desc_offset, _desc_size, _gtes, _rgd, _gd, overhead, _unclean,
+    (magic, _version, flags, capacity, grain, _desc_offset, _desc_size, _gtes, _rgd, _gd, overhead, _unclean,
      _a, _b, _c, _d, compression) = _HEADER.unpack_from(sector)
     if magic != MAGIC:
         raise ImageError(f"{path}: the OVA's disk is not a sparse VMDK (no KDMV header)")
@@ -54,7 +54,7 @@ def parse_header(sector: bytes, path: str) -> Header:
     return Header(capacity=capacity * SECTOR, grain_size=grain * SECTOR, overhead=overhead * SECTOR)
 
 
-def raw_chunks(stream: BinaryIO, path: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+def raw_chunks(stream: IO[bytes], path: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
     """The raw disk of a stream-optimised VMDK read sequentially from ``stream``: exactly its capacity."""
     header = parse_header(_read(stream, SECTOR, path), path)
     _read(stream, header.overhead - SECTOR, path)  # descriptor and padding
@@ -86,16 +86,15 @@ def raw_chunks(stream: BinaryIO, path: str, chunk_size: int = 1 << 20) -> Iterat
 
 
 @contextlib.contextmanager
-def open_ova_disk(info: ImageInfo) -> Iterator[BinaryIO]:
+def open_ova_disk(info: ImageInfo) -> Iterator[IO[bytes]]:
     """The OVA's first .vmdk member as a sequential stream (the OVA itself is read front to back)."""
-    with open_payload(info) as payload:
-        with tarfile.open(fileobj=payload, mode="r|") as tar:
-            for member in tar:
-                if member.isfile() and member.name.lower().endswith(".vmdk"):
-                    disk = tar.extractfile(member)
-                    if disk is not None:
-                        yield disk
-                        return
+    with open_payload(info) as payload, tarfile.open(fileobj=payload, mode="r|") as tar:
+        for member in tar:
+            if member.isfile() and member.name.lower().endswith(".vmdk"):
+                disk = tar.extractfile(member)
+                if disk is not None:
+                    yield disk
+                    return
     raise ImageError(f"{info.path}: the OVA holds no .vmdk disk")
 
 
@@ -105,7 +104,7 @@ def capacity(info: ImageInfo) -> int:
         return parse_header(disk.read(SECTOR), info.path).capacity
 
 
-def _read(stream: BinaryIO, length: int, path: str) -> bytes:
+def _read(stream: IO[bytes], length: int, path: str) -> bytes:
     data = stream.read(length) if length > 0 else b""
     if len(data) != max(length, 0):
         raise ImageError(f"{path}: the OVA's VMDK ends early")

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from ..errors import ApiError, invalid_uuid, invalid_value, missing_param, param_error, CS_SERVER_API
+from ..errors import CS_SERVER_API, ApiError, invalid_uuid, invalid_value, missing_param, param_error
 
-REGISTRY: dict[str, "Command"] = {}
+REGISTRY: dict[str, Command] = {}
 
 # response names that do not follow "<command>response"
 RESPONSE_NAMES = {"getuploadparamsfortemplate": "postuploadtemplateresponse"}
@@ -25,8 +25,8 @@ class Command:
 
 def command(name: str, cmd_class: str | None = None, admin_only: bool = False):
     def deco(fn):
-        REGISTRY[name.lower()] = Command(name, fn, cmd_class or f"org.apache.cloudstack.api.command.user.{name[0].upper()}{name[1:]}Cmd",
-                                         admin_only)
+        default_class = f"org.apache.cloudstack.api.command.user.{name[0].upper()}{name[1:]}Cmd"
+        REGISTRY[name.lower()] = Command(name, fn, cmd_class or default_class, admin_only)
         return fn
     return deco
 
@@ -81,10 +81,9 @@ class Ctx:
                 try:
                     int(v)
                 except ValueError:
-                    raise invalid_value(self.lname, n, v)
-            elif t == "uuid":
-                if v != "-1" and v not in self.state.known:
-                    raise invalid_uuid(self.lname, n, v)
+                    raise invalid_value(self.lname, n, v) from None
+            elif t == "uuid" and v != "-1" and v not in self.state.known:
+                raise invalid_uuid(self.lname, n, v)
 
     # ---------------------------------------------------------------- accessors
     def has(self, name: str) -> bool:
@@ -107,7 +106,7 @@ class Ctx:
         try:
             return int(v)
         except ValueError:
-            raise invalid_value(self.lname, name, v)
+            raise invalid_value(self.lname, name, v) from None
 
     def lst(self, name: str) -> list[str]:
         v = self.p.get(name)
@@ -126,7 +125,7 @@ class Ctx:
         return out
 
     def tag_filter(self) -> list[tuple[str, str | None]]:
-        return [(e.get("key"), e.get("value")) for e in self.map_entries("tags") if e.get("key")]
+        return [(e["key"], e.get("value")) for e in self.map_entries("tags") if e.get("key")]
 
     def find(self, table: dict, param: str, notfound: str, required: bool = True, value: str | None = None):
         v = value if value is not None else self.s(param)
@@ -203,10 +202,10 @@ def paginate(ctx: Ctx, items: list) -> list:
         return items
     if page is not None and pagesize is None:
         raise ApiError(431, '"pagesize" parameter is required when "page" is specified', CS_SERVER_API)
-    if pagesize is not None and page is None:
-        raise ApiError(431, '"page" parameter is required when "pagesize" is specified', CS_SERVER_API)
     if pagesize is None:
         return items[:maxsize] if maxsize > 0 else items
+    if page is None:
+        raise ApiError(431, '"page" parameter is required when "pagesize" is specified', CS_SERVER_API)
     if maxsize > 0 and pagesize > maxsize:
         raise ApiError(431, f"Page size can't exceed max allowed page size value: {maxsize}", CS_SERVER_API)
     if pagesize < 1:
@@ -269,4 +268,4 @@ def by_ids(ctx: Ctx, items: list[dict], field: str = "id") -> list[dict]:
 
 
 def load_all() -> None:
-    from . import catalog, vms, volumes, templates, netrules, tags, forwarding, admin  # noqa: F401
+    from . import admin, catalog, forwarding, netrules, tags, templates, vms, volumes  # noqa: F401

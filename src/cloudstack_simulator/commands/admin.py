@@ -5,7 +5,7 @@ import ipaddress
 
 from ..errors import param_error
 from ..util import now_str, public
-from . import by_ids, command, list_response, name_equals, name_matches, name_like
+from . import by_ids, command, list_response, name_equals, name_like, name_matches
 
 # Resource.ResourceType: (ordinal as resourcetype, resourcetypename); limits -1 = unlimited, as a fresh account.
 RESOURCE_TYPES = [(0, "user_vm"), (1, "public_ip"), (2, "volume"), (3, "snapshot"), (4, "template"),
@@ -110,9 +110,10 @@ def _projects(st) -> list[dict]:
     out = []
     for p in st.projects.values():
         if p["_member"] or st.is_admin:
-            out.append({**{k: v for k, v in p.items() if not k.startswith("_")}, "tags": st.tags_for("Project", p["id"]),
-                        "account": st.account["name"], "domainid": st.account["domainid"],
-                        "domain": st.account["domain"], **_project_resources(st, p["id"])})
+            out.append({**{k: v for k, v in p.items() if not k.startswith("_")},
+                        "tags": st.tags_for("Project", p["id"]), "account": st.account["name"],
+                        "domainid": st.account["domainid"], "domain": st.account["domain"],
+                        **_project_resources(st, p["id"])})
     return out
 
 

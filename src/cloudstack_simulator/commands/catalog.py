@@ -78,7 +78,7 @@ def render_network(st, net: dict) -> dict:
 @command("listNetworks")
 def list_networks(ctx):
     st = ctx.state
-    items = [n for n in st.networks.values()]
+    items = list(st.networks.values())
     items = by_ids(ctx, items)
     if ctx.has("zoneid"):
         items = [n for n in items if n["zoneid"] == ctx.p["zoneid"]]
@@ -216,8 +216,8 @@ def register_ssh_key_pair(ctx):
         if len(parts) < 2:
             raise ValueError
         base64.b64decode(parts[1], validate=True)
-    except Exception:
-        raise param_error("Public key is invalid")
+    except ValueError:  # binascii.Error included
+        raise param_error("Public key is invalid") from None
     return {"keypair": public(ctx.state.add_keypair(name, pub))}
 
 
@@ -318,7 +318,8 @@ def delete_affinity_group(ctx):
             g = ctx.find(st.affinitygroups, "id", "Unable to find affinity group by id {id}")
         elif ctx.has("name"):
             # AffinityGroupServiceImpl.getAffinityGroup: findByAccountAndName (EQ), else "Unable to find affinity
-            # group " + the name; neither id nor name: "Either the affinity group Id or group name must be specified ..."
+            # group " + the name; neither id nor name: "Either the affinity group Id or group name must be
+            # specified ..."
             g = next((x for x in st.affinitygroups.values() if name_equals(x["name"], ctx.p["name"])), None)
             if g is None:
                 raise param_error(f"Unable to find affinity group {ctx.p['name']}")

@@ -56,7 +56,7 @@ def _range(ctx, start_name, end_name) -> tuple[int, int]:
     start = _port(ctx, start_name)
     end = _port(ctx, end_name, start)
     if start > end:
-        raise param_error(f"Start port can't be bigger than end port")
+        raise param_error("Start port can't be bigger than end port")
     return start, end
 
 

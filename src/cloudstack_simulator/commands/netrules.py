@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import ApiError, invalid_uuid, param_error
 from ..util import public
-from . import by_ids, command, list_response, name_equals, name_matches
+from . import by_ids, command, list_response, name_matches
 
 ADDR = "org.apache.cloudstack.api.command.user.address."
 NAT = "org.apache.cloudstack.api.command.user.nat."
@@ -233,8 +233,6 @@ def create_load_balancer_rule(ctx):
         if r["publicipid"] == ip["id"] and int(r["publicport"]) == pub:
             raise ApiError(537, f"The range specified, {pub}-{pub}, conflicts with rule {r['id']} which has "
                                 f"{r['publicport']}-{r['publicport']}")
-    for r in st.fwrules.values():
-        pass
     rid = st.new_id("loadbalancer")
     rule = {"id": rid, "name": ctx.p["name"], "description": ctx.s("description", ""), "algorithm": algorithm,
             "publicport": str(pub), "privateport": str(priv), "publicip": ip["ipaddress"], "publicipid": ip["id"],
@@ -377,7 +375,8 @@ def list_load_balancer_rule_instances(ctx):
     if applied:
         vms = [st.vms[v] for v in rule["_vms"] if v in st.vms]
     else:
-        vms = [v for v in st.vms.values() if v["id"] not in rule["_vms"] and v["state"] not in ("Destroyed", "Expunging")
+        vms = [v for v in st.vms.values()
+               if v["id"] not in rule["_vms"] and v["state"] not in ("Destroyed", "Expunging")
                and any(n["networkid"] == rule["networkid"] for n in v["_nics"])]
     return list_response(ctx, "loadbalancerruleinstance", [render_vm(st, v) for v in vms])
 

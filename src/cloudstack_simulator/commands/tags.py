@@ -53,7 +53,7 @@ def _create_tags_job(ctx, st, ids, entries):
             raise param_error(f"Unable to find resource by id {rid} and type {rtype}")
 
     def complete():
-        new = []
+        new: list[dict] = []
         for rid in ids:
             for e in entries:
                 k, v = e["key"], e.get("value")

@@ -2,9 +2,10 @@
 copy / delete / extract."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ..errors import invalid_uuid, param_error
 from ..util import now_str, sparse_copy
@@ -162,7 +163,7 @@ def get_upload_params_for_template(ctx):
     post_url = f"{st.base_url}/upload/{tid}"
     tpl["_post_url"] = post_url
     st.templates[tid] = tpl
-    expires = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     up = ctx.sim._uploads
     metadata = up.make_metadata({"id": tid, "zoneid": zone["id"], "format": fmt, "nonce": secrets.token_hex(8)})
     return {"getuploadparams": {"id": tid, "postURL": post_url, "metadata": metadata, "expires": expires,
@@ -207,13 +208,21 @@ def create_template(ctx):
     tpl["_zones"][zone["id"]] = {"status": "Creating", "isready": False, "created": now_str()}
     # TemplateManagerImpl.createPrivateTemplateRecord: sourcetemplateid is the template of the source volume (of
     # the snapshot's volume), when it has one (a ROOT volume); TemplateResponse has no snapshot field.
-    src_vol = vol if vol is not None else st.volumes.get(snap.get("volumeid"), {})
+    if vol is not None:
+        src_vol = vol
+    else:
+        assert snap is not None  # createTemplate names a snapshot or a volume (checked above)
+        src_vol = st.volumes.get(snap.get("volumeid"), {})
     if src_vol.get("templateid"):
         tpl["sourcetemplateid"] = src_vol["templateid"]
     st.templates[tid] = tpl
 
     def complete():
-        src = snap.get("_file") if snap is not None else (volume_source(vol) if vol["id"] in st.volumes else None)
+        if snap is not None:
+            src = snap.get("_file")
+        else:
+            assert vol is not None  # createTemplate names a snapshot or a volume (checked above)
+            src = volume_source(vol) if vol["id"] in st.volumes else None
         if src and os.path.exists(src):
             dest = str(st.datadir / "templates" / f"{tid}.img")
             sparse_copy(src, dest)
@@ -305,10 +314,8 @@ def _delete_template_job(ctx):
             st.templates.pop(tpl["id"], None)
             st.drop_tags("Template", tpl["id"])
             if tpl.get("_file"):
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(tpl["_file"])
-                except OSError:
-                    pass
         return {"success": True}
     return complete, None, None
 

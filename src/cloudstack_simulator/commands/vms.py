@@ -48,7 +48,7 @@ def validate_userdata(ctx, value: str) -> str:
     try:
         decoded = base64.b64decode(compact + "=" * (-len(compact) % 4))
     except (binascii.Error, ValueError):
-        raise param_error("User data is not base64 encoded")
+        raise param_error("User data is not base64 encoded") from None
     if len(decoded) < 1:
         raise param_error("User data is too short")
     return base64.b64encode(decoded).decode()
@@ -166,7 +166,7 @@ def deploy_virtual_machine(ctx):
             cpu, speed, mem = int(details["cpuNumber"]), int(details["cpuSpeed"]), int(details["memory"])
         except (KeyError, ValueError):
             raise param_error("Need to specify custom parameter values cpu, cpu speed and memory when using custom "
-                              "offering")
+                              "offering") from None
         if cpu < 1 or mem < 32 or speed < 1:
             raise param_error("Invalid cpu cores value, specify a value between 1 and 16") if cpu < 1 else \
                 param_error("Invalid cpu speed or memory value")
@@ -279,7 +279,7 @@ def deploy_virtual_machine(ctx):
         try:
             root_gb = int(details["rootdisksize"])
         except ValueError:
-            raise param_error("Invalid rootdisksize value")
+            raise param_error("Invalid rootdisksize value") from None
     if root_gb is not None:
         if root_gb < 1:
             raise param_error("Root disk size should be a positive number.")
@@ -317,8 +317,7 @@ def deploy_virtual_machine(ctx):
                      "broadcasturi": net.get("broadcasturi", "vlan://untagged"),
                      "isolationuri": net.get("broadcasturi", "vlan://untagged"),
                      "extradhcpoption": [], "secondaryip": []})
-    if failure is None and startvm and not has_capacity(st, zone, cpu, mem):
-        failure = True  # filled below once the record exists
+    no_capacity = failure is None and startvm and not has_capacity(st, zone, cpu, mem)  # reported once vm exists
     host_n = (number % 4) + 1
     vm = {
         "id": vmid, "name": name or f"VM-{vmid}", "displayname": ctx.s("displayname", name or f"VM-{vmid}"),
@@ -329,7 +328,7 @@ def deploy_virtual_machine(ctx):
         "cpunumber": cpu, "cpuspeed": speed, "memory": mem, "guestosid": tpl["ostypeid"], "ostypeid": tpl["ostypeid"],
         "osdisplayname": tpl["ostypename"], "rootdeviceid": 0, "rootdevicetype": "ROOT",
         "hypervisor": zone["_hypervisors"][0], "created": now_str(), "haenable": False,
-        "isdynamicallyscalable": False, "displayvm": True, "details": {k: v for k, v in details.items()},
+        "isdynamicallyscalable": False, "displayvm": True, "details": dict(details),
         **st.owner_fields(),
         "_number": number, "_nics": nics, "_secgroups": secgroups, "_affinity": affinity, "_userdata": userdata,
         "_consumes": bool(startvm), "_hostid": st.fixed_id("host", f"{zone['name']}:{host_n}"),
@@ -338,7 +337,7 @@ def deploy_virtual_machine(ctx):
     if keypair:
         vm["keypair"] = keypair
         vm["keypairs"] = keypair
-    if failure is True:
+    if no_capacity:
         vm["_consumes"] = False
         failure = capacity_error(vm)
     if failure is not None:
@@ -394,7 +393,8 @@ def _new_volume(st, zone, *, name, vtype, size, offering, vm, deviceid, template
                    diskofferingdisplaytext=offering["displaytext"])
     else:
         so = st.service_offerings.get(vm["serviceofferingid"])
-        vol.update(serviceofferingid=so["id"], serviceofferingname=so["name"], serviceofferingdisplaytext=so["displaytext"])
+        vol.update(serviceofferingid=so["id"], serviceofferingname=so["name"],
+                   serviceofferingdisplaytext=so["displaytext"])
     if template is not None:
         vol["templateid"] = template["id"]
         vol["templatename"] = template["name"]

@@ -1,8 +1,9 @@
 """Volumes (with the device_dir "volume copy" emulation) and snapshots."""
 from __future__ import annotations
 
+import contextlib
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..errors import CS_INVALID_PARAMETER, ApiError, invalid_uuid, param_error
 from ..util import GiB, make_sparse, now_str, public, sparse_copy
@@ -43,10 +44,8 @@ def detach_device(st, vol) -> None:
         sparse_copy(p, dest)
         os.unlink(p)
     vol["_content"] = dest
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(os.path.dirname(p))
-    except OSError:
-        pass
 
 
 def volume_source(vol) -> str | None:
@@ -61,10 +60,8 @@ def drop_volume_files(vol) -> None:
     for k in ("_device_path", "_content"):
         p = vol.get(k)
         if p:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(p)
-            except OSError:
-                pass
 
 
 # ---------------------------------------------------------------------- rendering / lookup
@@ -104,6 +101,7 @@ def create_volume(ctx):
         zone = st.zones[snap["zoneid"]]
         size = snap["virtualsize"]
     else:
+        assert offering is not None  # without a snapshot (checked above)
         if not ctx.has("zoneid"):
             raise param_error("Missing parameter zoneid")
         zone = ctx.find(st.zones, "zoneid", "Unable to find zone by id {id}")
@@ -114,7 +112,8 @@ def create_volume(ctx):
             if gb is None:
                 raise param_error("This disk offering requires a custom size specified")
             # VolumeApiServiceImpl.allocVolume: the range comes from custom.diskoffering.size.min/max
-            low, high = int(st.settings["custom.diskoffering.size.min"]), int(st.settings["custom.diskoffering.size.max"])
+            low = int(st.settings["custom.diskoffering.size.min"])
+            high = int(st.settings["custom.diskoffering.size.max"])
             if gb < low or gb > high:
                 raise param_error(f"Volume size: {gb}GB is out of allowed range. Max: {high} Min:{low}")
             size = gb * GiB
@@ -410,7 +409,7 @@ def create_snapshot(ctx):
                           f"snapshot.")
     sid = st.new_id("snapshot")
     vm = st.vms.get(vol.get("virtualmachineid")) if vol.get("virtualmachineid") else None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     snap = {"id": sid, "name": ctx.s("name", f"{vm['name'] if vm else 'detached'}_{vol['name']}_{stamp}"),
             "volumeid": vol["id"], "volumename": vol["name"], "volumetype": vol["type"],
             "snapshottype": "MANUAL", "intervaltype": "MANUAL", "state": "Allocated", "created": now_str(),
@@ -458,10 +457,8 @@ def delete_snapshot(ctx):
             st.snapshots.pop(snap["id"], None)
             st.drop_tags("Snapshot", snap["id"])
             if snap.get("_file"):
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(snap["_file"])
-                except OSError:
-                    pass
             return {"success": True}
         return complete, None, None
     return ctx.submit_checked(checks, instancetype="Snapshot", instanceid=sid)

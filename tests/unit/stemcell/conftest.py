@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from .stemcell_image_builders import MIB, sample_blocks, write_raw
 
 from cloudstack_cpi.stemcell.convert import Qcow2Layout, raw_stream
 from cloudstack_cpi.stemcell.image import detect
+
+from .stemcell_image_builders import MIB, sample_blocks, write_raw
 
 RAW_SIZE = 5 * MIB + 3 * 512  # not a multiple of the cluster or block size
 

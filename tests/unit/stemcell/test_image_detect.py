@@ -8,6 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
+
+from cloudstack_cpi.stemcell.image import ImageError, detect, resolve
+
 from .conftest import RAW_SIZE
 from .stemcell_image_builders import (
     MIB,
@@ -17,8 +20,6 @@ from .stemcell_image_builders import (
     write_fixed_vhd,
     write_ova,
 )
-
-from cloudstack_cpi.stemcell.image import ImageError, detect, resolve
 
 
 def test_plain_raw(raw_disk: Path):

@@ -8,6 +8,7 @@ import http.server
 import io
 import os
 import threading
+from typing import ClassVar
 
 import pytest
 import requests
@@ -60,9 +61,9 @@ def test_long_source_fails():
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
-    received: dict = {}
+    received: ClassVar[dict] = {}  # what the last request carried, read by the test
 
-    def do_POST(self):  # noqa: N802 - http.server naming
+    def do_POST(self):
         length = int(self.headers["Content-Length"])
         _Recorder.received = {"headers": dict(self.headers), "body": self.rfile.read(length)}
         self.send_response(200)

@@ -122,7 +122,7 @@ def _tail(path: Path) -> bytes:
 @pytest.mark.parametrize("cluster_bits", [9, 12])
 def test_small_clusters_exercise_multi_cluster_metadata(tmp_path: Path, cluster_bits: int):
     """Tiny clusters force several L1 clusters, L2 tables and refcount blocks."""
-    blocks = {offset: b"\xa5" * 100 for offset in range(0, 3 << 20, 1536)}  # every 3rd sector
+    blocks = dict.fromkeys(range(0, 3 << 20, 1536), b"\xa5" * 100)  # every 3rd sector
     raw_disk = write_raw(tmp_path / "dense.img", 4 << 20, blocks, mbr=False)
     info = detect(raw_disk)
     layout = Qcow2Layout.scan(raw_stream(raw_disk, info), info.virtual_size, cluster_bits=cluster_bits)
