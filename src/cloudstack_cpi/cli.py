@@ -46,9 +46,9 @@ def main() -> None:
 @click.argument("config_path", required=False)
 def cpi_command(config_path: str | None) -> None:
     """Serve one CPI request from stdin, exactly as bin/cpi does."""
-    from .entry import main as entry_main
+    from .entry import serve
 
-    sys.exit(entry_main([config_path] if config_path else []))
+    serve([config_path] if config_path else [])
 
 
 @main.command(

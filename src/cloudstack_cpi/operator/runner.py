@@ -22,7 +22,7 @@ def cpi_command() -> list[str]:
     """bin/cpi from a checkout; from an installed package, this interpreter running the same entry point."""
     if CHECKOUT_BIN_CPI.exists():
         return [str(CHECKOUT_BIN_CPI)]
-    return [sys.executable, "-I", "-c", "import sys; from cloudstack_cpi.entry import main; sys.exit(main())"]
+    return [sys.executable, "-I", "-c", "from cloudstack_cpi.entry import serve; serve()"]
 
 
 def director_env() -> dict[str, str]:
