@@ -108,6 +108,25 @@ def test_delete_vm_destroys_without_expunging_when_the_account_may_not_expunge(u
     assert sim.inventory()["virtualmachines"] == [vm_id] and sim.inventory()["volumes"] == [disk]
 
 
+def test_a_vip_is_released_before_a_destroy_that_may_not_expunge(user_cpi, user_simulator):
+    """delete_vm sends no disableStaticNat when it expunges, because the expunge disables the VM's static NAT
+    itself (UserVmManagerImpl.cleanupVmResources: "Disabled 1-1 NAT for IP address ... as a part of ... expunge").
+    A destroy without expunging keeps it, so when the expunge is refused the CPI disables it first: the vip must be
+    free for the VM that replaces this one (the director's recreate)."""
+    sim, cpi = user_simulator, user_cpi
+    stemcell = Api(sim).template("bosh-stemcell-existing")["id"]
+    networks = {"private": manual("10.1.0.71"), "public": {"type": "vip", "ip": "203.0.113.10", "cloud_properties": {}}}
+    vm_id, _ = cpi.ok("create_vm", "agent-v", stemcell, {"compute_offering": "small"}, networks, [], {})
+    sim.clear_request_log()
+    assert cpi.ok("delete_vm", vm_id) is None
+    commands = [name for name, _ in sim.request_log]
+    assert commands.index("disablestaticnat") > commands.index("destroyvirtualmachine")  # after the refused expunge
+    assert vm_state(sim, vm_id) == "Destroyed"
+    networks["private"] = manual("10.1.0.72")
+    again, _ = cpi.ok("create_vm", "agent-w", stemcell, {"compute_offering": "small"}, networks, [], {})
+    assert again != vm_id
+
+
 def test_delete_vm_without_expunge_configured_never_asks(user_simulator, tmp_path):
     """cloudstack.expunge_vm: false: one destroy without expunge, data volumes detached first."""
     sim = user_simulator

@@ -619,14 +619,17 @@ def test_cleanup_failure_is_reported_with_the_leftover(cloud, ctx):
 # -- delete_vm / has_vm / reboot_vm / set_vm_metadata ---------------------------------------------------------
 
 
-def test_delete_vm_releases_nat_destroys_and_deletes_only_the_ephemeral_disk(cloud, ctx):
+def test_delete_vm_expunges_which_releases_nat_and_deletes_only_the_ephemeral_disk(cloud, ctx):
+    """No disableStaticNat first: the expunge disables the VM's static NAT itself (UserVmManagerImpl
+    .cleanupVmResources, "Disabled 1-1 NAT for IP address ... as a part of ... expunge"; the fake does too)."""
     networks = {**NETWORKS, "public": {"type": "vip", "ip": "203.0.113.10", "cloud_properties": {}}}
     vm_id, _ = create(ctx, {"disk": 2048}, networks=networks)
     cloud.volumes["persistent"] = {"id": "persistent", "type": "DATADISK", "state": "Ready", "tags": [],
                                    "virtualmachineid": vm_id}
     cloud.calls.clear()
     assert vms.delete_vm(ctx, vm_id) is None
-    assert cloud.mutations() == ["disableStaticNat", "destroyVirtualMachine", "deleteVolume"]
+    assert cloud.mutations() == ["destroyVirtualMachine", "deleteVolume"]
+    assert not any(ip["isstaticnat"] for ip in cloud.ips.values())
     assert "listLoadBalancerRules" not in cloud.commands()  # created without lbs: no rule to leave
     assert cloud.params("destroyVirtualMachine")[0]["expunge"] == "true"
     assert list(cloud.volumes) == ["persistent"] and "virtualmachineid" not in cloud.volumes["persistent"]

@@ -93,10 +93,12 @@ def delete_vm(ctx: CallContext, vm_cid):
             volumes = client.list_all("listVolumes", virtualmachineid=vm_cid, type="DATADISK", listall=True)
             # Ephemeral disks made before they carried their VM's id can be found only while attached.
             untagged = [v for v in volumes if _is_ephemeral(v) and tags.VM_KEY not in tags.as_dict(v)]
-            _release_static_nat(ctx, vm)
+            expunge = ctx.config.cloudstack.expunge_vm
+            if not expunge:  # expunging releases the VM's static NAT itself (and _destroy does when it is refused)
+                _release_static_nat(ctx, vm)
             if loadbalancers.is_member(vm):
                 loadbalancers.leave(ctx, vm_cid)
-            _destroy(ctx, vm_cid, expunge=ctx.config.cloudstack.expunge_vm, volumes=volumes)
+            _destroy(ctx, vm_cid, expunge=expunge, volumes=volumes, vm=vm)
         # Listed after the destroy, so that what CloudStack detached on expunging shows as detached.
         for volume in _ephemeral_volumes(client, vm_cid):
             _delete_listed_volume(ctx, volume)
@@ -298,12 +300,15 @@ def _require_running(ctx: CallContext, vm_id: str, job_result: dict,
         raise error(f"VM '{vm_id}' did not reach Running (state {state})", ok_to_retry=True)
 
 
-def _destroy(ctx: CallContext, vm_id: str, *, expunge: bool, volumes: list[dict] | None = None) -> None:
+def _destroy(ctx: CallContext, vm_id: str, *, expunge: bool, volumes: list[dict] | None = None,
+             vm: dict | None = None) -> None:
     """Destroy the VM, expunged when ``expunge`` and the account may; else destroyed only.
 
-    A destroyed but unexpunged VM keeps its data volumes attached (and
-    CloudStack refuses to detach them then), so ``volumes`` (the VM's data
-    volumes) are detached first when it is not expunged.
+    Expunging disables the VM's static NAT itself (UserVmManagerImpl.cleanupVmResources: "Disabled 1-1 NAT for
+    IP address ... as a part of ... expunge"), so no disableStaticNat job is waited for first.  A destroyed but
+    unexpunged VM keeps its static NAT and its data volumes attached (and CloudStack refuses to detach them
+    then), so when it is not expunged the static NAT of ``vm`` is disabled and ``volumes`` (the VM's data
+    volumes) are detached first.
     """
     if expunge:
         try:
@@ -313,6 +318,8 @@ def _destroy(ctx: CallContext, vm_id: str, *, expunge: bool, volumes: list[dict]
             if not _expunge_refused(err):
                 raise
             ctx.log.warning(_NOT_EXPUNGED.format(vm=vm_id, why=err.errortext))
+            if vm is not None:
+                _release_static_nat(ctx, vm)
     for volume in volumes or []:
         _detach_volume(ctx, volume["id"])
     _destroy_job(ctx, vm_id, expunge=False)
