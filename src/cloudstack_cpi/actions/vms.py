@@ -651,11 +651,24 @@ class _Build:
     def _create(self) -> tuple[str, dict]:
         plan = self.plan
         group_ids = [self._affinity_group(name, kind, existing) for name, kind, existing in plan.affinity]
-        vm = self._deploy(group_ids)
-        vm_id = vm["id"]
+        # The deploy, the ephemeral volume and the tags of both are independent jobs once the VM's id is known
+        # (deployVirtualMachine answers it with its job id): they run side by side, and only attaching the
+        # volume waits for both (issue 17: they were waited for one after another).
+        deploying = self._start_deploy(group_ids)
+        vm_id = deploying.get("id")
+        if not vm_id:  # a server that answered no id at once: the VM comes with the job's result
+            vm_id = self._deployed(deploying, plan.vm_name)["id"]
+        creating = self._start_ephemeral(plan.ephemeral_offering) if plan.ephemeral_offering else None
+        tagging = [("VM", vm_id, self._start_vm_tags(vm_id))]
+        if creating is not None:
+            tagging.append(("volume", self.volume_id, self._start_volume_tags(self.volume_id, vm_id)))
+        vm = self._deployed(deploying, plan.vm_name)
+        if creating is not None:
+            self._wait(creating, "createVolume", self.cs.timeout.create_volume, "creating the ephemeral disk")
+        for kind, resource_id, started in tagging:
+            self._wait(started, "createTags", self.cs.timeout.global_, f"tagging {kind} {resource_id}")
         nics = nets.match_nics(plan.placement, plan.order, vm.get("nic") or [])
-        self._tag_vm(vm_id)
-        ephemeral = self._ephemeral_disk(vm, plan.ephemeral_offering) if plan.ephemeral_offering else None
+        ephemeral = self._attach_ephemeral(vm) if creating is not None else None
         encoded = agent_settings.encode(_settings(self.ctx, plan, nics, ephemeral))
         agent_settings.check_size(encoded, self.cs.user_data_limit)
         self._set_user_data(vm_id, encoded)
@@ -689,7 +702,8 @@ class _Build:
         self.ctx.log.info(f"Created affinity group '{name}' ({kind})")
         return group_id
 
-    def _deploy(self, group_ids: list[str]) -> dict:
+    def _start_deploy(self, group_ids: list[str]) -> dict:
+        """deployVirtualMachine, not waited for: its answer (``id``, ``jobid``); the VM is recorded for cleanup."""
         plan = self.plan
         params: dict[str, Any] = {
             "name": plan.vm_name, "displayname": plan.vm_name, "zoneid": plan.zone["id"],
@@ -702,29 +716,45 @@ class _Build:
                           f"template '{plan.template.get('name')}', zone '{plan.zone.get('name')}')")
         try:
             try:
-                result = self.client.run_job("deployVirtualMachine", timeout=self.cs.timeout.create_vm,
-                                             what=f"deploying VM {plan.vm_name}", **params)
+                started = self.client.call("deployVirtualMachine", **params)
             except CloudStackError as err:
                 # A refusal before any VM exists may be a manual IP still held by the VM of a create_vm that was
                 # killed (kill -9: no cleanup ran).  Such a VM is removed and the deploy made once more.
                 if err.resource_id or err.outcome_unknown or not _remove_abandoned_holders(self.ctx, plan):
                     raise
-                result = self.client.run_job("deployVirtualMachine", timeout=self.cs.timeout.create_vm,
-                                             what=f"deploying VM {plan.vm_name}", **params)
+                started = self.client.call("deployVirtualMachine", **params)
         except CloudStackError as err:
-            if err.resource_id:
-                self.vm_ids.append(err.resource_id)
-            elif err.outcome_unknown:
+            if err.outcome_unknown:  # the answer was lost: the VM may exist anyway
                 self.vm_ids.extend(self._vms_named(plan.vm_name))
             raise
-        except BaseException:  # interrupted (SIGTERM/SIGINT) while the job ran: the VM may exist
+        except BaseException:  # interrupted (SIGTERM/SIGINT) while asking: the VM may exist
             self.vm_ids.extend(self._vms_named(plan.vm_name))
             raise
-        vm = result.get("virtualmachine") or {}
-        if not vm.get("id"):
-            raise errors.VMCreationFailed(f"deployVirtualMachine answered no VM for {plan.vm_name}", ok_to_retry=True)
-        self.vm_ids.append(vm["id"])
-        return vm
+        if started.get("id"):
+            self.vm_ids.append(started["id"])
+        return started
+
+    def _deployed(self, started: dict, name: str) -> dict:
+        """The deployed VM, once the deploy's job is done (waited for once; later calls answer the same VM)."""
+        if "_vm" not in started:
+            result = self._wait(started, "deployVirtualMachine", self.cs.timeout.create_vm, f"deploying VM {name}")
+            vm = result.get("virtualmachine") or {}
+            if not vm.get("id"):
+                raise errors.VMCreationFailed(f"deployVirtualMachine answered no VM for {name}", ok_to_retry=True)
+            if vm["id"] not in self.vm_ids:
+                self.vm_ids.append(vm["id"])
+            started["_vm"] = vm
+        return started["_vm"]
+
+    def _wait(self, started: dict, command: str, timeout: float, what: str) -> dict:
+        """The result of a job started with ``client.call``; a failure carries the new resource's id."""
+        if not started.get("jobid"):
+            return started  # answered synchronously
+        try:
+            return self.client.wait_for_job(started["jobid"], command=command, timeout=timeout, what=what)
+        except CloudStackError as err:
+            err.resource_id = err.resource_id or started.get("id")
+            raise
 
     def _vms_named(self, name: str) -> list[str]:
         """After a lost answer: the VMs that deploy may have made anyway."""
@@ -736,45 +766,49 @@ class _Build:
         found = lookups.only_named(self.client.list("listVolumes", name=name, listall=True), name, kind="Volume")
         return found["id"] if found else None
 
-    def _tag_vm(self, vm_id: str) -> None:
+    def _start_vm_tags(self, vm_id: str) -> dict:
         wanted = {tags.AGENT_KEY: self.plan.agent_id}
         if self.plan.lb_targets:
             wanted[loadbalancers.MEMBER_KEY] = loadbalancers.CREATED_VALUE
         if self.ctx.director_uuid:
             wanted[tags.DIRECTOR_KEY] = self.ctx.director_uuid
-        self.client.run_job("createTags", resourceids=vm_id, resourcetype="UserVm", tags=wanted,
-                            timeout=self.cs.timeout.global_, what=f"tagging VM {vm_id}")
+        return self.client.call("createTags", resourceids=vm_id, resourcetype="UserVm", tags=wanted)
 
-    def _ephemeral_disk(self, vm: dict, offering: dict) -> dict:
-        plan = self.plan
+    def _start_ephemeral(self, offering: dict) -> dict:
+        """createVolume for the ephemeral disk, not waited for; the volume is recorded for cleanup."""
+        name = f"{self.plan.vm_name}-ephemeral"
         try:
-            created = self.client.run_job(
-                "createVolume", name=f"{plan.vm_name}-ephemeral", zoneid=plan.zone["id"],
-                diskofferingid=offering["id"], size=plan.ephemeral_size_gib,
-                timeout=self.cs.timeout.create_volume, what="creating the ephemeral disk",
-            )
+            started = self.client.call("createVolume", name=name, zoneid=self.plan.zone["id"],
+                                       diskofferingid=offering["id"], size=self.plan.ephemeral_size_gib)
         except CloudStackError as err:
-            self.volume_id = err.resource_id
-            if not self.volume_id and err.outcome_unknown:  # the answer was lost: the volume may exist anyway
-                self.volume_id = self._volume_named(f"{plan.vm_name}-ephemeral")
+            if err.outcome_unknown:  # the answer was lost: the volume may exist anyway
+                self.volume_id = self._volume_named(name)
             raise
-        except BaseException:  # interrupted while the job ran: the volume may exist anyway
-            self.volume_id = self._volume_named(f"{plan.vm_name}-ephemeral")
+        except BaseException:  # interrupted while asking: the volume may exist anyway
+            self.volume_id = self._volume_named(name)
             raise
-        volume_id = self.volume_id = (created.get("volume") or {}).get("id")
-        if not volume_id:
+        self.volume_id = started.get("id")
+        if not self.volume_id:
+            result = self._wait(started, "createVolume", self.cs.timeout.create_volume, "creating the ephemeral disk")
+            self.volume_id = (result.get("volume") or {}).get("id") or self._volume_named(name)
+        if not self.volume_id:
             raise errors.CloudError("createVolume answered no volume id for the ephemeral disk")
-        marks = {tags.ROLE_KEY: tags.ROLE_EPHEMERAL, tags.VM_KEY: vm["id"]}
+        return started
+
+    def _start_volume_tags(self, volume_id: str | None, vm_id: str) -> dict:
+        marks = {tags.ROLE_KEY: tags.ROLE_EPHEMERAL, tags.VM_KEY: vm_id}
         if self.ctx.director_uuid:
             marks[tags.DIRECTOR_KEY] = self.ctx.director_uuid
-        self.client.run_job("createTags", resourceids=volume_id, resourcetype="Volume", tags=marks,
-                            timeout=self.cs.timeout.global_, what=f"tagging volume {volume_id}")
+        return self.client.call("createTags", resourceids=volume_id, resourcetype="Volume", tags=marks)
+
+    def _attach_ephemeral(self, vm: dict) -> dict:
+        volume_id = self.volume_id
         attached = self.client.run_job("attachVolume", id=volume_id, virtualmachineid=vm["id"],
                                        timeout=self.cs.timeout.attach_volume, what="attaching the ephemeral disk")
         device_id = (attached.get("volume") or {}).get("deviceid")
         if device_id is None:
             raise errors.CloudError(f"attachVolume answered no device id for the ephemeral disk {volume_id}")
-        return disk_hints.disk_hint(volume_id, int(device_id), vm.get("hypervisor") or plan.hypervisor,
+        return disk_hints.disk_hint(str(volume_id), int(device_id), vm.get("hypervisor") or self.plan.hypervisor,
                                     vm.get("details"))
 
     def _set_user_data(self, vm_id: str, encoded: str) -> None:
