@@ -205,6 +205,32 @@ def test_volume_strategy_writes_onto_an_attached_volume(tmp_path):
         assert sim.inventory()["templates"] == []
 
 
+def test_copies_to_several_zones_run_side_by_side(tmp_path):
+    """Issue 17 item 6: every copyTemplate is started before the CPI waits for any (one job per destination zone,
+    TemplateManagerImpl.copyTemplate), so three zones take the slowest copy's time, not the sum."""
+    import copy
+
+    from cloudstack_simulator.state import load_scenario
+
+    scenario = load_scenario("advanced")
+    third = copy.deepcopy(next(z for z in scenario["zones"] if z["name"] == "zone-2"))
+    third["name"] = "zone-3"
+    for index, network in enumerate(third["networks"]):
+        network.update(cidr=f"10.{40 + index}.0.0/24", gateway=f"10.{40 + index}.0.1", dns=[f"10.{40 + index}.0.1"])
+        network.pop("startip", None), network.pop("endip", None)
+    third["public_ip_ranges"] = [dict(r, start="192.0.2.10", end="192.0.2.40", gateway="192.0.2.1")
+                                 for r in third.get("public_ip_ranges", [])][:1]
+    third["preallocated_public_ips"] = []
+    scenario["zones"].append(third)
+    with Simulator(scenario=scenario, job_seconds=0.3) as sim:
+        cpi = configured(sim, tmp_path, stemcell={"zones": ["zone-1", "zone-2", "zone-3"]})
+        cid = cpi.ok("create_stemcell", str(raw_image(tmp_path)), declaring(KVM_PROPS, "raw"))
+        assert {r["zonename"] for r in rows(sim, cid) if r["isready"]} == {"zone-1", "zone-2", "zone-3"}
+        sent = commands(sim)
+        first = sent.index("copyTemplate")
+        assert sent[first:first + 2] == ["copyTemplate", "copyTemplate"]  # the second before waiting for the first
+
+
 def test_volume_strategy_removes_the_work_volume_a_killed_call_left_attached(tmp_path):
     """Issue 16 item 3: create_stemcell killed with SIGKILL while it wrote the image leaves its work volume attached
     to the CPI's own VM, for good.  The next create_stemcell removes such a volume once it is older than any

@@ -123,8 +123,7 @@ def _create(ctx: CallContext, image_path: str, props, env, zones: list[dict]) ->
         waiter.wait(template_id, source["id"], what="Waiting for the template", zone_name=source["name"])
         tags.apply(client, "Template", template_id,
                    templates.template_tags(naming, ctx.director_uuid, env), timeout=cs.timeout.global_, existing=[])
-        for zone in zones[1:]:
-            templates.copy_to(client, waiter, template_id, source, zone, timeout=cs.timeout.poll_template)
+        templates.copy_to(client, waiter, template_id, source, zones[1:], timeout=cs.timeout.poll_template)
     except BaseException as exc:
         half_made = made.template_id or work.template_id
         if half_made:

@@ -145,16 +145,28 @@ class Waiter:
             interval = min(self.cap, interval * self.factor)
 
 
-def copy_to(client: Client, waiter: Waiter, template_id: str, source_zone: dict, zone: dict, *, timeout: float) -> None:
-    """copyTemplate into ``zone`` and wait until the copy is ready there."""
-    what = f"Copying template to zone '{zone['name']}'"
-    client.log.info(f"{what}: from zone '{source_zone['name']}'")
-    try:
-        client.run_job("copyTemplate", timeout=timeout, what=what, id=template_id,
-                       sourcezoneid=source_zone["id"], destzoneid=zone["id"])
-    except CloudStackError as err:
-        raise CloudError(f"{what}: {err}", err.is_transient) from None
-    waiter.wait(template_id, zone["id"], what=what, zone_name=zone["name"])
+def copy_to(client: Client, waiter: Waiter, template_id: str, source_zone: dict, zones: list[dict], *,
+            timeout: float) -> None:
+    """copyTemplate into every zone of ``zones`` at once, then wait until each copy is ready there.
+
+    The copies are independent jobs (one per destination zone), so they run side by side: the wall time is the
+    slowest copy's, not their sum (issue 17)."""
+    started = []
+    for zone in zones:
+        what = f"Copying template to zone '{zone['name']}'"
+        client.log.info(f"{what}: from zone '{source_zone['name']}'")
+        try:
+            started.append((zone, what, client.call("copyTemplate", id=template_id, sourcezoneid=source_zone["id"],
+                                                    destzoneid=zone["id"])))
+        except CloudStackError as err:
+            raise CloudError(f"{what}: {err}", err.is_transient) from None
+    for zone, what, answer in started:
+        try:
+            if answer.get("jobid"):
+                client.wait_for_job(answer["jobid"], command="copyTemplate", timeout=timeout, what=what)
+        except CloudStackError as err:
+            raise CloudError(f"{what}: {err}", err.is_transient) from None
+        waiter.wait(template_id, zone["id"], what=what, zone_name=zone["name"])
 
 
 def delete(client: Client, template_id: str, *, timeout: float, log) -> bool:
