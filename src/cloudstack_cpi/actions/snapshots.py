@@ -36,27 +36,38 @@ def snapshot_disk(ctx: CallContext, disk_cid: str, metadata: dict | None = None)
         if lookups.volume(ctx.client, disk_cid) is None:
             raise DiskNotFound(f"{what}: disk not found")
     name = NAME_PREFIX + str(uuid.uuid4())
+    wanted = snapshot_tags(ctx, metadata)
+    client = ctx.client
+    created: set[str] = set()
+    step = ""  # the breadcrumb of a failure once the snapshot exists: its tags
     try:
-        job = ctx.client.run_job("createSnapshot", timeout=cs.timeout.snapshot_volume,
-                                 what=f"snapshotting volume {disk_cid}", volumeid=disk_cid, name=name)
+        # createSnapshot answers the new id with its job id: the tags go on while the snapshot is taken (issue 17).
+        started = client.call("createSnapshot", volumeid=disk_cid, name=name)
+        snapshot_id = started.get("id")
+        tagging = _start_tags(ctx, snapshot_id, wanted) if snapshot_id else None
+        if snapshot_id:
+            created.add(snapshot_id)
+        job = client.wait_for_job(started["jobid"], command="createSnapshot", timeout=cs.timeout.snapshot_volume,
+                                  what=f"snapshotting volume {disk_cid}") if started.get("jobid") else started
+        snapshot_id = snapshot_id or (job.get("snapshot") or {}).get("id") or _only_named(ctx, disk_cid, name, what)
+        created.add(snapshot_id)
+        step = f"tagging snapshot '{snapshot_id}': "
+        if tagging is None:
+            tagging = _start_tags(ctx, snapshot_id, wanted)
+        if tagging.get("jobid"):
+            client.wait_for_job(tagging["jobid"], command="createTags", timeout=cs.timeout.global_,
+                                what=f"tagging snapshot {snapshot_id}")
     except CloudStackError as err:
-        leftovers = {err.resource_id} if err.resource_id else set()
-        if err.outcome_unknown or err.kind == "timeout":
+        leftovers = created | ({err.resource_id} if err.resource_id else set())
+        if err.outcome_unknown or err.kind == "timeout" or not leftovers:
             leftovers |= _snapshots_named(ctx, disk_cid, name)
         for leftover in sorted(leftovers):
             _discard(ctx, leftover)
-        raise CloudError(f"{what}: {err}", ok_to_retry=err.is_transient) from None
-    except BaseException:  # interrupted (SIGTERM/SIGINT) while the job ran: the snapshot may exist
-        for leftover in sorted(_snapshots_named(ctx, disk_cid, name)):
+        raise CloudError(f"{what}: {step}{err}", ok_to_retry=err.is_transient) from None
+    except BaseException:  # interrupted (SIGTERM/SIGINT): the snapshot may exist, the director never learns it
+        for leftover in sorted(created | _snapshots_named(ctx, disk_cid, name)):
             _discard(ctx, leftover)
         raise
-    snapshot_id = (job.get("snapshot") or {}).get("id")
-    if not snapshot_id:
-        found = _snapshots_named(ctx, disk_cid, name)
-        if len(found) != 1:
-            raise CloudError(f"{what}: createSnapshot answered without a snapshot and {len(found)} are named {name}")
-        snapshot_id = found.pop()
-    _tag(ctx, snapshot_id, snapshot_tags(ctx, metadata), what)
     ctx.log.info(f"Created snapshot '{snapshot_id}' of disk '{disk_cid}'")
     return snapshot_id
 
@@ -101,19 +112,18 @@ def _find(ctx: CallContext, snapshot_cid: str) -> dict | None:
     return found
 
 
-def _tag(ctx: CallContext, snapshot_id: str, wanted: dict[str, str], what: str) -> None:
+def _start_tags(ctx: CallContext, snapshot_id: str, wanted: dict[str, str]) -> dict:
+    """createTags for the snapshot, not waited for ({} when there is nothing to tag)."""
     if not wanted:
-        return
-    try:
-        ctx.client.run_job("createTags", timeout=ctx.config.cloudstack.timeout.global_,
-                           what=f"tagging snapshot {snapshot_id}", resourceids=snapshot_id, resourcetype="Snapshot",
-                           tags=wanted)
-    except CloudStackError as err:
-        _discard(ctx, snapshot_id)
-        raise CloudError(f"{what}: tagging snapshot '{snapshot_id}': {err}", ok_to_retry=err.is_transient) from None
-    except BaseException:  # interrupted: the snapshot exists but the director will never learn its id
-        _discard(ctx, snapshot_id)
-        raise
+        return {}
+    return ctx.client.call("createTags", resourceids=snapshot_id, resourcetype="Snapshot", tags=wanted)
+
+
+def _only_named(ctx: CallContext, disk_cid: str, name: str, what: str) -> str:
+    found = _snapshots_named(ctx, disk_cid, name)
+    if len(found) != 1:
+        raise CloudError(f"{what}: createSnapshot answered without a snapshot and {len(found)} are named {name}")
+    return found.pop()
 
 
 def _snapshots_named(ctx: CallContext, disk_cid: str, name: str) -> set[str]:
