@@ -354,7 +354,7 @@ def handle(raw: bytes, config_path: str | None, log: Logger, size: int | None = 
         )
         _check_stemcell_api(method, ctx)
         handler = _resolve(spec.target)
-        result = handler(ctx, *request.arguments)
+        result = answer_for_version(method, handler(ctx, *request.arguments), request.api_version)
         return _response(result, None, log)
     except errors.BoshError as err:
         wire = err.to_wire()
@@ -453,6 +453,21 @@ def _cloudstack_error():
 
 class _Never(Exception):
     pass
+
+
+# The actions answer in the v2 shape; what a v1 caller gets instead is decided here, in one place (bosh-cpi-go binds
+# its apiv1 and apiv2 in one place too): create_vm's [vm_cid, networks] becomes vm_cid, and attach_disk's disk hint
+# becomes nothing (v1 directors read the hint from the registry, which this CPI does not run).
+_V1_ANSWERS = {
+    "create_vm": lambda result: result[0],
+    "attach_disk": lambda result: None,
+}
+
+
+def answer_for_version(method: str, result: Any, api_version: int) -> Any:
+    """The action's (v2) answer as the caller's API version wants it."""
+    shape = _V1_ANSWERS.get(method) if api_version < 2 else None
+    return shape(result) if shape is not None else result
 
 
 def _response(result: Any, error: dict | None, log: Logger) -> dict:

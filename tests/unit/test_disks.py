@@ -190,10 +190,13 @@ def test_ephemeral_disk_keeps_device_1(cloud, ctx):
 
 
 def test_v1_attach_returns_null(cloud, make_ctx):
+    """The action answers the v2 hint; rpc answers a v1 caller null (API-version shapes live in rpc only)."""
+    from cloudstack_cpi import rpc
+
     ctx = make_ctx(api_version=1)
     vm = cloud.add_vm()
     disk = cloud.add_volume()
-    assert disks.attach_disk(ctx, vm, disk) is None
+    assert rpc.answer_for_version("attach_disk", disks.attach_disk(ctx, vm, disk), 1) is None
     assert cloud.volumes[disk]["deviceid"] == 1
 
 

@@ -427,8 +427,13 @@ def test_create_vm_deploys_stopped_sets_user_data_then_starts(cloud, ctx):
 
 
 def test_create_vm_v1_answers_the_bare_cid(cloud, tmp_path):
+    """The action answers [vm_cid, networks]; rpc answers a v1 caller the bare cid (shapes live in rpc only)."""
+    from cloudstack_cpi import rpc
+
     ctx = make_ctx(tmp_path, api_version=1)
-    assert isinstance(create(ctx), str)
+    answer = create(ctx)
+    assert rpc.answer_for_version("create_vm", answer, 1) == answer[0] and isinstance(answer[0], str)
+    assert rpc.answer_for_version("create_vm", answer, 2) == answer
 
 
 def test_create_vm_customized_offering_sends_details(cloud, ctx):

@@ -505,8 +505,7 @@ def _attach(ctx: CallContext, vm_cid: str, disk_cid: str, what: str) -> dict:
 
 
 def _hint(ctx: CallContext, disk_cid: str, volume: Mapping[str, Any], vm: Mapping[str, Any]) -> dict | None:
-    if ctx.api_version < 2:
-        return None
+    # v1 callers get no hint: rpc.answer_for_version
     return disk_hints.disk_hint(disk_cid, int(volume["deviceid"]), vm.get("hypervisor"), vm.get("details"))
 
 

@@ -62,15 +62,15 @@ def create_vm(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networ
 
     The VM lands in ``availability_zone``, else the zone of ``disk_cids`` (disk
     locality), else ``cloudstack.default_zone``.  Its agent settings travel as
-    user data.  Answers ``[vm_cid, networks]`` (API v2, dynamic networks filled
-    in) or ``vm_cid`` (v1).  On failure nothing is left behind; capacity and
+    user data.  Answers ``[vm_cid, networks]`` (the API v2 shape, dynamic networks
+    filled in; rpc answers a v1 caller ``vm_cid``).  On failure nothing is left behind; capacity and
     transient failures are ``VMCreationFailed`` with ``ok_to_retry``.
     """
     with _breadcrumb(f"Creating VM for agent '{agent_id}'"):
         plan = _plan(ctx, agent_id, stemcell_cid, cloud_properties or {}, networks, disk_cids or [], env or {})
         vm_id, answered = _Build(ctx, plan).run()
     ctx.log.info(f"Created VM '{vm_id}' ({plan.vm_name}) for agent '{agent_id}' in zone '{plan.zone.get('name')}'")
-    return [vm_id, answered] if ctx.api_version >= 2 else vm_id
+    return [vm_id, answered]  # v1 callers get vm_id: rpc.answer_for_version
 
 
 def delete_vm(ctx: CallContext, vm_cid):
