@@ -9,7 +9,24 @@ What the CPI created is marked with tags, so that any later call can tell:
 ``tags.CREATED_KEY=true`` on load balancer and firewall rules,
 ``LB_RULE_KEY=<rule id>`` on a firewall rule opened for a load balancer rule,
 and ``MEMBER_KEY=true`` on VMs created with ``lbs`` (delete_vm of other VMs
-makes no load balancer request).  Rules an operator made are used, never deleted.
+makes no load balancer request).  Rules an operator made are used, never
+deleted.  A load balancer rule also carries, from its creation on, a
+``description`` naming the CPI and the creating call (``CREATED_DESCRIPTION``),
+by which that call finds it after a lost answer; it is not a mark (an operator
+keeps a rule by removing its tag).
+
+Lost answers (issue 16): a create whose answer is lost is recovered by lookup,
+never sent again.  CloudStack stores the rule before it answers (both creates
+are BaseAsyncCreateCmds: ``create()`` persists, the job then applies), so the
+load balancer rule is the one on the IP with this call's description, and the
+firewall rule is the one for the port that was not there before (a second rule
+for the same port, protocol and CIDR is refused: FirewallManagerImpl.
+detectRulesConflict).  Commands on an existing rule are recovered by their job
+(``Client.run_job``).  Leaving is resumable: the last member deletes a rule the
+CPI created (its firewall rules first) instead of removing itself, since
+deleteLoadBalancerRule revokes the rule's VM mappings with it
+(LoadBalancingRulesManagerImpl.deleteLoadBalancerRule); until the rule is gone
+the VM is still in it, so a repeated delete_vm finds it again.
 
 Concurrency: several create_vm calls may want the same new rule at once.
 CloudStack refuses a second rule on the same public IP and port, so the loser
@@ -22,6 +39,7 @@ joins is created again once.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,6 +56,9 @@ LB_RULE_KEY = "cpi_lb_rule"       # on a firewall rule the CPI opened: the id of
 MEMBER_KEY = "cpi_lb_member"      # on VMs created with lbs: delete_vm looks for their rules (others cost nothing)
 CREATED_VALUE = "true"
 CONFLICT = 537                    # NETWORK_RULE_CONFLICT_ERROR
+# The description of a load balancer rule the CPI creates, followed by ": <unique token of the creating call>".
+CREATED_DESCRIPTION = "Created by the BOSH CPI"
+OPEN_TO_ALL = "0.0.0.0/0"         # the CIDR of the firewall rules the CPI opens
 
 
 @dataclass(frozen=True)
@@ -85,7 +106,24 @@ def check_compatible(rule: dict, lb: LoadBalancer) -> None:
 
 
 def created_by_cpi(item: dict) -> bool:
+    """Marked by the CPI's tag: only the tag, so that an operator who removes it keeps the rule
+    (docs/load-balancers.md); the description is for the creating call to find its rule after a lost answer."""
     return tags.as_dict(item).get(tags.CREATED_KEY) == CREATED_VALUE
+
+
+def covers(firewall: dict, port: int) -> bool:
+    """Whether a firewall rule opens ``port`` for TCP."""
+    if str(firewall.get("protocol", "")).lower() != "tcp":
+        return False
+    try:
+        start = int(firewall["startport"])
+        return start <= port <= int(firewall.get("endport") or start)
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def open_to_all(firewall: dict) -> bool:
+    return OPEN_TO_ALL in str(firewall.get("cidrlist") or "").replace(" ", "").split(",")
 
 
 def is_member(vm: dict) -> bool:
@@ -152,22 +190,33 @@ def _ensure_rule(ctx: CallContext, target: Target, record: Record) -> dict:
     if existing:
         check_compatible(existing[0], lb)
         return existing[0]
+    description = f"{CREATED_DESCRIPTION}: {uuid.uuid4()}"  # this call's, so that a lost answer is looked up
     try:
         result = client.run_job(
-            "createLoadBalancerRule", name=lb.name, publicipid=target.address["id"], publicport=lb.public_port,
-            privateport=lb.private_port, algorithm=lb.algorithm, networkid=target.network_id, openfirewall=False,
+            "createLoadBalancerRule", name=lb.name, description=description, publicipid=target.address["id"],
+            publicport=lb.public_port, privateport=lb.private_port, algorithm=lb.algorithm,
+            networkid=target.network_id, openfirewall=False,
             timeout=timeout, what=f"creating load balancer rule {lb.name}",
         )
+        rule = result.get("loadbalancer") or {}
     except CloudStackError as err:
         if err.resource_id:  # a failed job may leave the rule behind
             record.created_rules.append(err.resource_id)
-        existing = _rules_on(client, target)  # another create_vm made it first
-        if existing:
-            ctx.log.info(f"Load balancer rule '{lb.name}' was created meanwhile by another call: using it")
-            check_compatible(existing[0], lb)
-            return existing[0]
-        raise
-    rule = result.get("loadbalancer") or {}
+        existing = _rules_on(client, target)
+        mine = [r for r in existing if r.get("description") == description]
+        if not (mine and err.outcome_unknown):
+            record.created_rules.extend(r["id"] for r in mine if r["id"] not in record.created_rules)
+            others = [r for r in existing if r.get("description") != description]
+            if others:  # another create_vm made it first
+                ctx.log.info(f"Load balancer rule '{lb.name}' was created meanwhile by another call: using it")
+                check_compatible(others[0], lb)
+                return others[0]
+            raise
+        # The answer was lost, not the rule: CreateLoadBalancerRuleCmd.create() stored it before the answer, and
+        # with openfirewall=false its job only reads it back, so there is nothing to wait for.
+        rule = mine[0]
+        ctx.log.info(f"The answer to createLoadBalancerRule was lost: rule {rule['id']} on "
+                     f"{target.address.get('ipaddress')} carries this call's description, so this call made it")
     record.created_rules.append(rule["id"])
     ctx.log.info(f"Created load balancer rule '{lb.name}' ({lb.public_port}->{lb.private_port}, {lb.algorithm}) "
                  f"on {target.address.get('ipaddress')}")
@@ -177,26 +226,71 @@ def _ensure_rule(ctx: CallContext, target: Target, record: Record) -> dict:
     return rule
 
 
+def _port_rules(client: Client, target: Target) -> list[dict]:
+    """The firewall rules on the target's IP that open its public port."""
+    rules = client.list_all("listFirewallRules", ipaddressid=target.address["id"], listall=True)
+    return [rule for rule in rules if covers(rule, target.lb.public_port)]
+
+
 def _open_firewall(ctx: CallContext, target: Target, rule_id: str, record: Record) -> None:
     client, lb = ctx.client, target.lb
+    where = f"port {lb.public_port} on {target.address.get('ipaddress')}"
+    before = _port_rules(client, target)
+    if any(open_to_all(rule) for rule in before):  # CloudStack would refuse ours as a conflict
+        ctx.log.info(f"Port {lb.public_port} on {target.address.get('ipaddress')} is already open")
+        return
     try:
         result = client.run_job(
             "createFirewallRule", ipaddressid=target.address["id"], protocol="tcp", startport=lb.public_port,
-            endport=lb.public_port, cidrlist="0.0.0.0/0", timeout=ctx.config.cloudstack.timeout.global_,
-            what=f"opening port {lb.public_port} on {target.address.get('ipaddress')}",
+            endport=lb.public_port, cidrlist=OPEN_TO_ALL, timeout=ctx.config.cloudstack.timeout.global_,
+            what=f"opening {where}",
         )
+        firewall_id = (result.get("firewallrule") or {}).get("id")
     except CloudStackError as err:
         if err.errorcode == CONFLICT:
             ctx.log.info(f"Port {lb.public_port} on {target.address.get('ipaddress')} is already open")
             return
         if err.resource_id:  # a failed job may leave the rule behind
             record.opened_firewall[err.resource_id] = rule_id
-        raise
-    firewall_id = (result.get("firewallrule") or {}).get("id")
+        if not err.outcome_unknown:
+            raise
+        firewall_id = _lost_firewall(ctx, target, before, err)
+        record.opened_firewall[firewall_id] = rule_id
+        _await_creation(ctx, "createFirewallRule", firewall_id, f"opening {where}")
     if not firewall_id:
         raise CloudError(f"createFirewallRule answered without a rule for port {lb.public_port}")
     record.opened_firewall[firewall_id] = rule_id
     _tag(ctx, "FirewallRule", firewall_id, {LB_RULE_KEY: rule_id})
+
+
+def _lost_firewall(ctx: CallContext, target: Target, before: list[dict], err: CloudStackError) -> str:
+    """After a lost createFirewallRule answer: the rule it made, or ``err`` again when it made none.
+
+    A firewall rule has no name or description to carry a mark.  It is the rule exactly as asked (TCP, the one
+    port, open to all) that was not on the IP before this call asked: FirewallManagerImpl.detectRulesConflict
+    refuses a second rule with the same protocol, ports and CIDR, and none was there (``_open_firewall``), so
+    no one else can have made it since unless this call's request made nothing.
+    """
+    known = {rule.get("id") for rule in before}
+    port = target.lb.public_port
+    made = [rule for rule in _port_rules(ctx.client, target) if rule.get("id") not in known and open_to_all(rule)
+            and str(rule.get("startport")) == str(port) == str(rule.get("endport") or rule.get("startport"))]
+    if len(made) != 1:
+        raise err
+    ctx.log.info(f"The answer to createFirewallRule was lost: firewall rule {made[0]['id']} for port {port} on "
+                 f"{target.address.get('ipaddress')} is new, so this call made it")
+    return str(made[0]["id"])
+
+
+def _await_creation(ctx: CallContext, command: str, resource_id: str, what: str) -> None:
+    """After a lost answer to a create, wait for its job as ``run_job`` would have: the job applies the rule, and
+    CreateFirewallRuleCmd.execute revokes it when that fails.  A create job's instance is the new resource
+    (ApiServer.queueCommand: ``instanceId = objectId``), so listAsyncJobs finds it; without that (a role without
+    listAsyncJobs, a purged job) the rule is taken as it is listed."""
+    job = ctx.client.pending_job(command, {}, instance=resource_id)
+    if job is not None:
+        ctx.client.wait_for_job(job["jobid"], command=command, timeout=ctx.config.cloudstack.timeout.global_,
+                                what=what)
 
 
 def _tag(ctx: CallContext, resource_type: str, resource_id: str, extra: dict) -> None:
@@ -227,9 +321,18 @@ def _settle_duplicates(ctx: CallContext, target: Target, rule: dict, vm_id: str,
 
 
 def leave(ctx: CallContext, vm_id: str) -> None:
-    """Remove the VM from every rule it is in; delete rules the CPI created that are left empty."""
+    """Remove the VM from every rule it is in; delete rules the CPI created that are left empty.
+
+    Resumable: the last member of a rule the CPI created deletes the rule without removing itself first, so that
+    a call that fails or dies half way leaves the VM in the rule, where the repeated delete_vm finds it again
+    (removing it first left an empty rule that no later call of this VM could find).
+    """
     client, timeout = ctx.client, ctx.config.cloudstack.timeout.global_
     for rule in client.list_all("listLoadBalancerRules", virtualmachineid=vm_id, listall=True):
+        if created_by_cpi(rule) and _members(client, rule["id"]) == [vm_id]:
+            _delete_rule(ctx, rule)
+            ctx.log.info(f"Deleted load balancer rule '{rule.get('name')}' with its last member, VM '{vm_id}'")
+            continue
         try:
             client.run_job("removeFromLoadBalancerRule", id=rule["id"], virtualmachineids=vm_id, timeout=timeout,
                            what=f"removing VM {vm_id} from load balancer rule {rule.get('name')}")
@@ -246,7 +349,11 @@ def _member(client: Client, rule_id: str, vm_id: str) -> bool:
     """Whether the VM is (still) in the rule, as listed now."""
     if client.find("listLoadBalancerRules", id=rule_id) is None:
         return False
-    return any(vm.get("id") == vm_id for vm in client.list("listLoadBalancerRuleInstances", id=rule_id))
+    return vm_id in _members(client, rule_id)
+
+
+def _members(client: Client, rule_id: str) -> list[str]:
+    return [str(vm.get("id")) for vm in client.list("listLoadBalancerRuleInstances", id=rule_id)]
 
 
 def delete_if_unused(ctx: CallContext, rule_id: str, *, owned: bool = False) -> bool:
@@ -259,13 +366,33 @@ def delete_if_unused(ctx: CallContext, rule_id: str, *, owned: bool = False) -> 
         return False
     if client.list("listLoadBalancerRuleInstances", id=rule_id):
         return False
-    for firewall in client.list_all("listFirewallRules", ipaddressid=rule.get("publicipid"),
-                                    tags={LB_RULE_KEY: rule_id}, listall=True):
-        if tags.as_dict(firewall).get(LB_RULE_KEY) == rule_id:
-            _delete(ctx, "deleteFirewallRule", firewall["id"], "firewall rule")
-    _delete(ctx, "deleteLoadBalancerRule", rule_id, f"load balancer rule {rule.get('name')}")
+    _delete_rule(ctx, rule)
     ctx.log.info(f"Deleted load balancer rule '{rule.get('name')}': no member left")
     return True
+
+
+def _delete_rule(ctx: CallContext, rule: dict) -> None:
+    """Delete a rule the CPI created, its firewall rules first: until the rule itself is gone, a repeated call
+    finds it (by its members or by its record) and deletes what is left."""
+    for firewall in _firewall_of(ctx.client, rule):
+        _delete(ctx, "deleteFirewallRule", firewall["id"], "firewall rule")
+    _delete(ctx, "deleteLoadBalancerRule", rule["id"], f"load balancer rule {rule.get('name')}")
+
+
+def _firewall_of(client: Client, rule: dict) -> list[dict]:
+    """The firewall rules the CPI opened for ``rule``: those tagged with its id, and those the CPI opened for its
+    port for a rule that is gone (deleted while the port's next rule was being made, which found the port open:
+    ``_open_firewall``).  Only one load balancer rule can hold the IP and port (LoadBalancingRulesManagerImpl.
+    createPublicLoadBalancer: detectRulesConflict), so such a rule opens the port for this one alone."""
+    port = str(rule.get("publicport"))
+    found = []
+    for firewall in client.list_all("listFirewallRules", ipaddressid=rule.get("publicipid"), listall=True):
+        owner = tags.as_dict(firewall).get(LB_RULE_KEY)
+        if owner == rule["id"] or (
+                owner and created_by_cpi(firewall) and str(firewall.get("startport")) == port
+                and str(firewall.get("endport")) == port and client.find("listLoadBalancerRules", id=owner) is None):
+            found.append(firewall)
+    return found
 
 
 def undo(ctx: CallContext, record: Record) -> None:

@@ -558,14 +558,17 @@ class Client:
             raise
 
 
-    def pending_job(self, command: str, params: Mapping[str, Any]) -> dict | None:
+    def pending_job(self, command: str, params: Mapping[str, Any], *, instance: str | None = None) -> dict | None:
         """The newest job of ``command`` on the resource ``params`` name, if the server has one (listAsyncJobs).
 
         Only commands on one existing resource qualify: their job names it (jobinstanceid), so another call's job
         cannot be taken for this one.  A job of an earlier attempt on the same resource is as good: its outcome is
-        the one the caller wants to know.  Creates have no resource yet; they are recovered by their unique name.
+        the one the caller wants to know.  A create's job names the new resource (ApiServer.queueCommand:
+        ``instanceId = objectId``): once the caller has found that resource by lookup, it passes its id as
+        ``instance``.
         """
-        instance = next((str(params[key]) for key in INSTANCE_PARAMS.get(command, ()) if params.get(key)), None)
+        instance = instance or next((str(params[key]) for key in INSTANCE_PARAMS.get(command, ()) if params.get(key)),
+                                    None)
         if instance is None:
             return None
         job_class = job_class_of(command)
