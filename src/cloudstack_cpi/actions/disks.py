@@ -417,16 +417,15 @@ def _create_volume(ctx: CallContext, name: str, zone_id: str, offering_id: str, 
         if volume_id:
             created.add(volume_id)
         tagging = _start_tags(ctx, volume_id) if volume_id else None
-        job = client.wait_for_job(started["jobid"], command="createVolume", timeout=cs.timeout.create_volume,
-                                  what=f"creating volume {name}") if started.get("jobid") else started
+        job = client.finish_job(started, command="createVolume", timeout=cs.timeout.create_volume,
+                                what=f"creating volume {name}")
         volume_id = volume_id or (job.get("volume") or {}).get("id") or _only_volume_named(ctx, name, what)
         created.add(volume_id)
         step = f"tagging volume '{volume_id}': "
         if tagging is None:
             tagging = _start_tags(ctx, volume_id)
-        if tagging.get("jobid"):
-            client.wait_for_job(tagging["jobid"], command="createTags", timeout=cs.timeout.global_,
-                                what=f"tagging volume {volume_id}")
+        client.finish_job(tagging, command="createTags", timeout=cs.timeout.global_,
+                          what=f"tagging volume {volume_id}")
         return volume_id
     except CloudStackError as err:
         leftovers = created | ({err.resource_id} if err.resource_id else set())

@@ -47,16 +47,15 @@ def snapshot_disk(ctx: CallContext, disk_cid: str, metadata: dict | None = None)
         tagging = _start_tags(ctx, snapshot_id, wanted) if snapshot_id else None
         if snapshot_id:
             created.add(snapshot_id)
-        job = client.wait_for_job(started["jobid"], command="createSnapshot", timeout=cs.timeout.snapshot_volume,
-                                  what=f"snapshotting volume {disk_cid}") if started.get("jobid") else started
+        job = client.finish_job(started, command="createSnapshot", timeout=cs.timeout.snapshot_volume,
+                                what=f"snapshotting volume {disk_cid}")
         snapshot_id = snapshot_id or (job.get("snapshot") or {}).get("id") or _only_named(ctx, disk_cid, name, what)
         created.add(snapshot_id)
         step = f"tagging snapshot '{snapshot_id}': "
         if tagging is None:
             tagging = _start_tags(ctx, snapshot_id, wanted)
-        if tagging.get("jobid"):
-            client.wait_for_job(tagging["jobid"], command="createTags", timeout=cs.timeout.global_,
-                                what=f"tagging snapshot {snapshot_id}")
+        client.finish_job(tagging, command="createTags", timeout=cs.timeout.global_,
+                          what=f"tagging snapshot {snapshot_id}")
     except CloudStackError as err:
         leftovers = created | ({err.resource_id} if err.resource_id else set())
         if err.outcome_unknown or err.kind == "timeout" or not leftovers:

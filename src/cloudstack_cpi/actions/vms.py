@@ -747,14 +747,7 @@ class _Build:
         return started["_vm"]
 
     def _wait(self, started: dict, command: str, timeout: float, what: str) -> dict:
-        """The result of a job started with ``client.call``; a failure carries the new resource's id."""
-        if not started.get("jobid"):
-            return started  # answered synchronously
-        try:
-            return self.client.wait_for_job(started["jobid"], command=command, timeout=timeout, what=what)
-        except CloudStackError as err:
-            err.resource_id = err.resource_id or started.get("id")
-            raise
+        return self.client.finish_job(started, command=command, timeout=timeout, what=what)
 
     def _vms_named(self, name: str) -> list[str]:
         """After a lost answer: the VMs that deploy may have made anyway."""

@@ -548,9 +548,15 @@ class Client:
                 raise
             self.log.info(f"The answer to {command} was lost; its job {found['jobid']} was found and is awaited")
             started = {"jobid": found["jobid"]}
+        return self.finish_job(started, command=command, timeout=timeout, what=what)
+
+    def finish_job(self, started: dict, *, command: str, timeout: float, what: str) -> dict:
+        """The result of an async command started with ``call`` (the second half of ``run_job``), for callers that
+        start several jobs before waiting for any: an answer without a job (a synchronous one, or ``{}``) is the
+        result itself; a failure carries the new resource's id."""
         jobid = started.get("jobid")
         if not jobid:
-            return started  # the server answered synchronously
+            return started
         try:
             return self.wait_for_job(jobid, command=command, timeout=timeout, what=what)
         except CloudStackError as err:

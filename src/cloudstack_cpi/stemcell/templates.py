@@ -162,8 +162,7 @@ def copy_to(client: Client, waiter: Waiter, template_id: str, source_zone: dict,
             raise CloudError(f"{what}: {err}", err.is_transient) from None
     for zone, what, answer in started:
         try:
-            if answer.get("jobid"):
-                client.wait_for_job(answer["jobid"], command="copyTemplate", timeout=timeout, what=what)
+            client.finish_job(answer, command="copyTemplate", timeout=timeout, what=what)
         except CloudStackError as err:
             raise CloudError(f"{what}: {err}", err.is_transient) from None
         waiter.wait(template_id, zone["id"], what=what, zone_name=zone["name"])
