@@ -154,6 +154,13 @@ class Cpi:
         return self.call(method, *arguments, **kwargs).ok()
 
 
+def existing_stemcell(sim) -> str:
+    """The id of the built-in scenarios' ready template "bosh-stemcell-existing", read from the simulator's state
+    (no API request, so no injected fault and nothing in the request log)."""
+    with sim.state.lock:
+        return next(t["id"] for t in sim.state.templates.values() if t["name"] == "bosh-stemcell-existing")
+
+
 def _start_simulator(scenario: str, **options):
     simulator = pytest.importorskip("cloudstack_simulator")
     return simulator.Simulator(scenario=scenario, **options).start()

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import BIN_CPI, bare_env, request, write_config
+from tests.conftest import BIN_CPI, bare_env, existing_stemcell, request, write_config
 
 NETWORKS = {"default": {"type": "dynamic", "default": ["dns", "gateway"], "cloud_properties": {"name": "bosh-isolated"}}}
 
@@ -28,10 +28,6 @@ def slow_simulator():
     with Simulator(scenario="advanced", job_seconds=1.0) as sim:
         yield sim
 
-
-def _stemcell(sim) -> str:
-    with sim.state.lock:
-        return next(t["id"] for t in sim.state.templates.values() if t["name"] == "bosh-stemcell-existing")
 
 
 def _signal_during(sim, tmp_path, payload: dict, command: str, signum: int) -> tuple[dict, str]:
@@ -62,7 +58,7 @@ def _settled_inventory(sim) -> dict:
 @pytest.mark.parametrize("signum, command", [(signal.SIGTERM, "deployVirtualMachine"),
                                              (signal.SIGINT, "createVolume")], ids=["SIGTERM-deploy", "SIGINT-volume"])
 def test_create_vm_stopped_by_a_signal_answers_and_leaves_nothing(slow_simulator, tmp_path, signum, command):
-    payload = request("create_vm", "agent-sig", _stemcell(slow_simulator),
+    payload = request("create_vm", "agent-sig", existing_stemcell(slow_simulator),
                       {"compute_offering": "small", "disk": 1024}, NETWORKS, [], {})
     response, stderr = _signal_during(slow_simulator, tmp_path, payload, command, signum)
     name = signal.Signals(signum).name

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from cloudstack_cpi.actions.vms import abandoned_by_create_vm
-from tests.conftest import BIN_CPI, Cpi, bare_env, request, write_config
+from tests.conftest import BIN_CPI, Cpi, bare_env, existing_stemcell, request, write_config
 
 IP = "10.1.0.77"
 NETWORKS = {"default": {"type": "manual", "ip": IP, "netmask": "255.255.255.0", "gateway": "10.1.0.1",
@@ -34,10 +34,6 @@ def sim():
         yield simulator
 
 
-def _stemcell(sim) -> str:
-    with sim.state.lock:
-        return next(t["id"] for t in sim.state.templates.values() if t["name"] == "bosh-stemcell-existing")
-
 
 def _config(sim, tmp_path):
     return write_config(tmp_path / "cpi.json", sim.endpoint, sim.api_key, sim.secret_key,
@@ -46,7 +42,7 @@ def _config(sim, tmp_path):
 
 def _kill_after_deploy(sim, tmp_path) -> str:
     """Run create_vm and SIGKILL it once its VM exists: what the director's dead child leaves."""
-    payload = request("create_vm", "agent-killed", _stemcell(sim), {"compute_offering": "small", "disk": 1024},
+    payload = request("create_vm", "agent-killed", existing_stemcell(sim), {"compute_offering": "small", "disk": 1024},
                       NETWORKS, [], {})
     process = subprocess.Popen([str(BIN_CPI), str(_config(sim, tmp_path))], stdin=subprocess.PIPE,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=bare_env(tmp_path))
@@ -66,7 +62,7 @@ def test_the_next_create_vm_removes_what_a_killed_one_left_and_takes_the_ip(sim,
     left = _kill_after_deploy(sim, tmp_path)
     time.sleep(CREATE_TIMEOUT + 1.5)  # older than the create timeout: no create_vm can still be working on it
     cpi = Cpi(_config(sim, tmp_path), tmp_path)
-    vm_id, networks = cpi.ok("create_vm", "agent-again", _stemcell(sim), {"compute_offering": "small", "disk": 1024},
+    vm_id, networks = cpi.ok("create_vm", "agent-again", existing_stemcell(sim), {"compute_offering": "small", "disk": 1024},
                              NETWORKS, [], {})
     assert networks["default"]["ip"] == IP
     assert sim.inventory()["virtualmachines"] == [vm_id] and left != vm_id
@@ -76,7 +72,7 @@ def test_the_next_create_vm_removes_what_a_killed_one_left_and_takes_the_ip(sim,
 def test_a_vm_too_young_or_known_to_the_director_is_left_alone(sim, tmp_path):
     left = _kill_after_deploy(sim, tmp_path)
     cpi = Cpi(_config(sim, tmp_path), tmp_path)
-    arguments = ("agent-again", _stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
+    arguments = ("agent-again", existing_stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
     young = cpi.call("create_vm", *arguments)  # another create_vm could still be working on it
     assert young.error is not None and left in sim.inventory()["virtualmachines"]
     cpi.ok("set_vm_metadata", left, {"deployment": "d", "job": "j", "index": "0"})  # the director knows it

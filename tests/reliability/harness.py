@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudstack_cpi.errors import ALL_TYPES, RETRIABLE_TYPES
+from tests.conftest import existing_stemcell
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN_CPI = ROOT / "bin" / "cpi"
@@ -179,8 +180,7 @@ class Lifecycle:
         self.director = Director(config, tmp, self.stats, max_attempts=max_attempts)
         self.known: dict[str, set[str]] = {"vms": set(), "disks": set(), "snapshots": set()}
         self.mismatches: list[str] = []
-        with sim.state.lock:
-            self.stemcell = next(t["id"] for t in sim.state.templates.values() if t["name"] == "bosh-stemcell-existing")
+        self.stemcell = existing_stemcell(sim)
 
     # -- the simulator's view (its state, read directly: no API call, no fault)
 

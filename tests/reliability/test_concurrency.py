@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from cloudstack_cpi import rpc
 from cloudstack_cpi.log import Logger
 from cloudstack_simulator import Simulator
+from tests.conftest import existing_stemcell
 
 from .harness import finish, request, spawn, write_config
 
@@ -34,8 +35,7 @@ def run_all(config, tmp, calls):
 def test_32_processes_create_and_delete_without_errors_duplicates_or_leaks(tmp_path):
     with Simulator(scenario="advanced", job_seconds=0) as sim:
         config = write_config(tmp_path / "cpi.json", sim.endpoint, sim.api_key, sim.secret_key)
-        with sim.state.lock:
-            stemcell = next(t["id"] for t in sim.state.templates.values() if t["name"] == "bosh-stemcell-existing")
+        stemcell = existing_stemcell(sim)
         calls = []
         for i in range(VMS):
             if i % 2:

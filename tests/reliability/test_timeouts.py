@@ -19,7 +19,7 @@ import pytest
 from cloudstack_cpi import rpc
 from cloudstack_cpi.log import Logger
 from cloudstack_simulator import Simulator
-from tests.conftest import bare_env, request as conftest_request, run_cpi
+from tests.conftest import bare_env, existing_stemcell, request as conftest_request, run_cpi
 
 from .harness import error_problems, request, write_config
 
@@ -46,10 +46,6 @@ def settle(sim) -> None:
         time.sleep(0.05)
 
 
-def stemcell(sim) -> str:
-    with sim.state.lock:
-        return next(t["id"] for t in sim.state.templates.values() if t["name"] == "bosh-stemcell-existing")
-
 
 NETWORKS = {"private": {"type": "manual", "ip": "10.1.0.70", "netmask": "255.255.255.0", "gateway": "10.1.0.1",
                         "dns": ["10.1.0.1"], "default": ["dns", "gateway"],
@@ -62,7 +58,7 @@ def test_create_vm_deploy_timeout_is_retryable_and_leaves_no_vm(sim, tmp_path):
                           timeout={"create_vm": TIMEOUT})
     sim.set_job_seconds(JOB_SECONDS)
     started = time.monotonic()
-    response, log = call(config, "create_vm", "agent-t", stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
+    response, log = call(config, "create_vm", "agent-t", existing_stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
     error = response["error"]
     assert error["type"] == "Bosh::Clouds::VMCreationFailed" and error["ok_to_retry"] is True
     assert error_problems("create_vm", error) == []
@@ -75,7 +71,7 @@ def test_create_vm_deploy_timeout_is_retryable_and_leaves_no_vm(sim, tmp_path):
     settle(sim)
     assert sim.inventory()["virtualmachines"] == [] and sim.inventory()["volumes"] == []
     sim.set_job_seconds(0)
-    retry, _ = call(config, "create_vm", "agent-t", stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
+    retry, _ = call(config, "create_vm", "agent-t", existing_stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
     assert retry["error"] is None  # the manual IP is free again
 
 
@@ -97,7 +93,7 @@ def test_create_disk_timeout_leaves_no_volume(sim, tmp_path):
 def test_delete_vm_timeout_then_the_repeat_succeeds(sim, tmp_path):
     config = write_config(tmp_path / "cpi.json", sim.endpoint, sim.api_key, sim.secret_key,
                           timeout={"delete_vm": TIMEOUT})
-    created, _ = call(config, "create_vm", "agent-d", stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
+    created, _ = call(config, "create_vm", "agent-d", existing_stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
     vm_id = created["result"][0]
     sim.set_job_seconds(JOB_SECONDS)
     response, log = call(config, "delete_vm", vm_id)
@@ -215,7 +211,7 @@ def test_a_job_longer_than_the_api_deadline_still_completes(sim, tmp_path):
     """The deadline bounds API requests and retries; a job wait is bounded by its own timeout."""
     config = write_config(tmp_path / "cpi.json", sim.endpoint, sim.api_key, sim.secret_key,
                           timeout={"http_connect": CONNECT, "http_read": READ, "reboot_vm": 30})
-    created, _ = call(config, "create_vm", "agent-r", stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
+    created, _ = call(config, "create_vm", "agent-r", existing_stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
     vm_id = created["result"][0]
     sim.set_job_seconds(DEADLINE + 1)
     started = time.monotonic()

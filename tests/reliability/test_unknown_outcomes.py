@@ -17,6 +17,7 @@ import pytest
 from cloudstack_cpi import rpc
 from cloudstack_cpi.log import Logger
 from cloudstack_simulator import Simulator
+from tests.conftest import existing_stemcell
 
 from .harness import error_problems, request, write_config
 from .proxy import LossyProxy
@@ -28,8 +29,7 @@ class Cloud:
     def __init__(self, sim: Simulator, proxy: LossyProxy, config) -> None:
         self.sim, self.proxy, self.config = sim, proxy, config
         self.logs: list[str] = []
-        with sim.state.lock:
-            self.stemcell = next(t["id"] for t in sim.state.templates.values() if t["name"] == "bosh-stemcell-existing")
+        self.stemcell = existing_stemcell(sim)
 
     def call(self, method: str, *arguments) -> dict:
         stream = io.StringIO()
