@@ -117,3 +117,15 @@ def first(items: list[dict], **match: Any) -> dict | None:
         if all(item.get(k) == v for k, v in match.items()):
             return item
     return None
+
+
+def older_than(resource: dict, seconds: float, now: float) -> bool:
+    """Whether the resource's ``created`` (CloudStack's ``2026-11-30T08:00:00+0000``) lies more than ``seconds``
+    before ``now``; a missing or unreadable time is not old (what cannot be dated is never taken as abandoned)."""
+    from datetime import datetime
+
+    try:
+        created = datetime.strptime(str(resource.get("created")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return False
+    return now - created > seconds

@@ -574,25 +574,19 @@ def abandoned_by_create_vm(vm: dict, director_uuid: str | None, create_timeout: 
       (an operator who stops one by hand leaves its metadata, which the previous rule sees);
     * created longer ago than the create_vm timeout, so no create_vm can still be working on it.
     """
-    from datetime import datetime
-
     if not _CPI_VM_NAME.match(str(vm.get("name", ""))) or vm.get("state") in ("Running", "Destroyed", "Expunging"):
         return False
     marks = tags.as_dict(vm)
     if set(marks) - _CREATE_VM_TAGS or marks.get(tags.DIRECTOR_KEY, director_uuid) != director_uuid:
         return False
-    try:
-        created = datetime.strptime(str(vm.get("created")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except ValueError:
-        return False
-    return now - created > create_timeout
+    return lookups.older_than(vm, create_timeout, now)
 
 
 def _remove_abandoned_holders(ctx: CallContext, plan) -> bool:
     """Remove the abandoned VMs (``abandoned_by_create_vm``) that hold one of the plan's manual IPs; True if any."""
     import time
 
-    wanted = {n.ip for n in plan.order if n.type == "manual" and n.ip}
+    wanted = {n.ip for n in plan.order if n.type == nets.MANUAL and n.ip}
     if not wanted:
         return False
     client, timeout = ctx.client, ctx.config.cloudstack.timeout.create_vm

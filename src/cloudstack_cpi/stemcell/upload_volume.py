@@ -135,16 +135,10 @@ def remove_stale_work_volumes(client: Client, vm: dict, timeouts, log, *, device
     Only volumes attached to the CPI's own VM, named as work volumes are, and older than any create_stemcell can
     run (``stale_after``): the CPI alone attaches such volumes to its VM, and none of them is still in use.
     """
-    from datetime import datetime
-
     bound = stale_after(timeouts, device_timeout)
     removed = []
     for volume in client.list_all("listVolumes", virtualmachineid=vm["id"], listall=True):
-        try:
-            created = datetime.strptime(str(volume.get("created")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
-        except ValueError:
-            continue
-        if not WORK_VOLUME_NAME.search(str(volume.get("name", ""))) or now - created <= bound:
+        if not WORK_VOLUME_NAME.search(str(volume.get("name", ""))) or not lookups.older_than(volume, bound, now):
             continue
         log.warning(f"Work volume {volume['id']} ({volume.get('name')}, created {volume.get('created')}) is still "
                     "attached to this VM: a create_stemcell that did not finish left it; removing it")
