@@ -98,10 +98,9 @@ class State:
         self.scenario = scenario
         self.scenario_name = scenario.get("name", "custom")
         self.settings = {**SETTING_DEFAULTS, **scenario.get("settings", {})}
-        if "userdata_max_length" in self.settings:  # the name scenarios used before the real setting's
-            self.settings.setdefault("vm.userdata.max.length", self.settings["userdata_max_length"])
-            if "vm.userdata.max.length" not in scenario.get("settings", {}):
-                self.settings["vm.userdata.max.length"] = self.settings["userdata_max_length"]
+        # the name scenarios used before the real setting's: read when the scenario does not set the real one
+        if "userdata_max_length" in self.settings and "vm.userdata.max.length" not in scenario.get("settings", {}):
+            self.settings["vm.userdata.max.length"] = self.settings["userdata_max_length"]
         self.jobs.error_codes = str(self.settings.get("job_error_codes", "4.20"))  # jobs.py: JobManager.error_codes
         if self.jobs.error_codes not in ("4.11", "4.20"):
             raise ValueError(f"setting job_error_codes must be 4.11 or 4.20, not {self.jobs.error_codes!r}")
