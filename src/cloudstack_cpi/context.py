@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the types only: importing their modules is what the lazy properties below put off
     from .cloudstack.client import Client
+    from .cloudstack.gateway import Gateway
     from .config import Config
     from .log import Logger
 
@@ -80,6 +81,13 @@ class CallContext:
 
             client.project_id = resolve(client, cs.project)
         return client
+
+    @cached_property
+    def cloud(self) -> Gateway:
+        """The typed gateway: what actions use to reach CloudStack."""
+        from .cloudstack.gateway import Gateway
+
+        return Gateway(self.client, self.config.cloudstack.timeout)
 
     def close(self) -> None:
         if "client" in self.__dict__:

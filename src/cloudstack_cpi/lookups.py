@@ -9,44 +9,52 @@ decided here: finders return None and the action chooses the BOSH error.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import CloudError
 
 if TYPE_CHECKING:
     from .cloudstack.client import Client
 
+T = TypeVar("T")
+
 GONE_VM_STATES = frozenset({"Destroyed", "Expunging", "Expunged"})
 GONE_VOLUME_STATES = frozenset({"Destroy", "Destroying", "Expunging", "Expunged"})
 
 
-def pick(items: Iterable[dict], wanted: str, *, kind: str, name_key: str = "name", where: str = "") -> dict:
+def field_of(item: Any, name: str) -> Any:
+    """A field of a gateway model (or, for the operator commands' raw reads, of a dict)."""
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
+def pick(items: Iterable[T], wanted: str, *, kind: str, where: str = "") -> T:
+    """The item whose id is ``wanted``, else the one item with that name; a CloudError listing what exists."""
     items = list(items)
     for item in items:
-        if item.get("id") == wanted:
+        if field_of(item, "id") == wanted:
             return item
-    matches = [item for item in items if item.get(name_key) == wanted]
+    matches = [item for item in items if field_of(item, "name") == wanted]
     if len(matches) == 1:
         return matches[0]
     location = f" in {where}" if where else ""
     if len(matches) > 1:
-        ids = ", ".join(str(item.get("id")) for item in matches)
+        ids = ", ".join(str(field_of(item, "id")) for item in matches)
         raise CloudError(f"{kind} '{wanted}' is ambiguous{location}: several have that name ({ids}); use the id")
-    available = sorted({str(item.get(name_key)) for item in items if item.get(name_key)})
+    available = sorted({str(field_of(item, "name")) for item in items if field_of(item, "name")})
     listing = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "") if available else "none"
     raise CloudError(f"{kind} '{wanted}' not found{location} (available: {listing})")
 
 
-def only_named(items: Iterable[dict], name: str, *, kind: str) -> dict | None:
+def only_named(items: Iterable[T], name: str, *, kind: str) -> T | None:
     """The one item whose name is exactly ``name``, or None.
 
     A ``name=`` filter is not an equality test on every list command (listVirtualMachines and listSnapshots
     match substrings, and MySQL compares case-insensitively), so the answer is filtered again here; two
     exact matches mean the name does not say which resource is meant, which is an error, never a choice.
     """
-    matches = [item for item in items if item.get("name") == name]
+    matches = [item for item in items if field_of(item, "name") == name]
     if len(matches) > 1:
-        ids = ", ".join(sorted(str(item.get("id")) for item in matches))
+        ids = ", ".join(sorted(str(field_of(item, "id")) for item in matches))
         raise CloudError(f"{kind} name '{name}' is ambiguous: {len(matches)} have exactly that name ({ids})")
     return matches[0] if matches else None
 
@@ -112,9 +120,9 @@ def gib(size_mib: int) -> int:
     return max(1, -(-int(size_mib) // 1024))
 
 
-def first(items: list[dict], **match: Any) -> dict | None:
+def first(items: Iterable[T], **match: Any) -> T | None:
     for item in items:
-        if all(item.get(k) == v for k, v in match.items()):
+        if all(field_of(item, k) == v for k, v in match.items()):
             return item
     return None
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import lookups, models, tags
+from .. import lookups, models
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError
 from ..stemcell import ostypes, templates
@@ -121,8 +121,8 @@ def _create(ctx: CallContext, image_path: str, props, env, zones: list[dict]) ->
         assert template_id is not None  # every strategy records the template it made, or raises
         source = zones[0]
         waiter.wait(template_id, source["id"], what="Waiting for the template", zone_name=source["name"])
-        tags.apply(client, "Template", template_id,
-                   templates.template_tags(naming, ctx.director_uuid, env), timeout=cs.timeout.global_, existing=[])
+        ctx.cloud.tags.apply("Template", template_id, templates.template_tags(naming, ctx.director_uuid, env),
+                             existing={})
         templates.copy_to(client, waiter, template_id, source, zones[1:], timeout=cs.timeout.poll_template)
     except BaseException as exc:
         half_made = made.template_id or work.template_id

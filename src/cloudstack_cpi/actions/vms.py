@@ -135,9 +135,9 @@ def set_vm_metadata(ctx: CallContext, vm_cid, metadata):
     ``<job>/<index>``.  A missing VM is ``VMNotFound``.
     """
     with _breadcrumb(f"Setting metadata of VM '{vm_cid}'"):
-        client, cs = ctx.client, ctx.config.cloudstack
+        client = ctx.client
         vm = _existing_vm(ctx, vm_cid)
-        tags.apply(client, "UserVm", vm_cid, metadata, timeout=cs.timeout.global_, existing=vm.get("tags"))
+        ctx.cloud.tags.apply("UserVm", vm_cid, metadata, existing=tags.as_dict(vm))
         name = display_name(metadata)
         if name and name != vm.get("displayname"):
             client.call("updateVirtualMachine", id=vm_cid, displayname=name)

@@ -45,9 +45,13 @@ class CloudStackError(Exception):
         self.resource_id = resource_id
         self.outcome_unknown = outcome_unknown
         self.retry_after: float | None = None  # seconds a 429 asked to wait (its Retry-After header)
+        self.context = ""  # what was being done, in front of the message: add_context
         super().__init__(self._describe())
 
     def _describe(self) -> str:
+        return self.context + self._plain()
+
+    def _plain(self) -> str:
         code = f" (errorcode {self.errorcode})" if self.errorcode else ""
         if self.kind == "job":
             return f"{self.command} job {self.jobid} failed{code}: {self.errortext}"
@@ -56,6 +60,11 @@ class CloudStackError(Exception):
         if self.kind in ("transport", "tls"):
             return f"{self.command}: {self.errortext}"
         return f"{self.command} failed{code}: {self.errortext}"
+
+    def add_context(self, step: str) -> None:
+        """Put what was being done in front of the message (``tagging volume 'v': createTags job ...``)."""
+        self.context = f"{self.context}{step}"
+        self.args = (self._describe(),)
 
     @property
     def is_capacity(self) -> bool:

@@ -13,6 +13,7 @@ import responses
 
 from cloudstack_cpi import config
 from cloudstack_cpi.actions import stemcells
+from cloudstack_cpi.cloudstack.gateway import Gateway
 from cloudstack_cpi.errors import CloudError
 from cloudstack_cpi.log import Logger
 from cloudstack_cpi.stemcell import convert, image, ostypes, templates, upload_post, upload_url, upload_volume
@@ -302,7 +303,8 @@ class FakeCloud:
 def fake_ctx(cloud, **cloudstack):
     cfg = config.parse({"cloudstack": {"endpoint": "https://cs.test/client/api", "api_key": "k",
                                        "secret_access_key": "s", "default_zone": "zone-1", **cloudstack}})
-    return SimpleNamespace(config=cfg, client=cloud, log=cloud.log, director_uuid="dir-1")
+    return SimpleNamespace(config=cfg, client=cloud, cloud=Gateway(cloud, cfg.cloudstack.timeout), log=cloud.log,
+                           director_uuid="dir-1")
 
 
 PROPS = {"name": "bosh-kvm", "version": "1", "hypervisor": "kvm", "os_distro": "ubuntu"}

@@ -1,0 +1,233 @@
+"""The typed gateway to CloudStack: one service per kind of resource, one method per operation the CPI uses.
+
+Actions find, act and record through it; they never name a command or read a
+raw answer.  Each operation owns what the caller should not have to know:
+
+- its timeout (from ``cloudstack.timeout``) and the text a timeout names;
+- its "already gone" rule: ``get`` answers None for a resource that does not
+  exist or is being removed, and a delete of what is gone is done;
+- whether it is safe to repeat (the client's ``SAFE_TO_REPEAT``: reads are
+  retried, mutations sent once);
+- how its result is recovered after a lost answer: a create carries a unique
+  name and is looked up by it (``create_recoverable``); a command on one
+  resource is recovered from its job (``Client.pending_job``).
+
+Services are built on first use, so a call pays only for the modules it needs
+(``has_vm`` loads the VM service and nothing else).  The one fake for unit
+tests is ``tests/unit/fake_cloud.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .errors import CloudStackError
+
+if TYPE_CHECKING:
+    from ..config import Timeouts
+    from .catalogue import Catalogue
+    from .client import Client
+    from .snapshots import Snapshots
+    from .tagging import Tagging
+    from .vms import Vms
+    from .volumes import Volumes
+
+T = TypeVar("T")
+
+DISCARD_ATTEMPTS = 4   # tries per half-created resource
+DISCARD_PAUSE = 0.5    # seconds, times the attempt number, between them
+
+
+class Gateway:
+    """CloudStack for one CPI call: the client (transport, signing, jobs) plus the per-resource services."""
+
+    def __init__(self, client: Client, timeouts: Timeouts) -> None:
+        self.client = client
+        self.timeouts = timeouts
+
+    @property
+    def log(self) -> Any:
+        return self.client.log
+
+    @cached_property
+    def vms(self) -> Vms:
+        from .vms import Vms
+
+        return Vms(self)
+
+    @cached_property
+    def volumes(self) -> Volumes:
+        from .volumes import Volumes
+
+        return Volumes(self)
+
+    @cached_property
+    def snapshots(self) -> Snapshots:
+        from .snapshots import Snapshots
+
+        return Snapshots(self)
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        from .catalogue import Catalogue
+
+        return Catalogue(self)
+
+    @cached_property
+    def tags(self) -> Tagging:
+        from .tagging import Tagging
+
+        return Tagging(self)
+
+    # -- the one waiter ---------------------------------------------------------------------------------------
+
+    def start(self, command: str, *, timeout: float, what: str, parse: Callable[[dict], T | None], **params: Any
+              ) -> Pending[T]:
+        """Send an async command without waiting for its job: the pending result, whose ``resource_id`` is known
+        at once when the server answers it with the job id (async creates do: ApiServer.queueCommand)."""
+        answer = self.client.call(command, **params)
+        return Pending(self.client, command, answer, timeout, what, parse)
+
+    def run(self, command: str, *, timeout: float, what: str, **params: Any) -> dict:
+        """Send an async command and wait for its job; a lost answer is recovered from the job (``run_job``)."""
+        return self.client.run_job(command, timeout=timeout, what=what, **params)
+
+    def discard(self, label: str, remove: Callable[[], object], gone: Callable[[], bool]) -> bool:
+        """Remove what a failed call half-created: tried a few times on transient failures; a removal whose answer
+        was lost counts once the resource is seen gone.  Never raises (the caller is reporting the error that made
+        this necessary); True when it is gone."""
+        log, client = self.log, self.client
+        for attempt in range(1, DISCARD_ATTEMPTS + 1):
+            try:
+                remove()
+                log.info(f"Cleaned up {label}")
+                return True
+            except CloudStackError as err:
+                if err.is_transient and _looks_gone(gone):
+                    log.info(f"Cleaned up {label} ({err.errortext})")
+                    return True
+                if err.is_transient and attempt < DISCARD_ATTEMPTS:
+                    log.warning(f"Cleaning up {label} failed ({err}); trying again")
+                    client.sleep(DISCARD_PAUSE * attempt)
+                    continue
+                log.error(f"Could not clean up {label} ({err}); delete it by hand")
+                return False
+        return False
+
+    def create_recoverable(self, creation: Creation[T]) -> T:
+        """Create one named resource and tag it, so that nothing is left behind whatever happens.
+
+        The tags go on beside the create as soon as the new id is known (two jobs waited for side by side, not one
+        after the other).  After a lost answer or a job timeout the resource is found by its unique name; when the
+        create or the tagging fails, or the process is interrupted (SIGTERM, SIGINT), what was made is discarded
+        before the error goes on.  A tagging failure is raised with ``tagging <kind> '<id>'`` in front.
+        """
+        made: set[str] = set()
+        step = ""
+        try:
+            pending = self.start(creation.command, timeout=creation.timeout, what=creation.what,
+                                 parse=creation.parse, **creation.params)
+            if pending.resource_id:
+                made.add(pending.resource_id)
+            tagging = self.tags.start(creation.resource_type, pending.resource_id, creation.tags) \
+                if pending.resource_id else None
+            created = pending.wait(recover=partial(self._only_named, creation))
+            made.add(creation.id_of(created))
+            step = f"tagging {creation.kind} '{creation.id_of(created)}': "
+            if tagging is None:
+                tagging = self.tags.start(creation.resource_type, creation.id_of(created), creation.tags)
+            tagging.wait()
+            return created
+        except CloudStackError as err:
+            leftovers = made | ({err.resource_id} if err.resource_id else set())
+            if err.outcome_unknown or err.kind == "timeout" or not leftovers:
+                leftovers |= self._named_ids(creation)
+            for resource_id in sorted(leftovers):
+                self._discard_made(creation, resource_id)
+            if step:
+                err.add_context(step)
+            raise
+        except BaseException:  # interrupted: the resource may exist, and the director never learns it
+            for resource_id in sorted(made | self._named_ids(creation)):
+                self._discard_made(creation, resource_id)
+            raise
+
+    def _discard_made(self, creation: Creation[Any], resource_id: str) -> None:
+        self.discard(f"half-created {creation.kind} '{resource_id}'", partial(creation.remove, resource_id),
+                     partial(creation.gone, resource_id))
+
+    def _named_ids(self, creation: Creation[Any]) -> set[str]:
+        try:
+            return {creation.id_of(item) for item in creation.find_named()}
+        except CloudStackError as err:
+            self.log.warning(f"Looking for {creation.kind} {creation.name} after a failed create: {err}")
+            return set()
+
+    def _only_named(self, creation: Creation[T]) -> T:
+        found = list(creation.find_named())
+        if len(found) != 1:
+            raise CloudStackError(creation.command, f"answered without a {creation.kind} and {len(found)} are "
+                                                    f"named {creation.name}", kind="transport")
+        return found[0]
+
+
+@dataclass(frozen=True)
+class Creation(Generic[T]):
+    """What ``create_recoverable`` needs to know about one create: how to send it, find it by its unique name,
+    tag it, and remove it."""
+
+    kind: str                                  # "volume", "snapshot": for messages
+    name: str                                  # unique: the handle after a lost answer
+    command: str
+    params: dict
+    timeout: float
+    what: str
+    parse: Callable[[dict], T | None]          # the job result to the model (None: it names none)
+    find_named: Callable[[], Iterable[T]]      # every resource with exactly this name
+    remove: Callable[[str], object]
+    gone: Callable[[str], bool]
+    resource_type: str                         # createTags' resourcetype
+    tags: dict[str, str]
+    id_of: Callable[[T], str] = lambda item: item.id  # type: ignore[attr-defined]
+
+
+class Pending(Generic[T]):
+    """An async command sent and not yet waited for."""
+
+    def __init__(self, client: Client, command: str, answer: dict, timeout: float, what: str,
+                 parse: Callable[[dict], T | None]) -> None:
+        self.client = client
+        self.command = command
+        self.answer = answer
+        self.timeout = timeout
+        self.what = what
+        self.parse = parse
+        self._result: T | None = None
+        self._done = False
+
+    @property
+    def resource_id(self) -> str | None:
+        """The new resource's id when the server named it with the job (async creates do)."""
+        value = self.answer.get("id")
+        return str(value) if value else None
+
+    def wait(self, recover: Callable[[], T] | None = None) -> T:
+        """The job's result as a model (waited for once).  ``recover`` finds the result when the job's answer
+        names none (``parse`` gives None: a server that answered the create with ``{}``)."""
+        if not self._done:
+            result = self.client.finish_job(self.answer, command=self.command, timeout=self.timeout, what=self.what)
+            parsed = self.parse(result)
+            if parsed is None and recover is not None:
+                parsed = recover()
+            self._result, self._done = parsed, True
+        return self._result  # type: ignore[return-value]
+
+
+def _looks_gone(gone: Callable[[], bool]) -> bool:
+    try:
+        return gone()
+    except CloudStackError:
+        return False

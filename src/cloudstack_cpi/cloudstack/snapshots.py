@@ -1,0 +1,57 @@
+"""Volume snapshots: create (named, tagged, recoverable), find and delete.
+
+Gone: an unknown id (431) or a snapshot being destroyed.  Delete is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from .errors import CloudStackError
+from .gateway import Creation
+from .models import Snapshot
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+
+def _job_snapshot(result: dict) -> Snapshot | None:
+    row = result.get("snapshot") or {}
+    return Snapshot.from_api(row) if row.get("id") else None
+
+
+class Snapshots:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.client = gateway.client
+        self.timeouts = gateway.timeouts
+
+    def get(self, snapshot_id: str) -> Snapshot | None:
+        row = self.client.find("listSnapshots", id=snapshot_id)
+        snapshot = Snapshot.from_api(row) if row else None
+        return None if snapshot is None or snapshot.gone else snapshot
+
+    def named(self, volume_id: str, name: str) -> list[Snapshot]:
+        rows = self.client.list("listSnapshots", volumeid=volume_id, name=name)
+        return [s for s in map(Snapshot.from_api, rows) if s.name == name]
+
+    def create(self, volume_id: str, *, name: str, tags: Mapping[str, str]) -> Snapshot:
+        """A snapshot of the volume named ``name`` (unique) and tagged with ``tags``; nothing left when it fails."""
+        return self.gateway.create_recoverable(Creation(
+            kind="snapshot", name=name, command="createSnapshot", params={"volumeid": volume_id, "name": name},
+            timeout=self.timeouts.snapshot_volume, what=f"snapshotting volume {volume_id}", parse=_job_snapshot,
+            find_named=lambda: self.named(volume_id, name), remove=self.delete,
+            gone=lambda i: self.get(i) is None, resource_type="Snapshot", tags=dict(tags)))
+
+    def delete(self, snapshot_id: str) -> bool:
+        """Delete the snapshot; False when it was gone already (or went meanwhile)."""
+        try:
+            self.gateway.run("deleteSnapshot", timeout=self.timeouts.delete_snapshot_volume,
+                             what=f"deleting snapshot {snapshot_id}", id=snapshot_id)
+        except CloudStackError as err:
+            if self.get(snapshot_id) is None:
+                self.gateway.log.info(f"Snapshot {snapshot_id} went meanwhile ({err.errortext})")
+                return False
+            raise
+        return True
