@@ -91,7 +91,7 @@ def _assert_verdict(status: int, signum: int, out: str, err: str) -> None:
 
 
 # Each moment once, each signal at several (a whole lifecycle per case is the suite's most expensive test; the two
-# signals take the same path once the handler has run, which tests/unit/test_lifecycle_command.py covers).
+# signals take the same path once the handler has run, which tests/unit/operator/test_lifecycle.py covers).
 CASES = [(signal.SIGINT, "create_stemcell uploading"), (signal.SIGTERM, "create_vm deploying"),
          (signal.SIGINT, "attach_disk")]
 

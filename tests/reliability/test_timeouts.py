@@ -184,7 +184,7 @@ def test_has_vm_against_a_silent_endpoint_answers_within_the_deadline(silent, tm
     assert error is not None and error_problems("has_vm", error) == []  # a retryable CloudError, one line
     assert f"API deadline of {DEADLINE:g} s was reached" in error["message"]
     assert "listVirtualMachines" in error["message"] and silent.endpoint in error["message"]
-    assert 1 <= silent.connections <= 4  # within the deadline (6 tries before); retry logic: tests/unit/test_client.py
+    assert 1 <= silent.connections <= 4  # within the deadline (6 tries before); retry logic: tests/unit/cloudstack/test_client.py
 
 
 def test_validate_against_a_silent_endpoint_says_what_it_waits_for_and_ends(silent, tmp_path):

@@ -8,7 +8,7 @@ import responses
 from cloudstack_cpi import errors, loadbalancers
 from cloudstack_cpi.actions import vms
 from cloudstack_cpi.models import LoadBalancer
-from tests.unit.test_vms import FakeCloud, create, make_ctx
+from tests.unit.actions.test_vms import FakeCloud, create, make_ctx
 
 WEB = {"name": "web", "public_ip": "203.0.113.11", "public_port": 80, "private_port": 8080}
 ZONE = {"id": "zone-1-id", "name": "zone-1"}

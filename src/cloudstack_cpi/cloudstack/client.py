@@ -53,7 +53,7 @@ SAFE_TO_REPEAT = frozenset({
 # The commands the CPI sends that take ``projectid`` (CloudStack 4.11's listApis).  With a project configured, the
 # client scopes each of them to it: creates make the project the owner, lists see the project's resources (and
 # not the account's own).  Commands on one resource by id (attach, delete, tags, jobs) take no projectid: the
-# server checks access to the resource itself.  tests/unit/test_client.py keeps this equal to the API.
+# server checks access to the resource itself.  tests/unit/cloudstack/test_client.py keeps this equal to the API.
 PROJECT_SCOPED = frozenset({
     "createAffinityGroup", "createTemplate", "createVolume", "deleteAffinityGroup", "deployVirtualMachine",
     "getUploadParamsForTemplate", "listAffinityGroups", "listFirewallRules", "listLoadBalancerRules",

@@ -7,7 +7,7 @@ import pytest
 from cloudstack_cpi import tags
 from cloudstack_cpi.actions import snapshots
 from cloudstack_cpi.errors import CloudError, DiskNotFound
-from tests.unit import test_disks_fake as fake
+from tests.unit.actions import test_disks_fake as fake
 
 cloud, ctx, make_ctx = fake.cloud, fake.ctx, fake.make_ctx  # the fake CloudStack's fixtures
 

@@ -389,7 +389,7 @@ def test_safe_to_repeat_is_a_table_not_a_prefix():
 def test_every_command_in_the_table_exists_in_cloudstack_and_only_reads():
     from pathlib import Path
 
-    reference = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "cloudstack-4.11-listApis.json"
+    reference = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "cloudstack-4.11-listApis.json"
     if not reference.exists():
         pytest.skip("the listApis reference is not next to this checkout")
     apis = {api["name"]: api for api in json.loads(reference.read_text())["api"]}
@@ -403,7 +403,7 @@ def test_every_read_the_cpi_sends_is_in_the_table():
     import re
     from pathlib import Path
 
-    source = Path(__file__).resolve().parents[2] / "src" / "cloudstack_cpi"
+    source = Path(__file__).resolve().parents[3] / "src" / "cloudstack_cpi"
     used = set()
     for path in source.rglob("*.py"):
         used |= set(re.findall(r"[\"'](list[A-Z][A-Za-z]+|query[A-Z][A-Za-z]+)[\"']", path.read_text()))
@@ -554,7 +554,7 @@ def _commands_the_cpi_sends(api: dict) -> set[str]:
     import re
     from pathlib import Path
 
-    source = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[2] / "src" / "cloudstack_cpi").rglob("*.py"))
+    source = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[3] / "src" / "cloudstack_cpi").rglob("*.py"))
     return {name for name in re.findall(r'"([a-z][A-Za-z]+)"', source) if name in api}
 
 
@@ -565,7 +565,7 @@ def test_project_scoped_commands_are_exactly_those_the_api_gives_a_projectid():
 
     from cloudstack_cpi.cloudstack.client import PROJECT_SCOPED
 
-    spec = json.loads((Path(__file__).resolve().parents[2] / "src" / "cloudstack_simulator" / "api_spec.json")
+    spec = json.loads((Path(__file__).resolve().parents[3] / "src" / "cloudstack_simulator" / "api_spec.json")
                       .read_text())["api"]
     api = {(c.get("name") or key): c for key, c in spec.items()} if isinstance(spec, dict) else \
         {c["name"]: c for c in spec}
