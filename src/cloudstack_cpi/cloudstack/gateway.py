@@ -95,27 +95,37 @@ class Gateway:
         """Send an async command and wait for its job; a lost answer is recovered from the job (``run_job``)."""
         return self.client.run_job(command, timeout=timeout, what=what, **params)
 
-    def discard(self, label: str, remove: Callable[[], object], gone: Callable[[], bool]) -> bool:
+    def discard(self, label: str, remove: Callable[[], object], gone: Callable[[], bool] | None = None, *,
+                refusals: tuple[type[Exception], ...] = ()) -> bool:
         """Remove what a failed call half-created: tried a few times on transient failures; a removal whose answer
-        was lost counts once the resource is seen gone.  Never raises (the caller is reporting the error that made
-        this necessary); True when it is gone."""
-        log, client = self.log, self.client
+        was lost counts once the resource is seen gone.  ``refusals`` are further exception types that end the
+        tries (the caller's own errors).  Never raises them: the caller is reporting the error that made this
+        necessary.  True when it is gone."""
+        log = self.log
+        stops: tuple[type[Exception], ...] = (CloudStackError, *refusals)
         for attempt in range(1, DISCARD_ATTEMPTS + 1):
             try:
                 remove()
                 log.info(f"Cleaned up {label}")
                 return True
-            except CloudStackError as err:
-                if err.is_transient and _looks_gone(gone):
-                    log.info(f"Cleaned up {label} ({err.errortext})")
+            except stops as err:
+                transient = isinstance(err, CloudStackError) and err.is_transient
+                if transient and gone is not None and _looks_gone(gone):
+                    log.info(f"Cleaned up {label} ({err})")
                     return True
-                if err.is_transient and attempt < DISCARD_ATTEMPTS:
+                if transient and attempt < DISCARD_ATTEMPTS:
                     log.warning(f"Cleaning up {label} failed ({err}); trying again")
-                    client.sleep(DISCARD_PAUSE * attempt)
+                    self.sleep(DISCARD_PAUSE * attempt)
                     continue
                 log.error(f"Could not clean up {label} ({err}); delete it by hand")
                 return False
         return False
+
+    def sleep(self, seconds: float) -> None:
+        self.client.sleep(seconds)
+
+    def clock(self) -> float:
+        return self.client.clock()
 
     def create_recoverable(self, creation: Creation[T]) -> T:
         """Create one named resource and tag it, so that nothing is left behind whatever happens.
