@@ -53,6 +53,24 @@ class FaultInjector:
         self._streams: dict[tuple[str, str], random.Random] = {}
         self._lock = threading.Lock()
         self.counts: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self._scripted: dict[tuple[str, str], int] = {}   # (command, kind) -> how many of its next requests
+
+    def script(self, command: str, kind: str, times: int = 1) -> None:
+        """Give the next ``times`` requests (or jobs, for job_failure) of ``command`` the fault ``kind``, whatever the
+        rates say: for tests that need one particular mutation to fail or lose its answer."""
+        if kind not in ("error", "drop", "throttle", "drop_after_action", "job_failure"):
+            raise ValueError(f"cannot script a fault of kind {kind!r}")
+        with self._lock:
+            self._scripted[(command.lower(), kind)] = times
+
+    def _take_scripted(self, command: str | None, kind: str) -> bool:
+        key = ((command or "").lower(), kind)
+        left = self._scripted.get(key, 0)
+        if left <= 0:
+            return False
+        self._scripted[key] = left - 1
+        self._count(kind)
+        return True
 
     def set_config(self, config: FaultConfig) -> None:
         with self._lock:
@@ -76,7 +94,15 @@ class FaultInjector:
             rng = self._stream("request", command)
             r_err, r_500, r_drop, r_thr, r_slow, r_after = (rng.random() for _ in range(6))
             rf = RequestFaults()
-            if r_err < c.error_rate:
+            if self._take_scripted(command, "error"):
+                rf.error = 500
+            elif self._take_scripted(command, "drop"):
+                rf.drop = True
+            elif self._take_scripted(command, "throttle"):
+                rf.throttle = True
+            elif self._take_scripted(command, "drop_after_action"):
+                rf.drop_after_action = True
+            elif r_err < c.error_rate:
                 rf.error = 500 if r_500 < 0.5 else 503
                 self._count("error")
             elif r_drop < c.drop_rate:
@@ -97,7 +123,7 @@ class FaultInjector:
     def job_fails(self, command: str | None = None) -> bool:
         with self._lock:
             r = self._stream("job", command).random()
-            if r < self.config.job_failure_rate:
+            if self._take_scripted(command, "job_failure") or r < self.config.job_failure_rate:
                 self._count("job_failure")
                 return True
             return False

@@ -158,6 +158,11 @@ class Simulator:
     def set_faults(self, faults: FaultConfig) -> None:
         self._injector.set_config(faults)
 
+    def script_fault(self, command: str, kind: str, times: int = 1) -> None:
+        """The next ``times`` requests of ``command`` get the fault ``kind`` (error: HTTP 500; drop; throttle;
+        drop_after_action: acted on, answer lost) or, for ``job_failure``, its next jobs fail with 530."""
+        self._injector.script(command, kind, times)
+
     def template_bytes(self, template_id: str) -> Path | None:
         """Path of the stored file of a template (None when it has no bytes, e.g. scenario templates)."""
         with self._state.lock:

@@ -1,5 +1,6 @@
-"""Disk handlers through a faked CloudStack: sizes and offerings, attach hints per hypervisor, idempotent
-detach/delete, get_disks filtering, resize/update choices, metadata."""
+"""Disk handlers against the fake gateway: sizes and offerings, attach hints per hypervisor, idempotent
+detach/delete, get_disks filtering, resize/update choices, metadata.  What the gateway does on the wire (tags beside
+the create, recovery after lost answers, cleanup of a half-made volume) is tested in tests/unit/cloudstack/."""
 
 from __future__ import annotations
 
@@ -7,13 +8,9 @@ import pytest
 
 from cloudstack_cpi import tags
 from cloudstack_cpi.actions import disks
-from cloudstack_cpi.cloudstack.models import DiskOffering, Volume
+from cloudstack_cpi.cloudstack.models import GIB, DiskOffering, Volume
 from cloudstack_cpi.errors import CloudError, DiskNotFound, NotSupported, VMNotFound
-from tests.unit.actions import test_disks_fake as fake
-from tests.unit.actions.test_disks_fake import GIB
-
-cloud, ctx, make_ctx = fake.cloud, fake.ctx, fake.make_ctx  # the fake CloudStack's fixtures
-
+from tests.unit.fake_cloud import api_error, job_failure
 
 # -- create_disk ---------------------------------------------------------------------------------
 
@@ -21,24 +18,24 @@ cloud, ctx, make_ctx = fake.cloud, fake.ctx, fake.make_ctx  # the fake CloudStac
 @pytest.mark.parametrize("size_mib, gib", [(1, 1), (1024, 1), (1025, 2), (10_240, 10), (25_000, 25)])
 def test_customized_offering_gets_the_size_rounded_up(cloud, ctx, size_mib, gib):
     disk = disks.create_disk(ctx, size_mib, {}, None)
-    (create,) = cloud.params_of("createVolume")
-    assert create["size"] == str(gib) and create["diskofferingid"] == "off-custom"  # default_offer.custom_disk
-    assert create["zoneid"] == "z1" and create["name"].startswith("bosh-disk-")
-    assert cloud.volumes[disk]["size"] == gib * GIB
+    (create,) = cloud.called("volumes.create")
+    assert create["size_gib"] == gib and create["offering_id"] == "off-custom"  # default_offer.custom_disk
+    assert create["zone_id"] == "z1" and create["name"].startswith("bosh-disk-")
+    assert cloud.volumes.items[disk].size_bytes == gib * GIB
 
 
-def test_new_disks_are_tagged_once_as_persistent_of_this_director(cloud, ctx):
+def test_new_disks_are_tagged_as_persistent_of_this_director_from_the_start(cloud, ctx):
     disk = disks.create_disk(ctx, 2048, {}, None)
-    assert cloud.tags_of("Volume", disk) == {tags.ROLE_KEY: tags.ROLE_PERSISTENT,
-                                             tags.DIRECTOR_KEY: "director-uuid-1"}
-    assert cloud.commands().count("createTags") == 1
+    (create,) = cloud.called("volumes.create")
+    assert create["tags"] == {tags.ROLE_KEY: tags.ROLE_PERSISTENT, tags.DIRECTOR_KEY: "director-uuid-1"}
+    assert cloud.tags.of("Volume", disk) == create["tags"]
 
 
 def test_fixed_offering_that_holds_the_size_gets_no_size(cloud, ctx):
     disk = disks.create_disk(ctx, 9000, {"disk_offering": "disk-10"}, None)
-    (create,) = cloud.params_of("createVolume")
-    assert create["diskofferingid"] == "off-10" and "size" not in create
-    assert cloud.volumes[disk]["size"] == 10 * GIB
+    (create,) = cloud.called("volumes.create")
+    assert create["offering_id"] == "off-10" and create["size_gib"] is None
+    assert cloud.volumes.items[disk].size_gib == 10
 
 
 def test_fixed_offering_too_small_says_both_sizes_and_creates_nothing(cloud, ctx):
@@ -47,13 +44,13 @@ def test_fixed_offering_too_small_says_both_sizes_and_creates_nothing(cloud, ctx
     message = caught.value.message
     assert "Creating disk of 20480 MiB" in message and "fixed size of 10 GiB" in message and "20 GiB" in message
     assert "disk_offering" in message
-    assert "createVolume" not in cloud.commands()
+    assert "volumes.create" not in cloud.methods()
 
 
 def test_offering_defaults_from_config(cloud, make_ctx):
     ctx = make_ctx(default_offer={"disk": "disk-50"})
     disks.create_disk(ctx, 4096, {}, None)
-    assert cloud.params_of("createVolume")[0]["diskofferingid"] == "off-50"
+    assert cloud.called("volumes.create")[0]["offering_id"] == "off-50"
 
 
 def test_unknown_offering_lists_what_exists(cloud, ctx):
@@ -62,16 +59,16 @@ def test_unknown_offering_lists_what_exists(cloud, ctx):
 
 
 def test_disk_lands_in_the_zone_of_the_vm(cloud, ctx):
-    vm = cloud.add_vm(zone="z2")
+    vm = cloud.vms.add(zone="z2")
     disk = disks.create_disk(ctx, 4096, {}, vm)
-    assert cloud.volumes[disk]["zoneid"] == "z2"
-    assert "listZones" not in cloud.commands()
+    assert cloud.volumes.items[disk].zone_id == "z2"
+    assert "catalogue.zones" not in cloud.methods()
 
 
 def test_missing_vm_is_vm_not_found(cloud, ctx):
     with pytest.raises(VMNotFound, match="Creating disk of 4096 MiB: VM 'gone' not found"):
         disks.create_disk(ctx, 4096, {}, "gone")
-    assert cloud.data_volumes() == []
+    assert cloud.volumes.data_volumes() == []
 
 
 def test_without_vm_and_default_zone_the_operator_is_told(cloud, make_ctx):
@@ -80,38 +77,21 @@ def test_without_vm_and_default_zone_the_operator_is_told(cloud, make_ctx):
         disks.create_disk(ctx, 4096, {}, None)
 
 
-def test_failed_tagging_removes_the_volume(cloud, ctx):
-    cloud.fail("createTags", 530, "tag service down")
-    with pytest.raises(CloudError, match=r"Creating disk of 4096 MiB: tagging volume '.*': .*tag service down"):
-        disks.create_disk(ctx, 4096, {}, None)
-    assert cloud.data_volumes() == []
-    assert cloud.commands()[-1] == "deleteVolume"
-
-
-def test_removing_a_half_created_volume_survives_a_transient_failure(cloud, ctx):
-    cloud.fail("createTags", 530, "tag service down")
-    cloud.fail("deleteVolume", 530, "Internal error executing command", job=False, times=1)
-    with pytest.raises(CloudError, match="tag service down"):
-        disks.create_disk(ctx, 4096, {}, None)
-    assert cloud.data_volumes() == []
-    assert cloud.commands().count("deleteVolume") == 2
-    assert "trying again" in ctx.stderr.getvalue()
-
-
-def test_failed_create_job_removes_what_it_left(cloud, ctx):
-    cloud.fail("createVolume", 535, "Maximum number of resources of type 'volume' for account has exceeded")
+def test_a_failed_create_is_a_cloud_error_with_the_breadcrumb_and_keeps_retryability(cloud, ctx):
+    cloud.fail("volumes.create", job_failure("createVolume", "Maximum number of resources of type 'volume' for "
+                                                             "account has exceeded", code=535))
     with pytest.raises(CloudError) as caught:
         disks.create_disk(ctx, 4096, {}, None)
-    assert type(caught.value) is CloudError and "has exceeded" in caught.value.message
-    # the job's instance id, whatever state it is in
-    assert "deleteVolume" in cloud.commands()[cloud.commands().index("createVolume"):]
+    assert type(caught.value) is CloudError and caught.value.ok_to_retry is True  # capacity: may pass later
+    assert caught.value.message.startswith("Creating disk of 4096 MiB: createVolume job ") and "exceeded" in \
+        caught.value.message
 
 
 def test_invalid_and_unknown_cloud_properties(cloud, ctx):
     with pytest.raises(CloudError, match="Invalid disk cloud_properties: disk_offering"):
         disks.create_disk(ctx, 4096, {"disk_offering": 5}, None)
     disks.create_disk(ctx, 4096, {"type": "gp2"}, None)
-    assert "Ignoring unknown disk cloud_properties: type" in ctx.stderr.getvalue()
+    assert "Ignoring unknown disk cloud_properties: type" in cloud.log_text
 
 
 # -- delete_disk / has_disk ---------------------------------------------------------------------------
@@ -121,39 +101,42 @@ def test_delete_then_again_and_has_disk(cloud, ctx):
     disk = disks.create_disk(ctx, 1024, {}, None)
     assert disks.has_disk(ctx, disk) is True
     assert disks.delete_disk(ctx, disk) is None
-    assert cloud.data_volumes() == []
+    assert cloud.volumes.data_volumes() == []
     assert disks.has_disk(ctx, disk) is False
     assert disks.delete_disk(ctx, disk) is None
-    assert cloud.commands().count("deleteVolume") == 1
+    assert cloud.methods().count("volumes.delete") == 1
 
 
 def test_delete_refuses_an_attached_disk(cloud, ctx):
-    vm = cloud.add_vm()
-    disk = cloud.add_volume(vm=vm)
+    vm = cloud.vms.add()
+    disk = cloud.volumes.add(vm=vm)
     with pytest.raises(CloudError) as caught:
         disks.delete_disk(ctx, disk)
     assert caught.value.message == f"Deleting disk '{disk}': it is attached to VM '{vm}'; detach it first"
-    assert disk in cloud.volumes
+    assert disk in cloud.volumes.items
 
 
 @pytest.mark.parametrize("state", ["Destroy", "Expunging"])
 def test_destroyed_volumes_do_not_count(cloud, ctx, state):
-    disk = cloud.add_volume(state=state)
+    disk = cloud.volumes.add(state=state)
     assert disks.has_disk(ctx, disk) is False
     disks.delete_disk(ctx, disk)
-    assert "deleteVolume" not in cloud.commands()
+    assert "volumes.delete" not in cloud.methods()
 
 
-def test_delete_that_races_with_another_delete_is_fine(cloud, ctx):
-    disk = cloud.add_volume()
-
-    def someone_else_was_faster(params):
-        cloud.volumes.pop(disk)
-        raise fake.ApiFailure(431, "Unable to find volume")
-
-    cloud._cmd_deleteVolume = someone_else_was_faster
+def test_delete_that_races_with_another_delete_is_fine(cloud, ctx, monkeypatch):
+    disk = cloud.volumes.add()
+    monkeypatch.setattr(cloud.volumes, "delete", lambda volume_id: False)  # the gateway's answer: gone meanwhile
     assert disks.delete_disk(ctx, disk) is None
-    assert "it disappeared meanwhile" in ctx.stderr.getvalue() and "(Unable to find volume)" in ctx.stderr.getvalue()
+    assert f"Deleting disk '{disk}': it disappeared meanwhile" in cloud.log_text
+
+
+def test_a_failed_delete_is_a_cloud_error(cloud, ctx):
+    disk = cloud.volumes.add()
+    cloud.fail("volumes.delete", api_error("deleteVolume", "storage busy", code=530))
+    with pytest.raises(CloudError, match=f"Deleting disk '{disk}': deleteVolume failed .*storage busy") as caught:
+        disks.delete_disk(ctx, disk)
+    assert caught.value.ok_to_retry is True
 
 
 # -- attach_disk -----------------------------------------------------------------------------------
@@ -165,19 +148,19 @@ def test_delete_that_races_with_another_delete_is_fine(cloud, ctx):
     ("VMware", {"path": "/dev/sdb", "volume_id": "1"}),
 ])
 def test_v2_attach_returns_the_hint_for_the_hypervisor(cloud, ctx, hypervisor, expected):
-    vm = cloud.add_vm(hypervisor=hypervisor)
-    disk = cloud.add_volume(state="Allocated")
+    vm = cloud.vms.add(hypervisor=hypervisor)
+    disk = cloud.volumes.add(state="Allocated")
     hint = disks.attach_disk(ctx, vm, disk)
     expected = {**expected, "path": expected["path"].format(serial=disk.replace("-", "")[:20])}
     assert hint == expected
-    assert cloud.volumes[disk]["virtualmachineid"] == vm
+    assert cloud.volumes.items[disk].vm_id == vm
 
 
 def test_device_ids_past_the_cdrom_per_hypervisor(cloud, ctx):
     paths = {}
     for hypervisor in ("KVM", "XenServer", "VMware"):
-        vm = cloud.add_vm(hypervisor=hypervisor)
-        hints = [disks.attach_disk(ctx, vm, cloud.add_volume()) for _ in range(3)]
+        vm = cloud.vms.add(hypervisor=hypervisor)
+        hints = [disks.attach_disk(ctx, vm, cloud.volumes.add()) for _ in range(3)]
         assert [h["volume_id"] for h in hints] == ["1", "2", "4"]
         paths[hypervisor] = [h["path"] for h in hints]
     assert all(path.startswith("/dev/disk/by-id/virtio-") for path in paths["KVM"])  # by serial, not by id
@@ -185,10 +168,15 @@ def test_device_ids_past_the_cdrom_per_hypervisor(cloud, ctx):
     assert paths["VMware"] == ["/dev/sdb", "/dev/sdc", "/dev/sdd"]  # the IDE CD-ROM takes no SCSI slot
 
 
+def test_kvm_hint_follows_the_vms_disk_controller(cloud, ctx):
+    vm = cloud.vms.add(hypervisor="KVM", details={"rootDiskController": "scsi"})
+    assert disks.attach_disk(ctx, vm, cloud.volumes.add())["path"].startswith("/dev/disk/by-id/scsi-")
+
+
 def test_ephemeral_disk_keeps_device_1(cloud, ctx):
-    vm = cloud.add_vm()
-    cloud.add_volume(vm=vm, role=tags.ROLE_EPHEMERAL)
-    assert disks.attach_disk(ctx, vm, cloud.add_volume())["volume_id"] == "2"
+    vm = cloud.vms.add()
+    cloud.volumes.add(vm=vm, role=tags.ROLE_EPHEMERAL)
+    assert disks.attach_disk(ctx, vm, cloud.volumes.add())["volume_id"] == "2"
 
 
 def test_v1_attach_returns_null(cloud, make_ctx):
@@ -196,23 +184,23 @@ def test_v1_attach_returns_null(cloud, make_ctx):
     from cloudstack_cpi import rpc
 
     ctx = make_ctx(api_version=1)
-    vm = cloud.add_vm()
-    disk = cloud.add_volume()
+    vm = cloud.vms.add()
+    disk = cloud.volumes.add()
     assert rpc.answer_for_version("attach_disk", disks.attach_disk(ctx, vm, disk), 1) is None
-    assert cloud.volumes[disk]["deviceid"] == 1
+    assert cloud.volumes.items[disk].device_id == 1
 
 
 def test_attach_again_to_the_same_vm_answers_the_same_hint(cloud, ctx):
-    vm = cloud.add_vm(hypervisor="XenServer")
-    disk = cloud.add_volume()
+    vm = cloud.vms.add(hypervisor="XenServer")
+    disk = cloud.volumes.add()
     first = disks.attach_disk(ctx, vm, disk)
     assert disks.attach_disk(ctx, vm, disk) == first
-    assert cloud.commands().count("attachVolume") == 1
+    assert cloud.methods().count("volumes.attach") == 1
 
 
 def test_attach_to_a_second_vm_names_both(cloud, ctx):
-    vm1, vm2 = cloud.add_vm(), cloud.add_vm()
-    disk = cloud.add_volume(vm=vm1)
+    vm1, vm2 = cloud.vms.add(), cloud.vms.add()
+    disk = cloud.volumes.add(vm=vm1)
     with pytest.raises(CloudError) as caught:
         disks.attach_disk(ctx, vm2, disk)
     assert caught.value.message == (f"Attaching disk '{disk}' to VM '{vm2}': it is attached to VM '{vm1}'; "
@@ -220,8 +208,8 @@ def test_attach_to_a_second_vm_names_both(cloud, ctx):
 
 
 def test_attach_missing_vm_or_disk(cloud, ctx):
-    vm = cloud.add_vm()
-    disk = cloud.add_volume()
+    vm = cloud.vms.add()
+    disk = cloud.volumes.add()
     with pytest.raises(VMNotFound, match=f"Attaching disk '{disk}' to VM 'nope': VM not found"):
         disks.attach_disk(ctx, "nope", disk)
     with pytest.raises(DiskNotFound, match=f"Attaching disk 'nope' to VM '{vm}': disk not found") as caught:
@@ -230,27 +218,27 @@ def test_attach_missing_vm_or_disk(cloud, ctx):
 
 
 def test_attach_across_zones_is_refused_up_front(cloud, ctx):
-    vm = cloud.add_vm(zone="z2")
-    disk = cloud.add_volume(zone="z1")
-    with pytest.raises(CloudError, match="the disk is in zone 'zone-1' and the VM in zone 'z2'"):
+    vm = cloud.vms.add(zone="z2")
+    disk = cloud.volumes.add(zone="z1")
+    with pytest.raises(CloudError, match="the disk is in zone 'zone-1' and the VM in zone 'zone-2'"):
         disks.attach_disk(ctx, vm, disk)
-    assert "attachVolume" not in cloud.commands()
+    assert "volumes.attach" not in cloud.methods()
 
 
 def test_too_many_data_disks_says_so(cloud, ctx):
-    vm = cloud.add_vm()
-    for _ in range(cloud.max_data_volumes):
-        cloud.add_volume(vm=vm)
+    vm = cloud.vms.add()
+    for _ in range(cloud.volumes.max_data_volumes):
+        cloud.volumes.add(vm=vm)
     with pytest.raises(CloudError) as caught:
-        disks.attach_disk(ctx, vm, cloud.add_volume())
+        disks.attach_disk(ctx, vm, cloud.volumes.add())
     assert "already has the maximum number of data disks its hypervisor allows" in caught.value.message
     assert "(6)" in caught.value.message
 
 
 def test_attach_job_failure_is_a_cloud_error_with_breadcrumb(cloud, ctx):
-    vm = cloud.add_vm()
-    disk = cloud.add_volume()
-    cloud.fail("attachVolume", 530, "Failed to attach volume: host unreachable")
+    vm = cloud.vms.add()
+    disk = cloud.volumes.add()
+    cloud.fail("volumes.attach", job_failure("attachVolume", "Failed to attach volume: host unreachable"))
     with pytest.raises(CloudError, match=f"Attaching disk '{disk}' to VM '{vm}': attachVolume job .* host unreach"):
         disks.attach_disk(ctx, vm, disk)
 
@@ -259,34 +247,34 @@ def test_attach_job_failure_is_a_cloud_error_with_breadcrumb(cloud, ctx):
 
 
 def test_detach_and_detach_again(cloud, ctx):
-    vm = cloud.add_vm()
-    disk = cloud.add_volume(vm=vm)
+    vm = cloud.vms.add()
+    disk = cloud.volumes.add(vm=vm)
     assert disks.detach_disk(ctx, vm, disk) is None
-    assert "virtualmachineid" not in cloud.volumes[disk]
+    assert cloud.volumes.items[disk].vm_id is None
     assert disks.detach_disk(ctx, vm, disk) is None
-    assert cloud.commands().count("detachVolume") == 1
-    assert "it is not attached; nothing to do" in ctx.stderr.getvalue()
+    assert cloud.methods().count("volumes.detach") == 1
+    assert "it is not attached; nothing to do" in cloud.log_text
 
 
 def test_detach_leaves_a_disk_attached_elsewhere(cloud, ctx):
-    vm1, vm2 = cloud.add_vm(), cloud.add_vm()
-    disk = cloud.add_volume(vm=vm1)
+    vm1, vm2 = cloud.vms.add(), cloud.vms.add()
+    disk = cloud.volumes.add(vm=vm1)
     disks.detach_disk(ctx, vm2, disk)
-    assert cloud.volumes[disk]["virtualmachineid"] == vm1
-    assert f"it is attached to VM '{vm1}', not to this VM" in ctx.stderr.getvalue()
+    assert cloud.volumes.items[disk].vm_id == vm1
+    assert f"it is attached to VM '{vm1}', not to this VM" in cloud.log_text
 
 
 def test_detach_of_a_missing_disk_or_from_a_missing_vm(cloud, ctx):
-    vm = cloud.add_vm()
+    vm = cloud.vms.add()
     assert disks.detach_disk(ctx, vm, "gone-disk") is None
-    assert disks.detach_disk(ctx, "gone-vm", cloud.add_volume()) is None
-    assert "detachVolume" not in cloud.commands()
+    assert disks.detach_disk(ctx, "gone-vm", cloud.volumes.add()) is None
+    assert "volumes.detach" not in cloud.methods()
 
 
 def test_detach_failure_while_still_attached_is_an_error(cloud, ctx):
-    vm = cloud.add_vm()
-    disk = cloud.add_volume(vm=vm)
-    cloud.fail("detachVolume", 530, "VM is migrating")
+    vm = cloud.vms.add()
+    disk = cloud.volumes.add(vm=vm)
+    cloud.fail("volumes.detach", job_failure("detachVolume", "VM is migrating"))
     with pytest.raises(CloudError, match=f"Detaching disk '{disk}' from VM '{vm}': .*VM is migrating"):
         disks.detach_disk(ctx, vm, disk)
 
@@ -295,15 +283,15 @@ def test_detach_failure_while_still_attached_is_an_error(cloud, ctx):
 
 
 def test_get_disks_lists_persistent_data_volumes_only(cloud, ctx):
-    vm, other = cloud.add_vm(), cloud.add_vm()
-    cloud.add_volume(vm=vm, role=tags.ROLE_EPHEMERAL)
-    first = cloud.add_volume(vm=vm)
-    second = cloud.add_volume(vm=vm, role=tags.ROLE_PERSISTENT)
-    cloud.add_volume(vm=other)
-    cloud.add_volume()
+    vm, other = cloud.vms.add(), cloud.vms.add()
+    cloud.volumes.add(vm=vm, role=tags.ROLE_EPHEMERAL)
+    first = cloud.volumes.add(vm=vm)
+    second = cloud.volumes.add(vm=vm, role=tags.ROLE_PERSISTENT)
+    cloud.volumes.add(vm=other)
+    cloud.volumes.add()
     assert disks.get_disks(ctx, vm) == [first, second]
     assert disks.get_disks(ctx, other) != []
-    assert disks.get_disks(ctx, cloud.add_vm()) == []
+    assert disks.get_disks(ctx, cloud.vms.add()) == []
 
 
 def test_get_disks_of_a_missing_vm(cloud, ctx):
@@ -315,44 +303,48 @@ def test_get_disks_of_a_missing_vm(cloud, ctx):
 
 
 def test_resize_to_the_same_gib_is_a_no_op(cloud, ctx):
-    disk = cloud.add_volume(gib=10)
+    disk = cloud.volumes.add(gib=10)
     disks.resize_disk(ctx, disk, 10_240)
     disks.resize_disk(ctx, disk, 9_500)  # rounds up to the same 10 GiB
-    assert "resizeVolume" not in cloud.commands()
+    assert "volumes.resize" not in cloud.methods()
 
 
 def test_shrinking_is_not_supported(cloud, ctx):
-    disk = cloud.add_volume(gib=10)
+    disk = cloud.volumes.add(gib=10)
     with pytest.raises(NotSupported, match="it has 10 GiB"):
         disks.resize_disk(ctx, disk, 5_120)
 
 
+def resizes(cloud) -> list[tuple]:
+    return [(c["args"][0], c["size_gib"], c["offering_id"]) for c in cloud.called("volumes.resize")]
+
+
 def test_customized_disk_grows_by_size(cloud, ctx):
-    disk = cloud.add_volume(gib=10, offering="off-custom")
+    disk = cloud.volumes.add(gib=10, offering="off-custom")
     disks.resize_disk(ctx, disk, 20_000)
-    assert cloud.params_of("resizeVolume") == [{"id": disk, "size": "20"}]
-    assert cloud.volumes[disk]["size"] == 20 * GIB
+    assert resizes(cloud) == [(disk, 20, None)]
+    assert cloud.volumes.items[disk].size_gib == 20
 
 
 def test_fixed_disk_moves_to_the_smallest_fixed_offering_that_holds_it(cloud, ctx):
-    disk = cloud.add_volume(gib=10, offering="off-10")
+    disk = cloud.volumes.add(gib=10, offering="off-10")
     disks.resize_disk(ctx, disk, 30 * 1024)
-    assert cloud.params_of("resizeVolume") == [{"id": disk, "diskofferingid": "off-50"}]
-    assert cloud.volumes[disk]["size"] == 50 * GIB
+    assert resizes(cloud) == [(disk, None, "off-50")]
+    assert cloud.volumes.items[disk].size_gib == 50
 
 
 def test_fixed_disk_beyond_every_fixed_offering_moves_to_the_custom_one(cloud, ctx):
-    disk = cloud.add_volume(gib=50, offering="off-50")
+    disk = cloud.volumes.add(gib=50, offering="off-50")
     disks.resize_disk(ctx, disk, 80 * 1024)
-    assert cloud.params_of("resizeVolume") == [{"id": disk, "diskofferingid": "off-custom", "size": "80"}]
-    assert cloud.volumes[disk]["size"] == 80 * GIB
+    assert resizes(cloud) == [(disk, 80, "off-custom")]
+    assert cloud.volumes.items[disk].size_gib == 80
 
 
 def test_fixed_local_disk_with_nowhere_to_go_is_not_supported(cloud, ctx):
-    disk = cloud.add_volume(gib=100, offering="off-local")
+    disk = cloud.volumes.add(gib=100, offering="off-local")
     with pytest.raises(NotSupported, match="offering 'local-100' has a fixed size"):
         disks.resize_disk(ctx, disk, 200 * 1024)
-    assert "resizeVolume" not in cloud.commands()
+    assert "volumes.resize" not in cloud.methods()
 
 
 def test_resize_missing_disk(cloud, ctx):
@@ -361,8 +353,8 @@ def test_resize_missing_disk(cloud, ctx):
 
 
 def test_resize_failure_is_a_cloud_error(cloud, ctx):
-    disk = cloud.add_volume(gib=10)
-    cloud.fail("resizeVolume", 530, "primary storage full")
+    disk = cloud.volumes.add(gib=10)
+    cloud.fail("volumes.resize", job_failure("resizeVolume", "primary storage full"))
     with pytest.raises(CloudError, match=f"Resizing disk '{disk}' to 20480 MiB: .*primary storage full"):
         disks.resize_disk(ctx, disk, 20_480)
 
@@ -371,41 +363,41 @@ def test_resize_failure_is_a_cloud_error(cloud, ctx):
 
 
 def test_update_with_nothing_to_change(cloud, ctx):
-    disk = cloud.add_volume(gib=10, offering="off-custom")
+    disk = cloud.volumes.add(gib=10, offering="off-custom")
     assert disks.update_disk(ctx, disk, 10_240, {}) is None
-    disk10 = cloud.add_volume(gib=10, offering="off-10")
+    disk10 = cloud.volumes.add(gib=10, offering="off-10")
     assert disks.update_disk(ctx, disk10, 8_000, {"disk_offering": "disk-10"}) is None
-    assert "resizeVolume" not in cloud.commands()
+    assert "volumes.resize" not in cloud.methods()
 
 
 def test_update_grows_a_customized_disk(cloud, ctx):
-    disk = cloud.add_volume(gib=10, offering="off-custom")
+    disk = cloud.volumes.add(gib=10, offering="off-custom")
     assert disks.update_disk(ctx, disk, 15_360, {"disk_offering": "shared.custom"}) is None
-    assert cloud.params_of("resizeVolume") == [{"id": disk, "size": "15"}]
+    assert resizes(cloud) == [(disk, 15, None)]
 
 
 def test_update_moves_to_another_offering_in_place(cloud, ctx):
-    disk = cloud.add_volume(gib=10, offering="off-custom")
+    disk = cloud.volumes.add(gib=10, offering="off-custom")
     disks.update_disk(ctx, disk, 40_000, {"disk_offering": "disk-50"})
-    assert cloud.params_of("resizeVolume") == [{"id": disk, "diskofferingid": "off-50"}]
-    fixed = cloud.add_volume(gib=10, offering="off-10")
+    assert resizes(cloud) == [(disk, None, "off-50")]
+    fixed = cloud.volumes.add(gib=10, offering="off-10")
     disks.update_disk(ctx, fixed, 12_288, {"disk_offering": "custom"})
-    assert cloud.params_of("resizeVolume")[-1] == {"id": fixed, "diskofferingid": "off-custom2", "size": "12"}
-    assert cloud.volumes[fixed]["diskofferingid"] == "off-custom2"
+    assert resizes(cloud)[-1] == (fixed, 12, "off-custom2")
+    assert cloud.volumes.items[fixed].disk_offering_id == "off-custom2"
 
 
 def test_update_that_would_shrink_is_not_supported(cloud, ctx):
-    disk = cloud.add_volume(gib=50, offering="off-50")
+    disk = cloud.volumes.add(gib=50, offering="off-50")
     with pytest.raises(NotSupported, match="the disk has 50 GiB and would get 10 GiB; .*not shrunk in place"):
         disks.update_disk(ctx, disk, 10_240, {"disk_offering": "disk-10"})
-    custom = cloud.add_volume(gib=20, offering="off-custom")
+    custom = cloud.volumes.add(gib=20, offering="off-custom")
     with pytest.raises(NotSupported, match="the disk has 20 GiB and would get 12 GiB"):
         disks.update_disk(ctx, custom, 12_288, {})
-    assert "resizeVolume" not in cloud.commands()
+    assert "volumes.resize" not in cloud.methods()
 
 
 def test_update_to_an_offering_cloudstack_cannot_switch_to_is_not_supported(cloud, ctx):
-    disk = cloud.add_volume(gib=10, offering="off-custom")
+    disk = cloud.volumes.add(gib=10, offering="off-custom")
     with pytest.raises(NotSupported, match=r"cannot move a volume from offering 'shared.custom' \(shared storage, "
                                            r"no tags\) to 'ssd.custom' \(shared storage, ssd\)"):
         disks.update_disk(ctx, disk, 10_240, {"disk_offering": "ssd.custom"})
@@ -414,7 +406,7 @@ def test_update_to_an_offering_cloudstack_cannot_switch_to_is_not_supported(clou
 
 
 def test_update_to_a_fixed_offering_too_small_for_the_size(cloud, ctx):
-    disk = cloud.add_volume(gib=10, offering="off-10")
+    disk = cloud.volumes.add(gib=10, offering="off-10")
     with pytest.raises(CloudError, match="fixed size of 10 GiB, less than the 20 GiB asked for") as caught:
         disks.update_disk(ctx, disk, 20_480, {"disk_offering": "disk-10"})
     assert not isinstance(caught.value, NotSupported)
@@ -428,22 +420,23 @@ def test_update_missing_disk(cloud, ctx):
 # -- set_disk_metadata --------------------------------------------------------------------------------
 
 
-def test_metadata_becomes_tags_changing_only_what_differs(cloud, ctx):
+def test_metadata_becomes_tags_from_what_the_volume_already_has(cloud, ctx):
     disk = disks.create_disk(ctx, 1024, {}, None)
     disks.set_disk_metadata(ctx, disk, {"deployment": "cf", "instance_index": 0, "attached_at": "t1"})
     disks.set_disk_metadata(ctx, disk, {"deployment": "cf", "instance_index": 0, "attached_at": "t2"})
-    assert cloud.tags_of("Volume", disk) == {"deployment": "cf", "instance_index": "0", "attached_at": "t2",
+    assert cloud.tags.of("Volume", disk) == {"deployment": "cf", "instance_index": "0", "attached_at": "t2",
                                              tags.ROLE_KEY: tags.ROLE_PERSISTENT,
                                              tags.DIRECTOR_KEY: "director-uuid-1"}
-    deleted = cloud.params_of("deleteTags")
-    assert len(deleted) == 1 and deleted[0]["tags[0].key"] == "attached_at"
+    # the tags the listed volume carries are handed over, so the gateway needs no listTags
+    assert all(call["existing"] is not None for call in cloud.called("tags.apply"))
 
 
 def test_metadata_cannot_overwrite_the_cpis_own_tags(cloud, ctx):
     disk = disks.create_disk(ctx, 1024, {}, None)
     disks.set_disk_metadata(ctx, disk, {tags.ROLE_KEY: tags.ROLE_EPHEMERAL, "job": "db"})
-    assert cloud.tags_of("Volume", disk)[tags.ROLE_KEY] == tags.ROLE_PERSISTENT
-    assert cloud.tags_of("Volume", disk)["job"] == "db"
+    assert cloud.tags.of("Volume", disk)[tags.ROLE_KEY] == tags.ROLE_PERSISTENT
+    assert cloud.tags.of("Volume", disk)["job"] == "db"
+    assert "Ignoring metadata key 'cpi_role'" in cloud.log_text
 
 
 def test_metadata_of_a_missing_disk(cloud, ctx):

@@ -1,0 +1,88 @@
+"""``Gateway.create_recoverable`` through the volume and snapshot services, against the simulator.
+
+CloudStack facts these rest on (apache/cloudstack): an async create answers the new resource's id together with
+its job id (ApiServer.queueCommand: ``objectId`` in the response of a BaseAsyncCreateCmd), so the tags can go on
+while the create job runs; createTags is its own async job (CreateTagsCmd); a job that fails after its create()
+leaves the row, which the job's ``jobinstanceid`` names.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cloudstack_cpi.cloudstack.errors import CloudStackError
+
+TAGS = {"cpi_role": "persistent", "director_uuid": "d-1"}
+
+
+def live_volumes(sim, name: str) -> list[dict]:
+    with sim.state.lock:
+        return [v for v in sim.state.volumes.values() if v.get("name") == name and v.get("state") != "Expunged"]
+
+
+def create(gateway, arranged, name: str):
+    return gateway.volumes.create(name=name, zone_id=arranged.zone, offering_id=arranged.custom_offering,
+                                  size_gib=2, tags=TAGS)
+
+
+def test_the_tags_go_on_beside_the_create(sim, gateway, arranged):
+    sim.clear_request_log()
+    volume = create(gateway, arranged, "rc-tags")
+    # createTags went out before the create's job was asked about: no wait between them
+    assert [command for command, _ in sim.request_log] == ["createvolume", "createtags", "queryasyncjobresult",
+                                                           "queryasyncjobresult"]
+    assert dict(gateway.volumes.get(volume.id).tags) == TAGS
+
+
+def test_a_failed_tagging_removes_the_volume_and_says_so(sim, gateway, arranged):
+    sim.script_fault("createTags", "job_failure")
+    with pytest.raises(CloudStackError) as caught:
+        create(gateway, arranged, "rc-tag-fails")
+    assert str(caught.value).startswith("tagging volume '") and "createTags job" in str(caught.value)
+    assert live_volumes(sim, "rc-tag-fails") == []
+
+
+def test_removing_the_half_made_volume_survives_a_transient_failure(sim, gateway, arranged, log_stream):
+    sim.script_fault("createTags", "job_failure")
+    sim.script_fault("deleteVolume", "error")  # HTTP 500 once: a mutation is not repeated by the client itself
+    with pytest.raises(CloudStackError):
+        create(gateway, arranged, "rc-delete-retried")
+    assert live_volumes(sim, "rc-delete-retried") == []
+    assert "trying again" in log_stream.getvalue()
+
+
+def test_a_failed_create_job_leaves_nothing(sim, gateway, arranged):
+    sim.script_fault("createVolume", "job_failure")
+    with pytest.raises(CloudStackError) as caught:
+        create(gateway, arranged, "rc-job-fails")
+    assert caught.value.kind == "job"
+    assert live_volumes(sim, "rc-job-fails") == []
+
+
+def test_a_lost_create_answer_is_found_by_its_name_and_removed(sim, gateway, arranged):
+    """The director never learns an id from a call that failed: what the lost answer made must go."""
+    sim.script_fault("createVolume", "drop_after_action")
+    with pytest.raises(CloudStackError) as caught:
+        create(gateway, arranged, "rc-lost")
+    assert caught.value.outcome_unknown and caught.value.is_transient
+    assert live_volumes(sim, "rc-lost") == []
+
+
+def test_a_snapshot_whose_tagging_fails_is_removed(sim, gateway, arranged):
+    volume = create(gateway, arranged, "rc-snap-source")
+    gateway.volumes.attach(volume.id, arranged.vm())  # a snapshot needs a Ready volume: attaching makes it one
+    sim.script_fault("createTags", "job_failure")
+    with pytest.raises(CloudStackError, match=r"^tagging snapshot '"):
+        gateway.snapshots.create(volume.id, name="rc-snap", tags={"director_uuid": "d-1"})
+    with sim.state.lock:
+        assert [s for s in sim.state.snapshots.values() if s.get("name") == "rc-snap"] == []
+
+
+def test_a_snapshot_is_tagged_and_found_by_name(sim, gateway, arranged):
+    volume = create(gateway, arranged, "rc-snap-source-2")
+    gateway.volumes.attach(volume.id, arranged.vm())
+    snapshot = gateway.snapshots.create(volume.id, name="rc-snap-2", tags={"job": "db"})
+    assert gateway.snapshots.named(volume.id, "rc-snap-2") == [gateway.snapshots.get(snapshot.id)]
+    assert dict(gateway.snapshots.get(snapshot.id).tags) == {"job": "db"}
+    assert gateway.snapshots.delete(snapshot.id) is True
+    assert gateway.snapshots.delete(snapshot.id) is False  # gone: done
