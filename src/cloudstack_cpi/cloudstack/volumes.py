@@ -60,7 +60,7 @@ class Volumes:
 
     # -- changing
 
-    def creation(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None, tags: Mapping[str, str],
+    def _creation(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None, tags: Mapping[str, str],
                  kind: str = "volume") -> Creation[Volume]:
         return Creation(
             kind=kind, name=name, command="createVolume",
@@ -72,7 +72,7 @@ class Volumes:
     def create(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None,
                tags: Mapping[str, str]) -> Volume:
         """A new volume named ``name`` (unique), tagged with ``tags``; nothing is left when it fails."""
-        return self.gateway.create_recoverable(self.creation(name=name, zone_id=zone_id, offering_id=offering_id,
+        return self.gateway.create_recoverable(self._creation(name=name, zone_id=zone_id, offering_id=offering_id,
                                                              size_gib=size_gib, tags=tags))
 
     def attach(self, volume_id: str, vm_id: str) -> Volume:
