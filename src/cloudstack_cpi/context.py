@@ -77,9 +77,10 @@ class CallContext:
             retry=RetryPolicy(attempts=cs.api_retries),
         )
         if cs.project:
+            from .cloudstack.gateway import Gateway
             from .projects import resolve
 
-            client.project_id = resolve(client, cs.project)
+            client.project_id = resolve(Gateway(client, cs.timeout), cs.project)
         return client
 
     @cached_property

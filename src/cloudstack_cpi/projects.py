@@ -12,21 +12,20 @@ from typing import TYPE_CHECKING
 from .errors import CloudError
 
 if TYPE_CHECKING:
-    from .cloudstack.client import Client
+    from .cloudstack.gateway import Gateway
 
 # CloudStack ids are UUIDs; a value of that shape is taken as the project's id without asking.
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
-def resolve(client: Client, project: str) -> str:
+def resolve(cloud: Gateway, project: str) -> str:
     """The project's id: ``project`` itself when it is an id, else the one project of that name the account
     belongs to (listProjects lists only those, and matches names exactly)."""
     if _UUID.match(project):
         return project
-    found = [p for p in client.list("listProjects", name=project, listall=True)
-             if str(p.get("name", "")).lower() == project.lower()]
+    found = [p for p in cloud.account.projects(name=project) if p.name.lower() == project.lower()]
     if len(found) != 1:
         what = "no project" if not found else f"{len(found)} projects"
         raise CloudError(f"Finding project '{project}' (cloudstack.project): {what} of that name visible to this "
                          "account; name a project the account belongs to, or give its id")
-    return str(found[0]["id"])
+    return found[0].id

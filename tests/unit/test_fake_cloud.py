@@ -7,6 +7,7 @@ import inspect
 from functools import cached_property
 from types import SimpleNamespace
 
+from cloudstack_cpi import config
 from cloudstack_cpi.cloudstack.gateway import Gateway
 from tests.unit.fake_cloud import FakeGateway, FakeService
 
@@ -29,7 +30,9 @@ def fake_methods(cls: type) -> dict[str, list]:
 
 
 def test_every_service_of_the_gateway_has_a_fake_with_the_same_methods():
-    real = Gateway(SimpleNamespace(log=None), SimpleNamespace())  # type: ignore[arg-type]
+    timeouts = config.parse({"cloudstack": {"endpoint": "http://cs.test/client/api", "api_key": "k",
+                                            "secret_access_key": "s"}}).cloudstack.timeout
+    real = Gateway(SimpleNamespace(log=None), timeouts)  # type: ignore[arg-type]
     fake = FakeGateway()
     services = [name for name, member in vars(Gateway).items() if isinstance(member, cached_property)]
     assert services, "the gateway builds its services as cached properties"

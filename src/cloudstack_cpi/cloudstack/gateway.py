@@ -28,6 +28,7 @@ from .errors import CloudStackError
 
 if TYPE_CHECKING:
     from ..config import Timeouts
+    from .account import Account
     from .catalogue import Catalogue
     from .client import Client
     from .snapshots import Snapshots
@@ -81,6 +82,12 @@ class Gateway:
         from .tagging import Tagging
 
         return Tagging(self)
+
+    @cached_property
+    def account(self) -> Account:
+        from .account import Account
+
+        return Account(self)
 
     # -- the one waiter ---------------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ from ..errors import BoshError
 from ..log import Logger
 
 if TYPE_CHECKING:
-    from ..cloudstack.client import Client
+    from ..cloudstack.gateway import Gateway
+    from ..cloudstack.models import Zone
 
 
 @dataclass
@@ -25,10 +26,6 @@ class Finding:
     check: str
     detail: str
     fix: str = ""
-
-
-# listAccounts' accounttype of root (1), domain (2) and resource domain (4) admins: AccountManager.isAdmin.
-_ADMIN_ACCOUNT_TYPES = frozenset({"1", "2", "4"})
 
 
 class Validator:
@@ -52,24 +49,24 @@ class Validator:
         self._pass("config file", f"{self.config_path} is valid")
         self.cfg = cfg
         self._agent_settings()
-        client = self._client()
-        if client is None:
+        cloud = self._gateway()
+        if cloud is None:
             return self.findings
         try:
-            if not self._credentials(client):
+            if not self._credentials(cloud):
                 return self.findings
-            if not self._project(client):
+            if not self._project(cloud):
                 return self.findings
-            zone = self._zone(client)
-            self._offerings(client)
-            self._key_pair(client)
+            zone = self._zone(cloud)
+            self._offerings(cloud)
+            self._key_pair(cloud)
             if zone is not None:
-                self._security_groups(client, zone)
-                self._networks(client, zone)
-            self._upload_support(client)
-            self._expunge_permission(client)
+                self._security_groups(cloud, zone)
+                self._networks(cloud, zone)
+            self._upload_support(cloud)
+            self._expunge_permission(cloud)
         finally:
-            client.close()
+            cloud.client.close()
         return self.findings
 
     # -- checks ------------------------------------------------------------------
@@ -81,22 +78,24 @@ class Validator:
         else:
             self._pass("agent.mbus", "set")
 
-    def _client(self):
+    def _gateway(self) -> Gateway | None:
         from ..cloudstack.client import Client, RetryPolicy
+        from ..cloudstack.gateway import Gateway
 
         cs = self.cfg.cloudstack
         try:
-            return Client(cs.endpoint, cs.api_key, cs.secret_access_key.get_secret_value(), log=self.log,
-                          verify=not cs.skip_verify_ssl, ca_cert=cs.ca_cert, connect_timeout=cs.timeout.http_connect,
-                          read_timeout=cs.timeout.http_read, retry=RetryPolicy(attempts=2))
+            client = Client(cs.endpoint, cs.api_key, cs.secret_access_key.get_secret_value(), log=self.log,
+                            verify=not cs.skip_verify_ssl, ca_cert=cs.ca_cert, connect_timeout=cs.timeout.http_connect,
+                            read_timeout=cs.timeout.http_read, retry=RetryPolicy(attempts=2))
         except Exception as exc:  # noqa: BLE001 - report, don't crash
             self._fail("client", str(exc), "Check cloudstack.ca_cert holds PEM text.")
             return None
+        return Gateway(client, cs.timeout)
 
-    def _credentials(self, client: Client) -> bool:
-        self._waiting(client, f"Connecting to {self.cfg.cloudstack.endpoint}")
+    def _credentials(self, cloud: Gateway) -> bool:
+        self._waiting(cloud, f"Connecting to {self.cfg.cloudstack.endpoint}")
         try:
-            capabilities = client.call("listCapabilities").get("capability", {})
+            capabilities = cloud.account.capabilities()
         except CloudStackError as err:
             if err.http_status == 401:
                 self._fail("credentials", "the cloud rejected the API key or its signature",
@@ -110,47 +109,46 @@ class Validator:
             else:
                 self._fail("credentials", str(err), "Check the endpoint is a CloudStack API (…/client/api).")
             return False
-        version = capabilities.get("cloudstackversion", "unknown")
-        self._pass("credentials", f"accepted by CloudStack {version} at {self.cfg.cloudstack.endpoint}")
-        self.version = version
+        self._pass("credentials", f"accepted by CloudStack {capabilities.version} at {self.cfg.cloudstack.endpoint}")
+        self.version = capabilities.version
         return True
 
-    def _zone(self, client: Client):
+    def _zone(self, cloud: Gateway) -> Zone | None:
         from ..lookups import pick
 
         wanted = self.cfg.cloudstack.default_zone
-        self._waiting(client, "Listing zones")
-        zones = client.list("listZones")
+        self._waiting(cloud, "Listing zones")
+        zones = cloud.catalogue.zones()
         if not wanted:
-            names = ", ".join(z.get("name", "?") for z in zones)
+            names = ", ".join(z.name for z in zones)
             self._fail("default_zone", "not set", f"Set cloudstack.default_zone to one of: {names}.")
             return None
         return self._lookup("default_zone", lambda: pick(zones, wanted, kind="Zone"),
-                            lambda z: f"'{z['name']}' ({z.get('networktype')} zone"
-                                      f"{', security groups' if z.get('securitygroupsenabled') else ''})",
+                            lambda z: f"'{z.name}' ({z.network_type} zone"
+                                      f"{', security groups' if z.security_groups_enabled else ''})",
                             "Set cloudstack.default_zone to an existing zone's name or id.")
 
-    def _offerings(self, client: Client) -> None:
+    def _offerings(self, cloud: Gateway) -> None:
         from ..lookups import pick
 
         offers = self.cfg.cloudstack.default_offer
-        self._waiting(client, "Listing disk and compute offerings")
-        disk_offerings = client.list_all("listDiskOfferings")
+        self._waiting(cloud, "Listing disk and compute offerings")
+        disk_offerings = cloud.catalogue.disk_offerings()
         for name, wanted in (("default_offer.disk", offers.disk),
                              ("default_offer.ephemeral_disk", offers.ephemeral_disk),
                              ("default_offer.custom_disk", offers.custom_disk)):
             if wanted:
                 self._lookup(name, lambda w=wanted: pick(disk_offerings, w, kind="Disk offering"),
-                             lambda o: f"'{o['name']}'" + (" (customized)" if o.get("iscustomized") else ""),
+                             lambda o: f"'{o.name}'" + (" (customized)" if o.customized else ""),
                              f"Set cloudstack.{name} to an existing disk offering.")
-        compute = client.list_all("listServiceOfferings")
+        compute = cloud.catalogue.service_offerings()
         for name, wanted in (("default_offer.compute", offers.compute),
                              ("default_offer.custom_compute", offers.custom_compute)):
             if wanted:
                 self._lookup(name, lambda w=wanted: pick(compute, w, kind="Compute offering"),
-                             lambda o: f"'{o['name']}'", f"Set cloudstack.{name} to an existing compute offering.")
+                             lambda o: f"'{o.name}'", f"Set cloudstack.{name} to an existing compute offering.")
 
-    def _project(self, client: Client) -> bool:
+    def _project(self, cloud: Gateway) -> bool:
         """cloudstack.project: a project this account belongs to; the checks after this one look inside it, as the
         CPI will (listProjects shows a user only the projects it is a member of)."""
         from ..projects import resolve
@@ -160,10 +158,10 @@ class Validator:
             return True
         fix = ("Set cloudstack.project to a project this account belongs to (listProjects shows them), or remove it "
                "to use the account's own resources.")
-        self._waiting(client, f"Looking for project '{wanted}'")
+        self._waiting(cloud, f"Looking for project '{wanted}'")
         try:
-            project_id = resolve(client, wanted)
-            found = client.list("listProjects", id=project_id, listall=True)
+            project_id = resolve(cloud, wanted)
+            found = cloud.account.projects(project_id=project_id)
         except BoshError as err:
             self._fail("project", err.message, fix)
             return False
@@ -173,8 +171,8 @@ class Validator:
         if not found:
             self._fail("project", f"project '{wanted}' is not visible to this account", fix)
             return False
-        client.project_id = project_id
-        state = found[0].get("state", "Active")
+        cloud.client.project_id = project_id
+        state = found[0].state
         if state != "Active":
             self._fail("project", f"project '{wanted}' is {state}: CloudStack refuses new resources in it",
                        "Activate the project (activateProject) or choose another.")
@@ -182,60 +180,53 @@ class Validator:
         self._pass("project", f"project '{wanted}' ({project_id}): the checks below look inside it")
         return True
 
-    def _key_pair(self, client: Client) -> None:
+    def _key_pair(self, cloud: Gateway) -> None:
         wanted = self.cfg.cloudstack.default_key_name
         if not wanted:
             self._pass("default_key_name", "not set: VMs get no SSH key (bosh ssh still works through the agent)")
             return
-        self._waiting(client, f"Looking for key pair '{wanted}'")
-        found = [k for k in client.list("listSSHKeyPairs", name=wanted) if k.get("name") == wanted]
+        self._waiting(cloud, f"Looking for key pair '{wanted}'")
+        found = [k for k in cloud.catalogue.key_pairs() if k.name == wanted]
         if found:
             self._pass("default_key_name", f"key pair '{wanted}' exists")
         else:
             self._fail("default_key_name", f"key pair '{wanted}' not found",
                        "Register it (registerSSHKeyPair) or change cloudstack.default_key_name.")
 
-    def _security_groups(self, client: Client, zone) -> None:
+    def _security_groups(self, cloud: Gateway, zone: Zone) -> None:
         from ..lookups import pick
 
         wanted = self.cfg.cloudstack.default_security_groups
         if not wanted:
             return
-        if not zone.get("securitygroupsenabled"):
-            self._fail("default_security_groups", f"zone '{zone['name']}' has no security groups",
+        if not zone.security_groups_enabled:
+            self._fail("default_security_groups", f"zone '{zone.name}' has no security groups",
                        "Remove cloudstack.default_security_groups, or use a zone with security groups.")
             return
-        self._waiting(client, "Listing security groups")
-        groups = client.list_all("listSecurityGroups")
+        self._waiting(cloud, "Listing security groups")
+        groups = cloud.client.list_all("listSecurityGroups")
         for name in wanted:
             self._lookup(f"security group {name}", lambda n=name: pick(groups, n, kind="Security group"),
                          lambda g: "exists", "Create it or remove it from cloudstack.default_security_groups.")
 
-    def _networks(self, client: Client, zone) -> None:
-        if zone.get("networktype") == "Basic":
+    def _networks(self, cloud: Gateway, zone: Zone) -> None:
+        if zone.is_basic:
             self._pass("networks", "basic zone: one guest network, chosen by CloudStack")
             return
-        self._waiting(client, f"Listing networks in zone '{zone['name']}'")
-        networks = client.list_all("listNetworks", zoneid=zone["id"])
+        self._waiting(cloud, f"Listing networks in zone '{zone.name}'")
+        networks = cloud.client.list_all("listNetworks", zoneid=zone.id)
         usable = [n["name"] for n in networks if n.get("canusefordeploy", True)]
         if usable:
             self._pass("networks", "usable in network cloud_properties.name: " + ", ".join(sorted(usable)))
         else:
-            self._fail("networks", f"no network to deploy VMs on in zone '{zone['name']}'",
+            self._fail("networks", f"no network to deploy VMs on in zone '{zone.name}'",
                        "Create an isolated or shared network, or ask the cloud's operator for one.")
 
-    def _upload_support(self, client: Client) -> None:
+    def _upload_support(self, cloud: Gateway) -> None:
         strategy = self.cfg.cloudstack.stemcell.upload_strategy
         if strategy in ("post", "auto") and not self.cfg.cloudstack.stemcell.url.base_url:
-            self._waiting(client, "Asking whether the cloud offers getUploadParamsForTemplate")
-            apis: list[dict] | None
-            try:
-                apis = client.list("listApis", name="getUploadParamsForTemplate")
-            except CloudStackError as err:
-                # ListApisCmd answers a name it does not know, or the caller's role may not call, with a 530
-                # ("... unable to find an api by that name ..."), never with an empty list
-                apis = [] if "unable to find an api by that name" in str(err.errortext).lower() else None
-            if apis == []:
+            self._waiting(cloud, "Asking whether the cloud offers getUploadParamsForTemplate")
+            if cloud.account.offers_api("getUploadParamsForTemplate") is False:
                 self._fail("stemcell upload",
                            "this cloud does not offer getUploadParamsForTemplate (CloudStack < 4.6?)",
                            "Use cloudstack.stemcell.upload_strategy: url (with stemcell.url.*) or volume.")
@@ -244,18 +235,17 @@ class Validator:
         else:
             self._pass("stemcell upload", f"strategy '{strategy}'")
 
-    def _expunge_permission(self, client: Client) -> None:
+    def _expunge_permission(self, cloud: Gateway) -> None:
         """May delete_vm expunge?  CloudStack lets admins, and users only with allow.user.expunge.recover.vm."""
-        self._waiting(client, "Asking whether this account may expunge VMs")
+        self._waiting(cloud, "Asking whether this account may expunge VMs")
         # allowuserexpungerecovervm is the setting's value for this account whatever its role (listCapabilities);
         # listConfigurations, which would show it too, is for admins only.
-        capabilities = client.call("listCapabilities").get("capability", {})
-        if capabilities.get("allowuserexpungerecovervm") is True:
+        capabilities = cloud.account.capabilities()
+        if capabilities.user_may_expunge:
             why: str | None = "allow.user.expunge.recover.vm is true for this account"
         else:
             # A user lists only its own account (unless allow.user.view.all.domain.accounts); an admin its own too.
-            kinds = {str(account.get("accounttype")) for account in client.list("listAccounts")}
-            admin = bool(kinds & _ADMIN_ACCOUNT_TYPES) and not capabilities.get("allowuserviewalldomainaccounts")
+            admin = cloud.account.is_admin() and not capabilities.users_see_all_accounts
             why = "an admin account" if admin else None
         expunge = self.cfg.cloudstack.expunge_vm
         unused = "" if expunge else " (cloudstack.expunge_vm is false: delete_vm does not ask)"
@@ -275,9 +265,9 @@ class Validator:
 
     # -- reporting ---------------------------------------------------------------
 
-    def _waiting(self, client: Client, what: str) -> None:
+    def _waiting(self, cloud: Gateway, what: str) -> None:
         """Say what comes next and the longest it can take: what is left of the client's API deadline."""
-        self.progress(f"{what} (up to {round(client.api_time_left, 1):g} s) ...")
+        self.progress(f"{what} (up to {round(cloud.client.api_time_left, 1):g} s) ...")
 
     def _lookup(self, check: str, find: Callable, describe: Callable, fix: str):
         try:

@@ -76,6 +76,7 @@ class _Client:
 
 class FakeGateway(Gateway):
     def __init__(self, log: Logger | None = None) -> None:
+        from .account import FakeAccount
         from .catalogue import FakeCatalogue
         from .snapshots import FakeSnapshots
         from .tagging import FakeTagging
@@ -89,6 +90,7 @@ class FakeGateway(Gateway):
         self._failures: dict[str, list[_Failure]] = {}
         self._ids = itertools.count(1)
         # Instance attributes win over the real Gateway's cached properties.
+        self.account = FakeAccount(self)  # type: ignore[misc, assignment]
         self.catalogue = FakeCatalogue(self)  # type: ignore[misc, assignment]
         self.tags = FakeTagging(self)  # type: ignore[misc, assignment]
         self.vms = FakeVms(self)  # type: ignore[misc, assignment]
