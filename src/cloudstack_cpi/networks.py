@@ -25,21 +25,25 @@ Everything here is pure except ``resolve``, which looks names up.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import lookups, models
+from .cloudstack.models import Nic
+from .cloudstack.vms import DeployNetworks, NicRequest
 from .errors import CloudError, CpiError, dotted, quote
 
 if TYPE_CHECKING:
-    from .cloudstack.client import Client
+    from .cloudstack.gateway import Gateway
+    from .cloudstack.models import Zone
 
 MANUAL, DYNAMIC, VIP = "manual", "dynamic", "vip"
 NIC_TYPES = (MANUAL, DYNAMIC)
 
 # Long enough to stand for any real value when sizing the user data before the VM exists.
-PLACEHOLDER_NIC = {"macaddress": "ff:ff:ff:ff:ff:ff", "ipaddress": "255.255.255.255",
-                   "netmask": "255.255.255.255", "gateway": "255.255.255.255"}
+PLACEHOLDER_NIC = Nic(id="", mac="ff:ff:ff:ff:ff:ff", ip="255.255.255.255", netmask="255.255.255.255",
+                      gateway="255.255.255.255")
 
 
 @dataclass(frozen=True)
@@ -136,10 +140,6 @@ def dns_network(order: list[BoshNetwork]) -> BoshNetwork:
     return next((n for n in order if "dns" in n.defaults), order[0])
 
 
-def is_basic(zone: dict) -> bool:
-    return str(zone.get("networktype", "")).lower() == "basic"
-
-
 def requested_security_groups(networks: list[BoshNetwork], vm_groups: list[str]) -> list[str]:
     """Security groups asked for anywhere: the VM's, else those of its networks (in order, once each)."""
     if vm_groups:
@@ -147,7 +147,7 @@ def requested_security_groups(networks: list[BoshNetwork], vm_groups: list[str])
     return _unique(group for n in networks for group in n.props.security_groups)
 
 
-def security_groups(zone: dict, networks: list[BoshNetwork], vm_groups: list[str], defaults: list[str]) -> list[str]:
+def security_groups(zone: Zone, networks: list[BoshNetwork], vm_groups: list[str], defaults: list[str]) -> list[str]:
     """The security groups (names or ids) the VM gets in this zone.
 
     Precedence as in the other BOSH CPIs: the VM type's ``security_groups``,
@@ -156,10 +156,10 @@ def security_groups(zone: dict, networks: list[BoshNetwork], vm_groups: list[str
     (the config's defaults are for zones that have them and are ignored there).
     """
     requested = requested_security_groups(networks, vm_groups)
-    if not zone.get("securitygroupsenabled"):
+    if not zone.security_groups_enabled:
         if requested:
             raise CloudError(
-                f"Zone '{zone.get('name')}' does not have security groups enabled, but security groups were "
+                f"Zone '{zone.name}' does not have security groups enabled, but security groups were "
                 f"requested ({', '.join(requested)}): remove security_groups from the VM type and network "
                 "cloud_properties for this zone"
             )
@@ -167,49 +167,43 @@ def security_groups(zone: dict, networks: list[BoshNetwork], vm_groups: list[str
     return requested or _unique(defaults)
 
 
-def check_zone(zone: dict, order: list[BoshNetwork]) -> None:
+def check_zone(zone: Zone, order: list[BoshNetwork]) -> None:
     """Refuse what the zone type cannot do, before anything is created."""
-    if is_basic(zone):
+    if zone.is_basic:
         if len(order) > 1:
             names = ", ".join(n.name for n in order)
             raise CloudError(
-                f"Zone '{zone.get('name')}' is a basic zone with one guest network: a VM can have only one "
+                f"Zone '{zone.name}' is a basic zone with one guest network: a VM can have only one "
                 f"manual or dynamic network there, got {len(order)} ({names})"
             )
         return
     missing = [n.name for n in order if not n.props.name]
     if missing:
         raise CloudError(
-            f"Zone '{zone.get('name')}' is an advanced zone: network cloud_properties must name the CloudStack "
+            f"Zone '{zone.name}' is an advanced zone: network cloud_properties must name the CloudStack "
             f"network (cloud_properties.name) for {', '.join(missing)}"
         )
 
 
-def deploy_params(placement: Placement, order: list[BoshNetwork]) -> dict[str, Any]:
-    """deployVirtualMachine parameters for the NICs and security groups."""
-    params: dict[str, Any] = {}
+def deploy_networks(placement: Placement, order: list[BoshNetwork]) -> DeployNetworks:
+    """Where the deploy puts the NICs (in ``order``: eth0 first) and which security groups it joins."""
+    groups = tuple(placement.security_group_ids)
     if placement.basic:
         only = order[0]
-        if only.type == MANUAL:
-            params["ipaddress"] = only.ip
-    else:
-        params["iptonetworklist"] = [
-            {"networkid": placement.network_ids[n.name], "ip": n.ip if n.type == MANUAL else None} for n in order
-        ]
-    if placement.security_group_ids:
-        params["securitygroupids"] = list(placement.security_group_ids)
-    return params
+        return DeployNetworks(ip=only.ip if only.type == MANUAL else None, security_group_ids=groups)
+    nics = tuple(NicRequest(placement.network_ids[n.name], n.ip if n.type == MANUAL else None) for n in order)
+    return DeployNetworks(nics=nics, security_group_ids=groups)
 
 
-def match_nics(placement: Placement, order: list[BoshNetwork], vm_nics: list[dict]) -> dict[str, dict]:
+def match_nics(placement: Placement, order: list[BoshNetwork], vm_nics: Iterable[Nic]) -> dict[str, Nic]:
     """Each NIC-bearing BOSH network's CloudStack NIC (by network id, in order; by position in basic zones)."""
-    nics = sorted(vm_nics, key=lambda nic: _int(nic.get("deviceid")))
-    matched: dict[str, dict] = {}
+    nics = sorted(vm_nics, key=lambda nic: nic.device_id)
+    matched: dict[str, Nic] = {}
     used: set[int] = set()
     for position, network in enumerate(order):
         wanted = None if placement.basic else placement.network_ids[network.name]
         index = next((i for i, nic in enumerate(nics) if i not in used
-                      and (wanted is None or nic.get("networkid") == wanted)), None)
+                      and (wanted is None or nic.network_id == wanted)), None)
         if index is None and placement.basic and position < len(nics):
             index = position
         if index is None:
@@ -219,48 +213,57 @@ def match_nics(placement: Placement, order: list[BoshNetwork], vm_nics: list[dic
     return matched
 
 
-def placeholder_nics(order: list[BoshNetwork]) -> dict[str, dict]:
-    return {n.name: dict(PLACEHOLDER_NIC) for n in order}
+def placeholder_nics(order: list[BoshNetwork]) -> dict[str, Nic]:
+    return {n.name: PLACEHOLDER_NIC for n in order}
 
 
-def result_networks(networks: list[BoshNetwork], nics: dict[str, dict]) -> dict[str, dict]:
+def _chosen(nic: Nic) -> dict[str, str]:
+    """What CloudStack chose for a NIC, under the names of BOSH's network spec."""
+    return {key: value for key, value in (("ip", nic.ip), ("netmask", nic.netmask), ("gateway", nic.gateway))
+            if value}
+
+
+def result_networks(networks: list[BoshNetwork], nics: Mapping[str, Nic]) -> dict[str, dict]:
     """The networks create_vm answers (v2): as given, with what CloudStack chose for dynamic ones."""
     result: dict[str, dict] = {}
     for network in networks:
         spec = dict(network.spec)
         nic = nics.get(network.name)
         if network.type == DYNAMIC and nic:
-            for key, nic_key in (("ip", "ipaddress"), ("netmask", "netmask"), ("gateway", "gateway")):
-                if nic.get(nic_key):
-                    spec[key] = nic[nic_key]
+            spec.update(_chosen(nic))
         result[network.name] = spec
     return result
 
 
-def resolve(client: Client, zone: dict, networks: list[BoshNetwork], order: list[BoshNetwork], vm_groups: list[str],
+def agent_nics(nics: Mapping[str, Nic]) -> dict[str, dict]:
+    """The NICs as ``agent_settings.network_settings`` reads them (``macaddress``, ``ipaddress``, ``netmask``,
+    ``gateway``)."""
+    return {name: {"macaddress": nic.mac, "ipaddress": nic.ip, "netmask": nic.netmask, "gateway": nic.gateway}
+            for name, nic in nics.items()}
+
+
+def resolve(cloud: Gateway, zone: Zone, networks: list[BoshNetwork], order: list[BoshNetwork], vm_groups: list[str],
             default_groups: list[str], log) -> Placement:
     """Look up the CloudStack networks and security groups for this zone (errors list what exists)."""
     check_zone(zone, order)
-    basic = is_basic(zone)
     groups = security_groups(zone, networks, vm_groups, default_groups)
     network_ids: dict[str, str] = {}
-    if basic:
+    if zone.is_basic:
         named = [n.name for n in order if n.props.name]
         if named:
-            log.warning(f"Basic zone '{zone.get('name')}': cloud_properties.name of network(s) "
+            log.warning(f"Basic zone '{zone.name}': cloud_properties.name of network(s) "
                         f"{', '.join(named)} ignored (the zone has one guest network)")
     else:
-        catalogue = client.list_all("listNetworks", zoneid=zone["id"])
+        catalogue = cloud.networks.in_zone(zone.id)
         for network in order:
             wanted = network.props.name
             assert wanted  # check_zone refused an advanced-zone network without one
-            found = lookups.pick(catalogue, wanted, kind="Network", where=f"zone '{zone.get('name')}'")
-            network_ids[network.name] = found["id"]
+            network_ids[network.name] = lookups.pick(catalogue, wanted, kind="Network", where=f"zone '{zone.name}'").id
     group_ids: list[str] = []
     if groups:
-        existing = client.list_all("listSecurityGroups")
-        group_ids = [lookups.pick(existing, group, kind="Security group")["id"] for group in groups]
-    return Placement(basic=basic, network_ids=network_ids, security_group_ids=_unique(group_ids))
+        existing = cloud.networks.security_groups()
+        group_ids = [lookups.pick(existing, group, kind="Security group").id for group in groups]
+    return Placement(basic=zone.is_basic, network_ids=network_ids, security_group_ids=_unique(group_ids))
 
 
 def _unique(items) -> list[str]:
@@ -269,10 +272,3 @@ def _unique(items) -> list[str]:
         if item not in seen:
             seen.append(item)
     return seen
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0

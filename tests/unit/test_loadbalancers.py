@@ -7,11 +7,13 @@ import responses
 
 from cloudstack_cpi import errors, loadbalancers
 from cloudstack_cpi.actions import vms
+from cloudstack_cpi.cloudstack.models import LoadBalancerRule, PublicIp, Vm, Zone
 from cloudstack_cpi.models import LoadBalancer
 from tests.unit.actions.test_vms import FakeCloud, create, make_ctx
+from tests.unit.fake_cloud import FakeGateway
 
 WEB = {"name": "web", "public_ip": "203.0.113.11", "public_port": 80, "private_port": 8080}
-ZONE = {"id": "zone-1-id", "name": "zone-1"}
+ZONE = Zone("zone-1-id", "zone-1")
 
 
 def lb(**overrides) -> LoadBalancer:
@@ -22,21 +24,22 @@ def lb(**overrides) -> LoadBalancer:
 
 
 def test_find_address_by_address_or_id():
-    addresses = [{"id": "ip-1", "ipaddress": "203.0.113.10"}, {"id": "ip-2", "ipaddress": "203.0.113.11"}]
-    assert loadbalancers.find_address(addresses, "203.0.113.11")["id"] == "ip-2"
-    assert loadbalancers.find_address(addresses, "ip-1")["ipaddress"] == "203.0.113.10"
+    addresses = [PublicIp.from_api(row) for row in ({"id": "ip-1", "ipaddress": "203.0.113.10"},
+                                                    {"id": "ip-2", "ipaddress": "203.0.113.11"})]
+    assert loadbalancers.find_address(addresses, "203.0.113.11").id == "ip-2"
+    assert loadbalancers.find_address(addresses, "ip-1").address == "203.0.113.10"
     assert loadbalancers.find_address(addresses, "198.51.100.1") is None
 
 
 def test_named_keeps_the_lowest_id_first():
-    rules = [{"id": "b", "name": "web"}, {"id": "c", "name": "api"}, {"id": "a", "name": "web"}]
-    assert [r["id"] for r in loadbalancers.named(rules, "web")] == ["a", "b"]
+    rules = [LoadBalancerRule(rule_id, name) for rule_id, name in (("b", "web"), ("c", "api"), ("a", "web"))]
+    assert [r.id for r in loadbalancers.named(rules, "web")] == ["a", "b"]
     assert loadbalancers.named(rules, "db") == []
 
 
 def test_check_compatible_refuses_other_ports_or_algorithm():
-    rule = {"name": "web", "publicip": "203.0.113.11", "publicport": "80", "privateport": "8080",
-            "algorithm": "roundrobin"}
+    rule = LoadBalancerRule.from_api({"id": "lb-1", "name": "web", "publicip": "203.0.113.11", "publicport": "80",
+                                      "privateport": "8080", "algorithm": "roundrobin"})
     loadbalancers.check_compatible(rule, lb())
     with pytest.raises(errors.CloudError, match="exists with ports 80->8080, but the VM's lbs ask for 80->9090"):
         loadbalancers.check_compatible(rule, lb(private_port=9090))
@@ -45,30 +48,41 @@ def test_check_compatible_refuses_other_ports_or_algorithm():
 
 
 def test_created_by_cpi_reads_the_tag():
-    assert loadbalancers.created_by_cpi({"tags": [{"key": "cpi_created", "value": "true"}]})
-    assert not loadbalancers.created_by_cpi({"tags": [{"key": "owner", "value": "ops"}]})
-    assert not loadbalancers.created_by_cpi({})
+    def rule(*tags):
+        return LoadBalancerRule.from_api({"id": "lb-1", "tags": [{"key": k, "value": v} for k, v in tags]})
+    assert loadbalancers.created_by_cpi(rule(("cpi_created", "true")))
+    assert not loadbalancers.created_by_cpi(rule(("owner", "ops")))
+    assert not loadbalancers.created_by_cpi(rule())
 
 
-class Listing:
-    def __init__(self, addresses):
-        self.addresses = addresses
-
-    def list_all(self, command, **params):
-        assert command == "listPublicIpAddresses" and params["zoneid"] == "zone-1-id"
-        return self.addresses
+def test_is_member_reads_the_vm_tag():
+    assert loadbalancers.is_member(Vm.from_api({"id": "v", "tags": [{"key": "cpi_lb_member", "value": "true"}]}))
+    assert not loadbalancers.is_member(Vm("v"))
 
 
-ADDRESSES = [{"id": "ip-1", "ipaddress": "203.0.113.10", "associatednetworkid": "net-iso", "isstaticnat": True},
-             {"id": "ip-2", "ipaddress": "203.0.113.11", "associatednetworkid": "net-iso", "isstaticnat": False},
-             {"id": "ip-3", "ipaddress": "203.0.113.12", "associatednetworkid": "net-other",
-              "associatednetworkname": "other", "isstaticnat": False}]
+ADDRESSES = [PublicIp.from_api(row) for row in (
+    {"id": "ip-1", "ipaddress": "203.0.113.10", "associatednetworkid": "net-iso", "isstaticnat": True,
+     "zoneid": "zone-1-id"},
+    {"id": "ip-2", "ipaddress": "203.0.113.11", "associatednetworkid": "net-iso", "isstaticnat": False,
+     "zoneid": "zone-1-id"},
+    {"id": "ip-3", "ipaddress": "203.0.113.12", "associatednetworkid": "net-other",
+     "associatednetworkname": "other", "isstaticnat": False, "zoneid": "zone-1-id"},
+    {"id": "ip-4", "ipaddress": "198.51.100.7", "associatednetworkid": "net-iso", "zoneid": "zone-2-id"},
+)]
+
+
+def listing() -> FakeGateway:
+    fake = FakeGateway()
+    fake.addresses.items = {ip.id: ip for ip in ADDRESSES}
+    return fake
 
 
 def test_resolve_finds_the_ip_and_its_network():
-    [target] = loadbalancers.resolve(Listing(ADDRESSES), [lb()], ZONE, {"net-iso"}, "net-iso", None)
-    assert target.address["id"] == "ip-2" and target.network_id == "net-iso"
-    assert loadbalancers.resolve(Listing(ADDRESSES), [], ZONE, set(), None, None) == []
+    fake = listing()
+    [target] = loadbalancers.resolve(fake, [lb()], ZONE, {"net-iso"}, "net-iso", None)
+    assert target.address.id == "ip-2" and target.network_id == "net-iso"
+    assert fake.called("addresses.allocated") == [{"args": ("zone-1-id",)}]
+    assert loadbalancers.resolve(fake, [], ZONE, set(), None, None) == []
 
 
 @pytest.mark.parametrize("wanted, vip, message", [
@@ -80,7 +94,7 @@ def test_resolve_finds_the_ip_and_its_network():
 ])
 def test_resolve_refuses_unusable_ips(wanted, vip, message):
     with pytest.raises(errors.CloudError, match=f"Load balancer 'web': {message}"):
-        loadbalancers.resolve(Listing(ADDRESSES), [lb(public_ip=wanted)], ZONE, {"net-iso"}, "net-iso", vip)
+        loadbalancers.resolve(listing(), [lb(public_ip=wanted)], ZONE, {"net-iso"}, "net-iso", vip)
 
 
 # -- through create_vm / delete_vm ----------------------------------------------------------------------------------

@@ -3,11 +3,14 @@
 import pytest
 
 from cloudstack_cpi import networks as nets
+from cloudstack_cpi.cloudstack.models import Network, Nic, SecurityGroup, Zone
+from cloudstack_cpi.cloudstack.vms import DeployNetworks, NicRequest
 from cloudstack_cpi.errors import CloudError, CpiError
+from tests.unit.fake_cloud import FakeGateway
 
-ADVANCED = {"id": "z1", "name": "zone-1", "networktype": "Advanced", "securitygroupsenabled": False}
-ADVANCED_SG = {"id": "z2", "name": "zone-sg", "networktype": "Advanced", "securitygroupsenabled": True}
-BASIC = {"id": "z3", "name": "basic-zone", "networktype": "Basic", "securitygroupsenabled": True}
+ADVANCED = Zone.from_api({"id": "z1", "name": "zone-1", "networktype": "Advanced", "securitygroupsenabled": False})
+ADVANCED_SG = Zone.from_api({"id": "z2", "name": "zone-sg", "networktype": "Advanced", "securitygroupsenabled": True})
+BASIC = Zone.from_api({"id": "z3", "name": "basic-zone", "networktype": "Basic", "securitygroupsenabled": True})
 
 
 def manual(ip="10.1.0.10", name="bosh-isolated", default=("dns", "gateway"), **props):
@@ -31,15 +34,12 @@ class FakeLog:
         self.warnings.append(message)
 
 
-class FakeClient:
-    def __init__(self, networks=(), groups=()):
-        self.networks = list(networks)
-        self.groups = list(groups)
-        self.calls = []
-
-    def list_all(self, command, **params):
-        self.calls.append((command, params))
-        return {"listNetworks": self.networks, "listSecurityGroups": self.groups}[command]
+def fake_cloud(zone=ADVANCED, networks=(), groups=()):
+    """The fake gateway with these networks (id, name) in ``zone`` and these security groups (id, name)."""
+    cloud = FakeGateway()
+    cloud.networks.network_list = [Network(network_id, name, zone.id) for network_id, name in networks]
+    cloud.networks.group_list = [SecurityGroup(group_id, name) for group_id, name in groups]
+    return cloud
 
 
 # -- parse ----------------------------------------------------------------------------------------------------
@@ -196,70 +196,69 @@ def test_security_group_precedence_vm_then_networks_then_defaults():
 # -- deploy parameters --------------------------------------------------------------------------------------
 
 
-def test_advanced_zone_uses_iptonetworklist_in_nic_order():
+def test_advanced_zone_puts_the_nics_in_nic_order():
     parsed = nets.parse({"dyn": dynamic("shared"), "main": manual(name="isolated"), "pub": vip()})
     order = nets.nic_order(parsed)
-    client = FakeClient(networks=[{"id": "net-iso", "name": "isolated"}, {"id": "net-sh", "name": "shared"}])
-    placement = nets.resolve(client, ADVANCED, parsed, order, [], ["ignored-default"], FakeLog())
-    assert nets.deploy_params(placement, order) == {
-        "iptonetworklist": [{"networkid": "net-iso", "ip": "10.1.0.10"}, {"networkid": "net-sh", "ip": None}],
-    }
-    assert client.calls == [("listNetworks", {"zoneid": "z1"})]  # no security group lookup
+    cloud = fake_cloud(networks=[("net-iso", "isolated"), ("net-sh", "shared")])
+    placement = nets.resolve(cloud, ADVANCED, parsed, order, [], ["ignored-default"], FakeLog())
+    assert nets.deploy_networks(placement, order) == DeployNetworks(
+        nics=(NicRequest("net-iso", "10.1.0.10"), NicRequest("net-sh", None)))
+    assert cloud.methods() == ["networks.in_zone"]  # no security group lookup
+    assert cloud.called("networks.in_zone") == [{"args": ("z1",)}]
 
 
 def test_advanced_zone_requires_network_names():
     parsed = nets.parse({"main": {**manual(), "cloud_properties": {}}})
     with pytest.raises(CloudError, match="advanced zone: network cloud_properties must name the CloudStack network.*main"):
-        nets.resolve(FakeClient(), ADVANCED, parsed, nets.nic_order(parsed), [], [], FakeLog())
+        nets.resolve(fake_cloud(), ADVANCED, parsed, nets.nic_order(parsed), [], [], FakeLog())
 
 
 def test_advanced_zone_unknown_network_lists_what_exists():
     parsed = nets.parse({"main": manual(name="nope")})
-    client = FakeClient(networks=[{"id": "n1", "name": "bosh-isolated"}, {"id": "n2", "name": "bosh-shared"}])
+    cloud = fake_cloud(networks=[("n1", "bosh-isolated"), ("n2", "bosh-shared")])
     with pytest.raises(CloudError, match="Network 'nope' not found in zone 'zone-1' \\(available: bosh-isolated, bosh-shared\\)"):
-        nets.resolve(client, ADVANCED, parsed, nets.nic_order(parsed), [], [], FakeLog())
+        nets.resolve(cloud, ADVANCED, parsed, nets.nic_order(parsed), [], [], FakeLog())
 
 
 def test_advanced_zone_with_security_groups_sends_networks_and_groups():
     parsed = nets.parse({"main": manual(name="shared", security_groups=["web"])})
     order = nets.nic_order(parsed)
-    client = FakeClient(networks=[{"id": "net-sh", "name": "shared"}],
-                        groups=[{"id": "sg-web", "name": "web"}, {"id": "sg-d", "name": "default"}])
-    placement = nets.resolve(client, ADVANCED_SG, parsed, order, [], [], FakeLog())
-    assert nets.deploy_params(placement, order) == {
-        "iptonetworklist": [{"networkid": "net-sh", "ip": "10.1.0.10"}], "securitygroupids": ["sg-web"]}
+    cloud = fake_cloud(ADVANCED_SG, networks=[("net-sh", "shared")], groups=[("sg-web", "web"), ("sg-d", "default")])
+    placement = nets.resolve(cloud, ADVANCED_SG, parsed, order, [], [], FakeLog())
+    assert nets.deploy_networks(placement, order) == DeployNetworks(
+        nics=(NicRequest("net-sh", "10.1.0.10"),), security_group_ids=("sg-web",))
 
 
 def test_basic_zone_sends_no_network_and_a_manual_ip():
     parsed = nets.parse({"main": manual(name="guest", security_groups=["bosh"])})
     order = nets.nic_order(parsed)
     log = FakeLog()
-    client = FakeClient(groups=[{"id": "sg-bosh", "name": "bosh"}, {"id": "sg-def", "name": "default"}])
-    placement = nets.resolve(client, BASIC, parsed, order, [], ["default"], log)
-    assert nets.deploy_params(placement, order) == {"ipaddress": "10.1.0.10", "securitygroupids": ["sg-bosh"]}
-    assert [c[0] for c in client.calls] == ["listSecurityGroups"]
+    cloud = fake_cloud(BASIC, groups=[("sg-bosh", "bosh"), ("sg-def", "default")])
+    placement = nets.resolve(cloud, BASIC, parsed, order, [], ["default"], log)
+    assert nets.deploy_networks(placement, order) == DeployNetworks(ip="10.1.0.10", security_group_ids=("sg-bosh",))
+    assert cloud.methods() == ["networks.security_groups"]
     assert "cloud_properties.name of network(s) main ignored" in log.warnings[0]
 
 
 def test_basic_zone_dynamic_network_uses_default_groups_by_id_or_name():
     parsed = nets.parse({"main": {"type": "dynamic", "default": ["dns", "gateway"]}})
     order = nets.nic_order(parsed)
-    client = FakeClient(groups=[{"id": "sg-bosh", "name": "bosh"}, {"id": "sg-def", "name": "default"}])
-    placement = nets.resolve(client, BASIC, parsed, order, [], ["sg-def", "bosh"], FakeLog())
-    assert nets.deploy_params(placement, order) == {"securitygroupids": ["sg-def", "sg-bosh"]}
+    cloud = fake_cloud(BASIC, groups=[("sg-bosh", "bosh"), ("sg-def", "default")])
+    placement = nets.resolve(cloud, BASIC, parsed, order, [], ["sg-def", "bosh"], FakeLog())
+    assert nets.deploy_networks(placement, order) == DeployNetworks(security_group_ids=("sg-def", "sg-bosh"))
 
 
 def test_basic_zone_allows_one_nic_only():
     parsed = nets.parse({"a": manual(), "b": dynamic()})
     with pytest.raises(CloudError, match="basic zone with one guest network.*got 2 \\(a, b\\)"):
-        nets.resolve(FakeClient(), BASIC, parsed, nets.nic_order(parsed), [], [], FakeLog())
+        nets.resolve(fake_cloud(BASIC), BASIC, parsed, nets.nic_order(parsed), [], [], FakeLog())
 
 
 def test_unknown_security_group_is_named():
     parsed = nets.parse({"a": manual()})
-    client = FakeClient(groups=[{"id": "sg-def", "name": "default"}])
+    cloud = fake_cloud(BASIC, groups=[("sg-def", "default")])
     with pytest.raises(CloudError, match="Security group 'web' not found \\(available: default\\)"):
-        nets.resolve(client, BASIC, parsed, nets.nic_order(parsed), ["web"], [], FakeLog())
+        nets.resolve(cloud, BASIC, parsed, nets.nic_order(parsed), ["web"], [], FakeLog())
 
 
 # -- after deploy -------------------------------------------------------------------------------------------
@@ -269,15 +268,17 @@ def test_match_nics_by_network_id_and_fill_dynamic_results():
     parsed = nets.parse({"main": manual(name="iso"), "dyn": dynamic("sh"), "pub": vip()})
     order = nets.nic_order(parsed)
     placement = nets.Placement(basic=False, network_ids={"main": "net-iso", "dyn": "net-sh"})
-    vm_nics = [
-        {"deviceid": "1", "networkid": "net-sh", "ipaddress": "10.2.0.17", "netmask": "255.255.255.0",
+    vm_nics = [Nic.from_api(row) for row in (
+        {"id": "nic-2", "deviceid": "1", "networkid": "net-sh", "ipaddress": "10.2.0.17", "netmask": "255.255.255.0",
          "gateway": "10.2.0.1", "macaddress": "02:00:00:00:00:02"},
-        {"deviceid": "0", "networkid": "net-iso", "ipaddress": "10.1.0.10", "netmask": "255.255.255.0",
+        {"id": "nic-1", "deviceid": "0", "networkid": "net-iso", "ipaddress": "10.1.0.10", "netmask": "255.255.255.0",
          "gateway": "10.1.0.1", "macaddress": "02:00:00:00:00:01"},
-    ]
+    )]
     matched = nets.match_nics(placement, order, vm_nics)
-    assert matched["main"]["macaddress"] == "02:00:00:00:00:01"
-    assert matched["dyn"]["macaddress"] == "02:00:00:00:00:02"
+    assert matched["main"].mac == "02:00:00:00:00:01"
+    assert matched["dyn"].mac == "02:00:00:00:00:02"
+    assert nets.agent_nics(matched)["dyn"] == {"macaddress": "02:00:00:00:00:02", "ipaddress": "10.2.0.17",
+                                               "netmask": "255.255.255.0", "gateway": "10.2.0.1"}
     result = nets.result_networks(parsed, matched)
     assert result["dyn"]["ip"] == "10.2.0.17" and result["dyn"]["gateway"] == "10.2.0.1"
     assert result["dyn"]["cloud_properties"] == {"name": "sh"}
@@ -288,7 +289,7 @@ def test_match_nics_by_network_id_and_fill_dynamic_results():
 def test_match_nics_in_basic_zone_by_position_and_missing_nic_is_an_error():
     parsed = nets.parse({"main": {"type": "dynamic"}})
     order = nets.nic_order(parsed)
-    nic = {"deviceid": "0", "networkid": "guest", "macaddress": "02:00:00:00:00:09"}
+    nic = Nic.from_api({"id": "nic-9", "deviceid": "0", "networkid": "guest", "macaddress": "02:00:00:00:00:09"})
     assert nets.match_nics(nets.Placement(basic=True), order, [nic])["main"] is nic
     with pytest.raises(CloudError, match="no NIC on the CloudStack network of BOSH network 'main'"):
         nets.match_nics(nets.Placement(basic=False, network_ids={"main": "other"}), order, [nic])

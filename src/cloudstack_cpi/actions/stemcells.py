@@ -18,7 +18,9 @@ from ..errors import CloudError
 from ..stemcell import ostypes, templates
 
 if TYPE_CHECKING:
-    from ..cloudstack.client import Client
+    from ..cloudstack.gateway import Gateway
+    from ..cloudstack.models import OsType, Zone
+    from ..cloudstack.templates import NewTemplate
     from ..context import CallContext
 
 STRATEGIES = ("post", "url", "volume")
@@ -39,11 +41,12 @@ def create_stemcell(ctx: CallContext, image_path: str, cloud_properties: dict, e
 
     label = f"'{props.name or 'stemcell'} {props.version or ''}'".replace(" '", "'")
     try:
-        zones = _stemcell_zones(ctx.client, ctx.config.cloudstack)
+        available = ctx.cloud.catalogue.zones()
+        zones = _stemcell_zones(available, ctx.config.cloudstack)
         light = props.template_id or props.template_name or props.light_template
         if light:
             return _light(ctx, light, zones)
-        return _create(ctx, image_path, props, env, zones)
+        return _create(ctx, image_path, props, env, zones, available)
     except ImageError as err:
         raise CloudError(f"Creating stemcell {label}: image {err}") from None
     except CloudStackError as err:
@@ -63,9 +66,8 @@ def delete_stemcell(ctx: CallContext, stemcell_cid: str) -> None:
     if stemcell_cid.endswith(lookups.LIGHT_SUFFIX):
         ctx.log.info(f"Stemcell '{stemcell_cid}' is a light stemcell: its template is left in place")
         return None
-    cs = ctx.config.cloudstack
     try:
-        if not templates.delete(ctx.client, stemcell_cid, timeout=cs.timeout.global_, log=ctx.log):
+        if not ctx.cloud.templates.delete(stemcell_cid):
             ctx.log.info(f"Stemcell '{stemcell_cid}': template already gone")
     except CloudStackError as err:
         raise CloudError(f"Deleting stemcell '{stemcell_cid}': {err}", err.is_transient) from None
@@ -93,77 +95,67 @@ class _Made:
     template_id: str | None = None
 
 
-def _create(ctx: CallContext, image_path: str, props, env, zones: list[dict]) -> str:
+def _create(ctx: CallContext, image_path: str, props, env, zones: list[Zone], available: list[Zone]) -> str:
     from ..stemcell import upload_volume
 
     cs = ctx.config.cloudstack
-    client, log = ctx.client, ctx.log
+    cloud, log = ctx.cloud, ctx.log
     strategy = choose_strategy(cs.stemcell)
-    hypervisor = _hypervisor(client, props.hypervisor, zones)
+    hypervisor = _hypervisor(cloud, log, props.hypervisor, zones)
     info = _detect(image_path, props, log)
-    ostype = ostypes.choose(client.list_all("listOsTypes"), configured=cs.stemcell.os_type,
+    ostype = ostypes.choose(cloud.catalogue.os_types(), configured=cs.stemcell.os_type,
                             os_distro=props.os_distro, os_type=props.os_type, architecture=props.architecture,
                             stemcell_name=props.name)
     naming = templates.naming(props.name, props.version)
-    log.info(f"Creating template {naming.name} ({hypervisor}, OS type '{ostype['description']}') with the "
-             f"{strategy} strategy; zones: {', '.join(z['name'] for z in zones)}")
-    waiter = templates.Waiter(client, log, timeout=cs.timeout.poll_template)
+    log.info(f"Creating template {naming.name} ({hypervisor}, OS type '{ostype.description}') with the "
+             f"{strategy} strategy; zones: {', '.join(z.name for z in zones)}")
+    waiter = templates.Waiter(cloud.templates, log, timeout=cs.timeout.poll_template)
+    new = _new_template(ctx, naming, ostype)
     made = _Made()
     work = upload_volume.WorkResources()
     try:
         if strategy == "volume":
-            zones = _volume(ctx, image_path, info, hypervisor, naming, ostype, zones, made, work)
+            zones = _volume(ctx, image_path, info, hypervisor, new, zones, available, made, work)
         else:
             plan = _plan(info, hypervisor)
             upload = _post if strategy == "post" else _url
-            upload(ctx, image_path, plan, hypervisor, naming, ostype, zones[0], made)
+            upload(ctx, image_path, plan, hypervisor, naming, new, zones[0], made)
         template_id = made.template_id
         assert template_id is not None  # every strategy records the template it made, or raises
         source = zones[0]
-        waiter.wait(template_id, source["id"], what="Waiting for the template", zone_name=source["name"])
-        ctx.cloud.tags.apply("Template", template_id, templates.template_tags(naming, ctx.director_uuid, env),
-                             existing={})
-        templates.copy_to(client, waiter, template_id, source, zones[1:], timeout=cs.timeout.poll_template)
+        waiter.wait(template_id, source.id, what="Waiting for the template", zone_name=source.name)
+        cloud.tags.apply("Template", template_id, templates.template_tags(naming, ctx.director_uuid, env),
+                         existing={})
+        templates.copy_to(waiter, template_id, source, zones[1:])
     except BaseException as exc:
         half_made = made.template_id or work.template_id
         if half_made:
             log.warning(f"Removing half-made template {half_made} after: {_one_line(exc)}")
-            templates.delete_quietly(client, half_made, timeout=cs.timeout.global_, log=log)
+            cloud.templates.discard(half_made)
         raise
     finally:
-        upload_volume.cleanup(client, work, cs.timeout, log)
+        upload_volume.cleanup(cloud, work)
     log.info(f"Stemcell template {template_id} ({naming.name}) is ready")
     return template_id
 
 
-@contextlib.contextmanager
-def _recovering_template(ctx: CallContext, naming, made: _Made):
-    """Around a command that creates the template record: when its answer is lost, find the record by its unique
-    name, so that the cleanup in ``_create`` removes it (the command itself is never sent twice)."""
-    try:
-        yield
-    except CloudStackError as err:
-        if err.outcome_unknown and not made.template_id:
-            rows = ctx.client.list_all("listTemplates", templatefilter="self", name=naming.name, listall=True)
-            found = lookups.only_named_template(rows, naming.name)  # the name filter is not trusted to be exact
-            if found:
-                made.template_id = found["id"]
-                ctx.log.info(f"{err.command}'s answer was lost; it had created template {made.template_id}")
-        raise
+def _new_template(ctx: CallContext, naming: templates.Naming, ostype: OsType) -> NewTemplate:
+    """The new template as every strategy makes it: 64-bit, no password reset, HVM and visibility from the config."""
+    from ..cloudstack.templates import NewTemplate
+
+    stemcell = ctx.config.cloudstack.stemcell
+    return NewTemplate(name=naming.name, display_text=naming.displaytext, os_type_id=ostype.id,
+                       requires_hvm=stemcell.requires_hvm, public=stemcell.public_visibility)
 
 
-def _post(ctx: CallContext, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -> None:
+def _post(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTemplate, zone: Zone, made: _Made) -> None:
     from ..stemcell import upload_post
 
     cs = ctx.config.cloudstack
-    with _recovering_template(ctx, naming, made):
-        upload = upload_post.request_params(
-            ctx.client, name=naming.name, displaytext=naming.displaytext, format=plan.format, hypervisor=hypervisor,
-            zoneid=zone["id"], ostypeid=ostype["id"], bits=64, requireshvm=cs.stemcell.requires_hvm,
-            ispublic=cs.stemcell.public_visibility, passwordenabled=False, isextractable=True,
-        )
-    made.template_id = upload.template_id
-    session = upload_post.upload_session(ctx.client)
+    upload = ctx.cloud.templates.request_upload(new, image_format=plan.format, hypervisor=hypervisor,
+                                                zone_id=zone.id)
+    made.template_id = upload.id
+    session = upload_post.upload_session(ctx.cloud)
     try:
         upload_post.post(upload, plan, image_path, f"{naming.name}.{plan.extension}", session=session, log=ctx.log,
                          timeout=(cs.timeout.http_connect, max(cs.timeout.http_read, 300.0)),
@@ -172,7 +164,7 @@ def _post(ctx: CallContext, image_path, plan, hypervisor, naming, ostype, zone, 
         session.close()
 
 
-def _url(ctx: CallContext, image_path, plan, hypervisor, naming, ostype, zone, made: _Made) -> None:
+def _url(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTemplate, zone: Zone, made: _Made) -> None:
     from ..stemcell import upload_url
 
     cs = ctx.config.cloudstack
@@ -195,102 +187,91 @@ def _url(ctx: CallContext, image_path, plan, hypervisor, naming, ostype, zone, m
                 path, filename, listen_host=settings.listen_host, listen_port=settings.listen_port,
                 advertise_host=settings.advertise_host, endpoint=cs.endpoint, log=ctx.log))
             url = server.url
-        with _recovering_template(ctx, naming, made):
-            response = ctx.client.call(
-                "registerTemplate", name=naming.name, displaytext=naming.displaytext, format=plan.format,
-                hypervisor=hypervisor, zoneid=zone["id"], ostypeid=ostype["id"], bits=64,
-                requireshvm=cs.stemcell.requires_hvm, ispublic=cs.stemcell.public_visibility, passwordenabled=False,
-                isextractable=True, url=url,
-            )
-        registered = response.get("template") or []
-        if isinstance(registered, dict):
-            registered = [registered]
-        if not registered or not registered[0].get("id"):
-            raise CloudError("registerTemplate answered without a template")
-        made.template_id = registered[0]["id"]
+        registered = ctx.cloud.templates.register(new, image_format=plan.format, hypervisor=hypervisor,
+                                                  zone_id=zone.id, url=url)
+        made.template_id = registered.id
         # The file must stay reachable until CloudStack has all of it.
-        templates.Waiter(ctx.client, ctx.log, timeout=cs.timeout.poll_template).wait(
-            made.template_id, zone["id"], what="Waiting for CloudStack to download the image", zone_name=zone["name"])
+        templates.Waiter(ctx.cloud.templates, ctx.log, timeout=cs.timeout.poll_template).wait(
+            registered.id, zone.id, what="Waiting for CloudStack to download the image", zone_name=zone.name)
 
 
-def _volume(ctx: CallContext, image_path, info, hypervisor, naming, ostype, zones, made: _Made, work) -> list[dict]:
+def _volume(ctx: CallContext, image_path, info, hypervisor, new: NewTemplate, zones: list[Zone],
+            available: list[Zone], made: _Made, work) -> list[Zone]:
     from ..stemcell import convert, upload_volume
 
     cs = ctx.config.cloudstack
     settings = cs.stemcell.volume
-    client = ctx.client
+    cloud = ctx.cloud
     vm_id = upload_volume.own_vm_id(settings.vm_id, settings.metadata_url)
-    vm = lookups.vm(client, vm_id)
+    vm = cloud.vms.get(vm_id)
     if vm is None:
         raise CloudError(f"VM '{vm_id}' (cloudstack.stemcell.volume.vm_id or the metadata service) not found")
-    if str(vm.get("hypervisor", hypervisor)).lower() != hypervisor.lower():
-        raise CloudError(f"VM '{vm_id}' runs on {vm.get('hypervisor')}, the stemcell is for {hypervisor}: "
+    if (vm.hypervisor or hypervisor).lower() != hypervisor.lower():
+        raise CloudError(f"VM '{vm_id}' runs on {vm.hypervisor}, the stemcell is for {hypervisor}: "
                          "a template made from its volume would not fit")
-    home = lookups.pick(client.list("listZones"), vm["zoneid"], kind="Zone")
-    if home["id"] not in {z["id"] for z in zones}:
-        ctx.log.info(f"The template is made in zone '{home['name']}' (this VM's zone) and copied from there")
+    home = lookups.pick(available, vm.zone_id, kind="Zone")
+    if home.id not in {z.id for z in zones}:
+        ctx.log.info(f"The template is made in zone '{home.name}' (this VM's zone) and copied from there")
     size = convert.raw_size(info)
     if size is None:
         info = info.resolve()
         size = convert.raw_size(info)
         assert size is not None  # a resolved image's format tells its size
-    offering = lookups.disk_offering(client, settings.disk_offering or cs.default_offer.custom_disk)
+    offering = lookups.pick(cloud.catalogue.disk_offerings(), settings.disk_offering or cs.default_offer.custom_disk,
+                            kind="Disk offering")
     tmpdir = os.path.dirname(os.path.abspath(image_path))
     made.template_id = upload_volume.run(
-        client, log=ctx.log, timeouts=cs.timeout, vm=vm, offering=offering, raw_size=size,
+        cloud, log=ctx.log, vm=vm, offering=offering, raw_size=size,
         raw_chunks=lambda: convert.raw_stream(image_path, info, tmpdir=tmpdir), device_dir=settings.device_dir,
-        naming=naming, ostype_id=ostype["id"], requires_hvm=cs.stemcell.requires_hvm,
-        public=cs.stemcell.public_visibility, work=work, device_timeout=settings.device_timeout,
+        new=new, work=work, device_timeout=settings.device_timeout,
     )
-    return [home] + [z for z in zones if z["id"] != home["id"]]
+    return [home] + [z for z in zones if z.id != home.id]
 
 
 # --- pieces -------------------------------------------------------------------------------------
 
 
-def _stemcell_zones(client: Client, cs) -> list[dict]:
+def _stemcell_zones(available: list[Zone], cs) -> list[Zone]:
     wanted = list(cs.stemcell.zones) or ([cs.default_zone] if cs.default_zone else [])
     if not wanted:
         raise CloudError("No zone for stemcells: set cloudstack.stemcell.zones or cloudstack.default_zone")
-    available = client.list("listZones")
-    zones: list[dict] = []
+    zones: list[Zone] = []
     for name in wanted:
         zone = lookups.pick(available, name, kind="Zone")
-        if zone["id"] not in {z["id"] for z in zones}:
+        if zone.id not in {z.id for z in zones}:
             zones.append(zone)
     return zones
 
 
-def _hypervisor(client: Client, stemcell_hypervisor: str | None, zones: list[dict]) -> str:
+def _hypervisor(cloud: Gateway, log, stemcell_hypervisor: str | None, zones: list[Zone]) -> str:
     """CloudStack's name for the stemcell's hypervisor, checked against every zone's hypervisors."""
-    offered = {zone["id"]: _zone_hypervisors(client, zone) for zone in zones}
+    offered = {zone.id: _zone_hypervisors(cloud, log, zone) for zone in zones}
     if stemcell_hypervisor:
         hypervisor = templates.cloudstack_hypervisor(stemcell_hypervisor)
     else:
-        names = offered[zones[0]["id"]] or []
+        names = offered[zones[0].id] or []
         first = [h for h in names if h.lower() in {"kvm", "xenserver", "vmware"}]
         if len(first) != 1:
             raise CloudError("The stemcell's cloud_properties name no hypervisor (xen, kvm or vmware) and zone "
-                             f"'{zones[0]['name']}' runs {', '.join(names) or 'unknown hypervisors'}")
+                             f"'{zones[0].name}' runs {', '.join(names) or 'unknown hypervisors'}")
         hypervisor = first[0]
     for zone in zones:
-        zone_names = offered[zone["id"]]
+        zone_names = offered[zone.id]
         if zone_names is not None and hypervisor.lower() not in {n.lower() for n in zone_names}:
-            raise CloudError(f"Zone '{zone['name']}' has no {hypervisor} hosts (its hypervisors: "
+            raise CloudError(f"Zone '{zone.name}' has no {hypervisor} hosts (its hypervisors: "
                              f"{', '.join(zone_names) or 'none'}); the stemcell is for {hypervisor}")
     return hypervisor
 
 
-def _zone_hypervisors(client: Client, zone: dict) -> list[str] | None:
+def _zone_hypervisors(cloud: Gateway, log, zone: Zone) -> list[str] | None:
     """The zone's hypervisors; None when the account may not ask (the check is then left to CloudStack)."""
     try:
-        items = client.list("listHypervisors", zoneid=zone["id"])
+        return cloud.catalogue.hypervisors(zone.id)
     except CloudStackError as err:
         if err.errorcode in (401, 432, 531):
-            client.log.warning(f"Cannot list the hypervisors of zone '{zone['name']}' ({err}); not checking them")
+            log.warning(f"Cannot list the hypervisors of zone '{zone.name}' ({err}); not checking them")
             return None
         raise
-    return [str(item.get("name")) for item in items if item.get("name")]
 
 
 def _detect(image_path: str, props, log):
@@ -322,24 +303,27 @@ def _plan(info, hypervisor: str):
     return plan
 
 
-def _light(ctx: CallContext, wanted: str, zones: list[dict]) -> str:
-    client = ctx.client
-    found: dict | None = None
+def _light(ctx: CallContext, wanted: str, zones: list[Zone]) -> str:
+    """The existing template a light stemcell names, ready in every zone (by id, else by its one exact name)."""
+    found_templates = ctx.cloud.templates
+    template_id = lookups.stemcell_template_id(wanted)
+    found = None
     problems = []
     for zone in zones:
-        row = lookups.template(client, wanted, zone["id"])
+        row = found_templates.executable_by_id(template_id, zone.id) or lookups.only_named(
+            found_templates.executable_named(template_id, zone.id), template_id, kind="Template")
         if row is None:
-            problems.append(f"not found in zone '{zone['name']}'")
-        elif not (row.get("isready") is True or row.get("status") == templates.READY_STATUS):
-            problems.append(f"not ready in zone '{zone['name']}' (status: {row.get('status') or 'none'})")
-        elif found is not None and row.get("id") != found.get("id"):
-            problems.append(f"names another template in zone '{zone['name']}' ({row.get('id')})")
+            problems.append(f"not found in zone '{zone.name}'")
+        elif not row.ready:
+            problems.append(f"not ready in zone '{zone.name}' (status: {row.status or 'none'})")
+        elif found is not None and row.id != found.id:
+            problems.append(f"names another template in zone '{zone.name}' ({row.id})")
         else:
             found = found or row
     if problems or found is None:
         raise CloudError(f"Light stemcell: template '{wanted}' is {'; '.join(problems)}")
-    ctx.log.info(f"Light stemcell: using existing template {found['id']} ({found.get('name')})")
-    return f"{found['id']}{lookups.LIGHT_SUFFIX}"
+    ctx.log.info(f"Light stemcell: using existing template {found.id} ({found.name})")
+    return f"{found.id}{lookups.LIGHT_SUFFIX}"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .. import cleanup, disk_hints, errors, lookups, tags
+from .. import disk_hints, errors, lookups, tags
 from ..cloudstack.errors import CloudStackError
+from ..cloudstack.models import Vm
+from ..cloudstack.vms import TRANSITIONAL_STATES, ComputeSize, Deployment, expunge_refused
 from ..lazy import lazy_import
 
 if TYPE_CHECKING:
     import uuid
 
     from .. import agent_settings, loadbalancers, models, networks as nets
-    from ..cloudstack.client import Client
+    from ..cloudstack.gateway import Gateway, Pending
+    from ..cloudstack.models import AffinityGroup, DiskOffering, Nic, PublicIp, ServiceOffering, Volume, Zone
+    from ..cloudstack.templates import Template
     from ..context import CallContext
 else:
     # Only create_vm (and delete_vm of a load balancer member) needs these: has_vm,
@@ -38,13 +44,8 @@ else:
     uuid = lazy_import("uuid")
 
 DEFAULT_CPU_SPEED = 2000           # MHz, for customized offerings when cpu_speed is not given
-TRANSITIONAL_STATES = frozenset({"Starting", "Stopping", "Migrating"})
 DISPLAY_NAME_MAX = 255
 _DISPLAY_NAME_BAD = re.compile(r"[^A-Za-z0-9 ._:/@+-]+")
-# How CloudStack refuses destroyVirtualMachine's expunge=true to an account that may not expunge (a user without
-# allow.user.expunge.recover.vm): a PermissionDeniedException inside the job, so a failed job with errorcode 530.
-# The wording of UserVmManagerImpl.destroyVm (4.x), then of checkExpungeVmPermission (apache/cloudstack PR #8689).
-_EXPUNGE_REFUSALS = ("can be passed by Admin only", "does not have permission for expunging")
 _NOT_EXPUNGED = (
     "CloudStack refused to expunge VM '{vm}' ({why}): destroying it without expunging. It stays in state "
     "Destroyed and keeps its IP addresses, static ones included, until CloudStack expunges it after the cloud's "
@@ -69,7 +70,7 @@ def create_vm(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networ
     with _breadcrumb(f"Creating VM for agent '{agent_id}'"):
         plan = _plan(ctx, agent_id, stemcell_cid, cloud_properties or {}, networks, disk_cids or [], env or {})
         vm_id, answered = _Build(ctx, plan).run()
-    ctx.log.info(f"Created VM '{vm_id}' ({plan.vm_name}) for agent '{agent_id}' in zone '{plan.zone.get('name')}'")
+    ctx.log.info(f"Created VM '{vm_id}' ({plan.vm_name}) for agent '{agent_id}' in zone '{plan.zone.name}'")
     return [vm_id, answered]  # v1 callers get vm_id: rpc.answer_for_version
 
 
@@ -84,15 +85,15 @@ def delete_vm(ctx: CallContext, vm_cid):
     without expunging, and the log says what that means.
     """
     with _breadcrumb(f"Deleting VM '{vm_cid}'"):
-        client = ctx.client
-        vm = lookups.vm(client, vm_cid)
-        untagged: list[dict] = []
+        cloud = ctx.cloud
+        vm = cloud.vms.get(vm_cid)
+        untagged: list[Volume] = []
         if vm is None:
             ctx.log.info(f"VM '{vm_cid}' is already gone")
         else:
-            volumes = client.list_all("listVolumes", virtualmachineid=vm_cid, type="DATADISK", listall=True)
+            volumes = cloud.volumes.of_vm(vm_cid, data_only=True)
             # Ephemeral disks made before they carried their VM's id can be found only while attached.
-            untagged = [v for v in volumes if _is_ephemeral(v) and tags.VM_KEY not in tags.as_dict(v)]
+            untagged = [v for v in volumes if _is_ephemeral(v) and tags.VM_KEY not in v.tags]
             expunge = ctx.config.cloudstack.expunge_vm
             if not expunge:  # expunging releases the VM's static NAT itself (and _destroy does when it is refused)
                 _release_static_nat(ctx, vm)
@@ -100,10 +101,10 @@ def delete_vm(ctx: CallContext, vm_cid):
                 loadbalancers.leave(ctx, vm_cid)
             _destroy(ctx, vm_cid, expunge=expunge, volumes=volumes, vm=vm)
         # Listed after the destroy, so that what CloudStack detached on expunging shows as detached.
-        for volume in _ephemeral_volumes(client, vm_cid):
-            _delete_listed_volume(ctx, volume)
+        for volume in _ephemeral_volumes(cloud, vm_cid):
+            cloud.volumes.delete_detaching(volume)
         for volume in untagged:
-            _delete_volume(ctx, volume["id"])
+            _delete_volume(ctx, volume.id)
     if vm is not None:
         ctx.log.info(f"Deleted VM '{vm_cid}'")
     return None
@@ -112,19 +113,16 @@ def delete_vm(ctx: CallContext, vm_cid):
 def has_vm(ctx: CallContext, vm_cid):
     """True when the VM exists and is not destroyed or being expunged; never an error for an unknown id."""
     with _breadcrumb(f"Looking for VM '{vm_cid}'"):
-        return lookups.vm(ctx.client, vm_cid) is not None
+        return ctx.cloud.vms.get(vm_cid) is not None
 
 
 def reboot_vm(ctx: CallContext, vm_cid):
     """Reboot a running VM, start a stopped one; wait until it runs.  A missing VM is ``VMNotFound``."""
     with _breadcrumb(f"Rebooting VM '{vm_cid}'"):
-        client, timeout = ctx.client, ctx.config.cloudstack.timeout.reboot_vm
         vm = _existing_vm(ctx, vm_cid)
-        if vm.get("state") in TRANSITIONAL_STATES:
-            vm = _wait_settled(ctx, vm_cid, timeout)
-        command = "rebootVirtualMachine" if vm.get("state") == "Running" else "startVirtualMachine"
-        result = client.run_job(command, id=vm_cid, timeout=timeout, what=f"{command} {vm_cid}")
-        _require_running(ctx, vm_cid, result, errors.CloudError)
+        if vm.state in TRANSITIONAL_STATES:
+            vm = _wait_settled(ctx, vm_cid)
+        _require_running(ctx, vm_cid, ctx.cloud.vms.reboot(vm), errors.CloudError)
     return None
 
 
@@ -135,12 +133,11 @@ def set_vm_metadata(ctx: CallContext, vm_cid, metadata):
     ``<job>/<index>``.  A missing VM is ``VMNotFound``.
     """
     with _breadcrumb(f"Setting metadata of VM '{vm_cid}'"):
-        client = ctx.client
         vm = _existing_vm(ctx, vm_cid)
-        ctx.cloud.tags.apply("UserVm", vm_cid, metadata, existing=tags.as_dict(vm))
+        ctx.cloud.tags.apply("UserVm", vm_cid, metadata, existing=vm.tags)
         name = display_name(metadata)
-        if name and name != vm.get("displayname"):
-            client.call("updateVirtualMachine", id=vm_cid, displayname=name)
+        if name and name != vm.display_name:
+            ctx.cloud.vms.rename(vm_cid, name)
     return None
 
 
@@ -153,11 +150,11 @@ def calculate_vm_cloud_properties(ctx: CallContext, vm_resources):
     """
     with _breadcrumb("Calculating VM cloud_properties"):
         cpu, ram, disk = _resources(vm_resources)
-        client, offers = ctx.client, ctx.config.cloudstack.default_offer
-        offerings = client.list_all("listServiceOfferings")
+        catalogue, offers = ctx.cloud.catalogue, ctx.config.cloudstack.default_offer
+        offerings = catalogue.service_offerings()
         if offers.custom_compute:
             offering = lookups.pick(offerings, offers.custom_compute, kind="Compute offering")
-            if not offering.get("iscustomized"):
+            if not offering.customized:
                 raise errors.CloudError(f"cloudstack.default_offer.custom_compute names '{offers.custom_compute}', "
                                         "which is not a customized compute offering")
             props: dict[str, Any] = {"compute_offering": _reference(offering, offerings), "cpu": cpu, "ram": ram}
@@ -165,7 +162,7 @@ def calculate_vm_cloud_properties(ctx: CallContext, vm_resources):
             props = {"compute_offering": _reference(choose_offering(offerings, cpu, ram), offerings)}
         if disk:
             name = offers.ephemeral_disk or offers.custom_disk
-            _ephemeral_size(lookups.disk_offering(client, name), name, disk)
+            _ephemeral_size(lookups.pick(catalogue.disk_offerings(), name, kind="Disk offering"), name, disk)
             props.update(ephemeral_disk_offering=name, disk=disk)
     return props
 
@@ -173,20 +170,24 @@ def calculate_vm_cloud_properties(ctx: CallContext, vm_resources):
 # -- pure helpers ------------------------------------------------------------------------------------------------
 
 
-def choose_offering(offerings: list[dict], cpu: int, ram: int) -> dict:
+def choose_offering(offerings: list[ServiceOffering], cpu: int, ram: int) -> ServiceOffering:
     """The smallest fixed offering (by memory, then CPUs) with at least ``cpu`` CPUs and ``ram`` MiB."""
-    fixed = [o for o in offerings if not o.get("iscustomized") and o.get("cpunumber") and o.get("memory")]
+    fixed = [o for o in offerings if not o.customized and o.cpus and o.memory_mib]
     if not fixed:
         raise errors.CloudError("No fixed-size compute offering exists: set cloudstack.default_offer.custom_compute "
                                 "to a customized offering")
-    fits = [o for o in fixed if int(o["cpunumber"]) >= cpu and int(o["memory"]) >= ram]
+
+    def size(offering: ServiceOffering) -> tuple[int, int]:
+        return offering.memory_mib or 0, offering.cpus or 0
+
+    fits = [o for o in fixed if size(o)[1] >= cpu and size(o)[0] >= ram]
     if not fits:
-        largest = max(fixed, key=lambda o: (int(o["memory"]), int(o["cpunumber"])))
+        largest = max(fixed, key=size)
         raise errors.CloudError(
-            f"No compute offering has {cpu} CPUs and {ram} MiB: the largest is '{largest.get('name')}' "
-            f"({largest['cpunumber']} CPUs, {largest['memory']} MiB)"
+            f"No compute offering has {cpu} CPUs and {ram} MiB: the largest is '{largest.name}' "
+            f"({largest.cpus} CPUs, {largest.memory_mib} MiB)"
         )
-    return min(fits, key=lambda o: (int(o["memory"]), int(o["cpunumber"]), str(o.get("name"))))
+    return min(fits, key=lambda o: (*size(o), o.name))
 
 
 def display_name(metadata: dict) -> str | None:
@@ -205,34 +206,34 @@ def display_name(metadata: dict) -> str | None:
     return cleaned[:DISPLAY_NAME_MAX] or None
 
 
-def custom_details(offering: dict, props: models.VMCloudProperties) -> dict | None:
-    """details[0].* for a customized compute offering; None for a fixed one."""
-    if not offering.get("iscustomized"):
+def custom_size(offering: ServiceOffering, props: models.VMCloudProperties) -> ComputeSize | None:
+    """The VM's size on a customized compute offering; None for a fixed one."""
+    if not offering.customized:
         return None
-    missing = [key for key in ("cpu", "ram") if getattr(props, key) is None]
-    if missing:
-        raise errors.CloudError(f"Compute offering '{offering.get('name')}' is customized: set "
+    cpu, ram = props.cpu, props.ram
+    if cpu is None or ram is None:
+        missing = [key for key, value in (("cpu", cpu), ("ram", ram)) if value is None]
+        raise errors.CloudError(f"Compute offering '{offering.name}' is customized: set "
                                 f"{' and '.join(missing)} in the VM's cloud_properties")
-    return {"cpuNumber": props.cpu, "cpuSpeed": props.cpu_speed or DEFAULT_CPU_SPEED, "memory": props.ram}
+    return ComputeSize(cpus=cpu, cpu_speed_mhz=props.cpu_speed or DEFAULT_CPU_SPEED, memory_mib=ram)
 
 
-def _ephemeral_size(offering: dict, name: str, size_mib: int) -> int | None:
+def _ephemeral_size(offering: DiskOffering, name: str, size_mib: int) -> int | None:
     """The createVolume size (GiB) for a customized offering; None for a fixed one that is big enough."""
-    if offering.get("iscustomized"):
+    if offering.customized:
         return lookups.gib(size_mib)
-    have = int(offering.get("disksize") or 0)
+    have = offering.size_gib
     if have * 1024 < size_mib:
         raise errors.CloudError(f"Disk offering '{name}' has {have} GiB, less than the ephemeral disk of {size_mib} "
                                 "MiB: choose a larger or a customized ephemeral_disk_offering")
     return None
 
 
-def _reference(item: dict, catalogue: list[dict]) -> str:
+def _reference(item: ServiceOffering, catalogue: list[ServiceOffering]) -> str:
     """The item's name when it is unique, else its id (what cloud_properties may name)."""
-    name = item.get("name")
-    if name and sum(1 for other in catalogue if other.get("name") == name) == 1:
-        return name
-    return item["id"]
+    if item.name and sum(1 for other in catalogue if other.name == item.name) == 1:
+        return item.name
+    return item.id
 
 
 def _resources(vm_resources: dict) -> tuple[int, int, int]:
@@ -245,13 +246,8 @@ def _resources(vm_resources: dict) -> tuple[int, int, int]:
     return values[0], values[1], values[2]
 
 
-def _is_ephemeral(volume: dict) -> bool:
-    return tags.as_dict(volume).get(tags.ROLE_KEY) == tags.ROLE_EPHEMERAL
-
-
-def _expunge_refused(err: CloudStackError) -> bool:
-    """True for CloudStack's refusal to let this account expunge, and for no other failure."""
-    return err.kind == "job" and err.errorcode == 530 and any(text in err.errortext for text in _EXPUNGE_REFUSALS)
+def _is_ephemeral(volume: Volume) -> bool:
+    return volume.tags.get(tags.ROLE_KEY) == tags.ROLE_EPHEMERAL
 
 
 @contextlib.contextmanager
@@ -268,40 +264,38 @@ def _breadcrumb(what: str):
 # -- shared steps --------------------------------------------------------------------------------------------------
 
 
-def _existing_vm(ctx: CallContext, vm_cid: str) -> dict:
-    vm = lookups.vm(ctx.client, vm_cid)
+def _existing_vm(ctx: CallContext, vm_cid: str) -> Vm:
+    vm = ctx.cloud.vms.get(vm_cid)
     if vm is None:
         raise errors.VMNotFound(f"VM '{vm_cid}' not found")
     return vm
 
 
-def _wait_settled(ctx: CallContext, vm_cid: str, timeout: float) -> dict:
-    """Poll the VM until it leaves Starting/Stopping/Migrating."""
-    client = ctx.client
-    started = client.clock()
-    while True:
-        waited = client.clock() - started
-        client.sleep(client.poll.interval(waited))
-        vm = _existing_vm(ctx, vm_cid)
-        if vm.get("state") not in TRANSITIONAL_STATES:
-            return vm
-        if client.clock() - started >= timeout:
-            raise errors.CloudError(f"VM is still {vm.get('state')} after {timeout:g}s", ok_to_retry=True)
+def _wait_settled(ctx: CallContext, vm_cid: str) -> Vm:
+    """The VM once it has left Starting/Stopping/Migrating (waited for up to reboot_vm's timeout)."""
+    vm = ctx.cloud.vms.settled(vm_cid)
+    if vm is None:
+        raise errors.VMNotFound(f"VM '{vm_cid}' not found")
+    if vm.state in TRANSITIONAL_STATES:
+        raise errors.CloudError(f"VM is still {vm.state} after {ctx.config.cloudstack.timeout.reboot_vm:g}s",
+                                ok_to_retry=True)
+    return vm
 
 
-def _require_running(ctx: CallContext, vm_id: str, job_result: dict,
+def _require_running(ctx: CallContext, vm_id: str, answered: Vm | None,
                      error: type[errors.BoshError] = errors.VMCreationFailed) -> None:
-    """The job's VM (or, failing that, the listed VM) must be Running; ``error`` (retryable) otherwise."""
-    state = (job_result.get("virtualmachine") or {}).get("state")
+    """The VM as its job answered it (or, failing that, as listed) must be Running; ``error`` (retryable)
+    otherwise."""
+    state = answered.state if answered is not None else None
     if state != "Running":
-        vm = lookups.vm(ctx.client, vm_id) or {}
-        state = vm.get("state", "gone")
+        vm = ctx.cloud.vms.get(vm_id)
+        state = vm.state if vm is not None else "gone"
     if state != "Running":
         raise error(f"VM '{vm_id}' did not reach Running (state {state})", ok_to_retry=True)
 
 
-def _destroy(ctx: CallContext, vm_id: str, *, expunge: bool, volumes: list[dict] | None = None,
-             vm: dict | None = None) -> None:
+def _destroy(ctx: CallContext, vm_id: str, *, expunge: bool, volumes: list[Volume] | None = None,
+             vm: Vm | None = None) -> None:
     """Destroy the VM, expunged when ``expunge`` and the account may; else destroyed only.
 
     Expunging disables the VM's static NAT itself (UserVmManagerImpl.cleanupVmResources: "Disabled 1-1 NAT for
@@ -310,80 +304,46 @@ def _destroy(ctx: CallContext, vm_id: str, *, expunge: bool, volumes: list[dict]
     then), so when it is not expunged the static NAT of ``vm`` is disabled and ``volumes`` (the VM's data
     volumes) are detached first.
     """
+    vms = ctx.cloud.vms
     if expunge:
         try:
-            _destroy_job(ctx, vm_id, expunge=True)
+            vms.destroy(vm_id, expunge=True)
             return
         except CloudStackError as err:
-            if not _expunge_refused(err):
+            if not expunge_refused(err):
                 raise
             ctx.log.warning(_NOT_EXPUNGED.format(vm=vm_id, why=err.errortext))
             if vm is not None:
                 _release_static_nat(ctx, vm)
     for volume in volumes or []:
-        _detach_volume(ctx, volume["id"])
-    _destroy_job(ctx, vm_id, expunge=False)
+        _detach_volume(ctx, volume.id)
+    vms.destroy(vm_id, expunge=False)
 
 
-def _destroy_job(ctx: CallContext, vm_id: str, *, expunge: bool) -> None:
-    client = ctx.client
-    try:
-        client.run_job("destroyVirtualMachine", id=vm_id, expunge=expunge,
-                       timeout=ctx.config.cloudstack.timeout.delete_vm, what=f"destroying VM {vm_id}")
-    except CloudStackError as err:
-        # Gone meanwhile: 431 before the job, or the job's own refusal ("unable to find a virtual machine", errorcode
-        # 530 on CloudStack 4.11 to 4.19, 431 later); a lost answer (outcome_unknown) may have been the destroy
-        # itself: look.
-        if (err.errorcode == 431 or err.kind == "job" or err.outcome_unknown) and lookups.vm(client, vm_id) is None:
-            return
-        raise
-
-
-def _release_static_nat(ctx: CallContext, vm: dict) -> None:
+def _release_static_nat(ctx: CallContext, vm: Vm) -> None:
     """Disable static NAT on every public IP bound to the VM."""
-    client = ctx.client
-    addresses = client.list_all("listPublicIpAddresses", zoneid=vm.get("zoneid"), isstaticnat=True, listall=True)
-    for address in addresses:
-        if address.get("isstaticnat") and address.get("virtualmachineid") == vm["id"]:
-            ctx.log.info(f"Disabling static NAT of {address.get('ipaddress')} to VM '{vm['id']}'")
-            client.run_job("disableStaticNat", ipaddressid=address["id"], timeout=ctx.config.cloudstack.timeout.global_,
-                           what=f"disabling static NAT of {address.get('ipaddress')}")
+    addresses = ctx.cloud.addresses
+    for address in addresses.static_nat_to(vm.id, vm.zone_id):
+        ctx.log.info(f"Disabling static NAT of {address.address} to VM '{vm.id}'")
+        addresses.disable_static_nat(address)
 
 
 def _detach_volume(ctx: CallContext, volume_id: str) -> None:
-    volume = lookups.volume(ctx.client, volume_id)
-    if volume is None or not volume.get("virtualmachineid"):
-        return
-    ctx.client.run_job("detachVolume", id=volume_id, timeout=ctx.config.cloudstack.timeout.detach_volume,
-                       what=f"detaching volume {volume_id}")
+    volume = ctx.cloud.volumes.get(volume_id)
+    if volume is not None and volume.vm_id:
+        ctx.cloud.volumes.detach(volume)
 
 
-def _ephemeral_volumes(client: Client, vm_id: str) -> list[dict]:
+def _ephemeral_volumes(cloud: Gateway, vm_id: str) -> list[Volume]:
     """The VM's ephemeral volumes by their tag, attached or not, even when the VM is gone."""
-    found = client.list_all("listVolumes", tags={tags.VM_KEY: vm_id}, listall=True)
-    # Checked again: a server that ignored the tag filter must not make this delete other volumes.
-    return [v for v in found if _is_ephemeral(v) and tags.as_dict(v).get(tags.VM_KEY) == vm_id
-            and v.get("state") not in lookups.GONE_VOLUME_STATES]
+    return [v for v in cloud.volumes.tagged({tags.VM_KEY: vm_id}) if _is_ephemeral(v)]
 
 
 def _delete_volume(ctx: CallContext, volume_id: str) -> None:
     """Delete a data volume, detaching it first if it is still attached; gone is fine."""
-    volume = lookups.volume(ctx.client, volume_id)
+    volume = ctx.cloud.volumes.get(volume_id)
     if volume is not None:
-        _delete_listed_volume(ctx, volume)
-
-
-def _delete_listed_volume(ctx: CallContext, volume: dict) -> None:
-    """Delete a volume as just listed (its attachment is current), detaching it first when attached."""
-    volume_id = volume["id"]
-    if volume.get("virtualmachineid"):
-        _detach_volume(ctx, volume_id)
-    try:
-        ctx.client.call("deleteVolume", id=volume_id)
-    except CloudStackError as err:
-        if err.errorcode == 431 and lookups.volume(ctx.client, volume_id) is None:
-            return
-        raise
+        ctx.cloud.volumes.delete_detaching(volume)
 
 
 # -- create_vm: plan ----------------------------------------------------------------------------------------------
@@ -395,28 +355,28 @@ class _Plan:
     env: dict
     vm_name: str
     props: models.VMCloudProperties
-    zone: dict
-    offering: dict
-    details: dict | None
-    template: dict
+    zone: Zone
+    offering: ServiceOffering
+    size: ComputeSize | None
+    template: Template
     networks: list[nets.BoshNetwork]
     order: list[nets.BoshNetwork]
     placement: nets.Placement
-    public_ip: dict | None
+    public_ip: PublicIp | None
     nat_network_id: str | None
     keypair: str | None
-    ephemeral_offering: dict | None
+    ephemeral_offering: DiskOffering | None
     ephemeral_size_gib: int | None
     lb_targets: list[loadbalancers.Target] = field(default_factory=list)
     affinity: list[tuple[str, str, str | None]] = field(default_factory=list)  # (name, type, existing id)
 
     @property
     def hypervisor(self) -> str | None:
-        return self.template.get("hypervisor")
+        return self.template.hypervisor or None
 
 
 def _plan(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networks, disk_cids, env) -> _Plan:
-    client, cs = ctx.client, ctx.config.cloudstack
+    cloud, cs = ctx.cloud, ctx.config.cloudstack
     props = models.parse(models.VMCloudProperties, cloud_properties, "VM cloud_properties")
     if props.unknown_keys():
         ctx.log.warning(f"Ignoring unknown VM cloud_properties: {', '.join(props.unknown_keys())}")
@@ -427,28 +387,28 @@ def _plan(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networks, 
     if not offering_name:
         raise errors.CloudError("No compute offering: set compute_offering in the VM type's cloud_properties "
                                 "or cloudstack.default_offer.compute")
-    offering = lookups.service_offering(client, offering_name)
-    details = custom_details(offering, props)
-    if details is None and (props.cpu or props.ram):
-        ctx.log.warning(f"cpu/ram ignored: compute offering '{offering.get('name')}' has a fixed size")
-    template = _template(client, stemcell_cid, zone)
-    placement = nets.resolve(client, zone, bosh_networks, order, props.security_groups,
+    offering = lookups.pick(cloud.catalogue.service_offerings(), offering_name, kind="Compute offering")
+    size = custom_size(offering, props)
+    if size is None and (props.cpu or props.ram):
+        ctx.log.warning(f"cpu/ram ignored: compute offering '{offering.name}' has a fixed size")
+    template = _template(cloud, stemcell_cid, zone)
+    placement = nets.resolve(cloud, zone, bosh_networks, order, props.security_groups,
                              cs.default_security_groups, ctx.log)
     vip = nets.vip(bosh_networks)
-    public_ip, nat_network_id = _public_ip(client, vip, zone, placement, order)
-    lb_targets = loadbalancers.resolve(client, props.lbs, zone, set(placement.network_ids.values()),
+    public_ip, nat_network_id = _public_ip(cloud, vip, zone, placement, order)
+    lb_targets = loadbalancers.resolve(cloud, props.lbs, zone, set(placement.network_ids.values()),
                                        placement.network_ids.get(order[0].name), vip.ip if vip else None)
     keypair = props.key_name or cs.default_key_name
     if keypair:
-        lookups.pick(client.list_all("listSSHKeyPairs"), keypair, kind="Key pair")
+        lookups.pick(cloud.catalogue.key_pairs(), keypair, kind="Key pair")
     ephemeral_offering, ephemeral_size = None, None
     if props.disk:
         name = props.ephemeral_disk_offering or cs.default_offer.ephemeral_disk or cs.default_offer.custom_disk
-        ephemeral_offering = lookups.disk_offering(client, name)
+        ephemeral_offering = lookups.pick(cloud.catalogue.disk_offerings(), name, kind="Disk offering")
         ephemeral_size = _ephemeral_size(ephemeral_offering, name, props.disk)
     plan = _Plan(
         agent_id=agent_id, env=env, vm_name=f"vm-{uuid.uuid4()}", props=props, zone=zone, offering=offering,
-        details=details, template=template, networks=bosh_networks, order=order, placement=placement,
+        size=size, template=template, networks=bosh_networks, order=order, placement=placement,
         public_ip=public_ip, nat_network_id=nat_network_id, keypair=keypair,
         ephemeral_offering=ephemeral_offering, ephemeral_size_gib=ephemeral_size, lb_targets=lb_targets,
         affinity=_affinity(ctx, props, env),
@@ -460,58 +420,65 @@ def _plan(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networks, 
     return plan
 
 
-def _zone(ctx: CallContext, props: models.VMCloudProperties, disk_cids: list[str]) -> dict:
+def _zone(ctx: CallContext, props: models.VMCloudProperties, disk_cids: list[str]) -> Zone:
     """availability_zone, else the persistent disks' zone, else cloudstack.default_zone."""
-    client, cs = ctx.client, ctx.config.cloudstack
+    cloud, cs = ctx.cloud, ctx.config.cloudstack
     disk_zones: dict[str, tuple[str, str]] = {}
     for cid in disk_cids:
-        volume = lookups.volume(client, cid)
+        volume = cloud.volumes.get(cid)
         if volume is None:
             raise errors.CloudError(f"Persistent disk '{cid}' not found")
-        disk_zones[cid] = (volume["zoneid"], volume.get("zonename") or volume["zoneid"])
+        disk_zones[cid] = (volume.zone_id, volume.zone_name)
     zone_ids = {zone_id for zone_id, _ in disk_zones.values()}
     if len(zone_ids) > 1:
         where = ", ".join(f"{cid} in {name}" for cid, (_, name) in disk_zones.items())
         raise errors.CloudError(f"Persistent disks are in different zones ({where}): a VM and its disks share one zone")
+
+    def zone_named(wanted: str) -> Zone:
+        return lookups.pick(cloud.catalogue.zones(), wanted, kind="Zone")
+
     if props.availability_zone:
-        zone = lookups.zone(client, props.availability_zone)
-        if zone_ids and zone["id"] not in zone_ids:
+        zone = zone_named(props.availability_zone)
+        if zone_ids and zone.id not in zone_ids:
             cid, (_, name) = next(iter(disk_zones.items()))
             raise errors.CloudError(f"availability_zone is '{props.availability_zone}' but persistent disk '{cid}' "
                                     f"is in zone '{name}'")
         return zone
     if zone_ids:
-        return lookups.zone(client, next(iter(zone_ids)))
+        return zone_named(next(iter(zone_ids)))
     if cs.default_zone:
-        return lookups.zone(client, cs.default_zone)
+        return zone_named(cs.default_zone)
     raise errors.CloudError("No zone: set availability_zone in cloud_properties or cloudstack.default_zone")
 
 
-def _template(client: Client, stemcell_cid: str, zone: dict) -> dict:
-    template = lookups.template(client, stemcell_cid, zone["id"])
+def _template(cloud: Gateway, stemcell_cid: str, zone: Zone) -> Template:
+    """The stemcell's template (by id, else by its one exact name; light stemcell CIDs too) usable in the zone."""
+    wanted = lookups.stemcell_template_id(stemcell_cid)
+    template = cloud.templates.executable_by_id(wanted, zone.id) or lookups.only_named(
+        cloud.templates.executable_named(wanted, zone.id), wanted, kind="Template")
     if template is None:
-        raise errors.CloudError(f"Stemcell '{stemcell_cid}' (a template) not found in zone '{zone.get('name')}'")
-    if not template.get("isready"):
-        raise errors.CloudError(f"Stemcell '{stemcell_cid}' is not ready in zone '{zone.get('name')}' "
-                                f"(status: {template.get('status') or 'unknown'})")
+        raise errors.CloudError(f"Stemcell '{stemcell_cid}' (a template) not found in zone '{zone.name}'")
+    if not template.is_ready:
+        raise errors.CloudError(f"Stemcell '{stemcell_cid}' is not ready in zone '{zone.name}' "
+                                f"(status: {template.status or 'unknown'})")
     return template
 
 
-def _public_ip(client: Client, vip: nets.BoshNetwork | None, zone: dict, placement: nets.Placement,
-               order: list[nets.BoshNetwork]) -> tuple[dict | None, str | None]:
+def _public_ip(cloud: Gateway, vip: nets.BoshNetwork | None, zone: Zone, placement: nets.Placement,
+               order: list[nets.BoshNetwork]) -> tuple[PublicIp | None, str | None]:
     """The vip network's public IP (owned by the account, in the zone) and the network to NAT it to."""
     if vip is None:
         return None, None
-    owned = client.list_all("listPublicIpAddresses", zoneid=zone["id"], allocatedonly=True)
-    address = next((ip for ip in owned if ip.get("ipaddress") == vip.ip), None)
+    owned = cloud.addresses.allocated(zone.id)
+    address = next((ip for ip in owned if ip.address == vip.ip), None)
     if address is None:
-        listing = ", ".join(sorted(ip.get("ipaddress", "?") for ip in owned)) or "none"
+        listing = ", ".join(sorted(ip.address or "?" for ip in owned)) or "none"
         raise errors.CloudError(f"Public IP {vip.ip} of vip network '{vip.name}' is not allocated to this account in "
-                                f"zone '{zone.get('name')}' (allocated: {listing})")
-    network_id = address.get("associatednetworkid")
+                                f"zone '{zone.name}' (allocated: {listing})")
+    network_id = address.network_id
     vm_networks = set(placement.network_ids.values())
     if network_id and vm_networks and network_id not in vm_networks:
-        owner = address.get("associatednetworkname") or network_id
+        owner = address.network_name or network_id
         raise errors.CloudError(f"Public IP {vip.ip} belongs to network '{owner}', "
                                 "where the VM has no NIC: add that network to the VM or use another IP")
     if not network_id and not placement.basic:
@@ -535,19 +502,19 @@ def _affinity(ctx: CallContext, props: models.VMCloudProperties, env: dict) -> l
                             "no automatic anti-affinity group")
     result = []
     for name, kind in wanted:
-        found = _affinity_group(ctx.client, name)
-        if found and found.get("type") != kind:
-            ctx.log.warning(f"Affinity group '{name}' exists with type '{found.get('type')}', not '{kind}': using it")
-        result.append((name, kind, found["id"] if found else None))
+        found = _affinity_group(ctx.cloud, name)
+        if found and found.type != kind:
+            ctx.log.warning(f"Affinity group '{name}' exists with type '{found.type}', not '{kind}': using it")
+        result.append((name, kind, found.id if found else None))
     return result
 
 
-def _affinity_group(client: Client, name: str) -> dict | None:
-    return lookups.only_named(client.list("listAffinityGroups", name=name), name, kind="Affinity group")
+def _affinity_group(cloud: Gateway, name: str) -> AffinityGroup | None:
+    return lookups.only_named(cloud.affinity.named(name), name, kind="Affinity group")
 
 
-def _settings(ctx: CallContext, plan: _Plan, nics: dict[str, dict], ephemeral: dict | None) -> dict:
-    network_settings = agent_settings.network_settings(plan.networks, nics, plan.props.routes)
+def _settings(ctx: CallContext, plan: _Plan, nics: Mapping[str, Nic], ephemeral: dict | None) -> dict:
+    network_settings = agent_settings.network_settings(plan.networks, nets.agent_nics(nics), plan.props.routes)
     return agent_settings.build(
         agent_id=plan.agent_id, vm_name=plan.vm_name, networks=network_settings,
         dns=agent_settings.default_dns(plan.order), hypervisor=plan.hypervisor, ephemeral=ephemeral,
@@ -563,8 +530,10 @@ _CPI_VM_NAME = re.compile(r"^vm-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a
 _CREATE_VM_TAGS = frozenset({tags.DIRECTOR_KEY, tags.AGENT_KEY, "cpi_lb_member"})  # the last: loadbalancers.MEMBER_KEY
 
 
-def abandoned_by_create_vm(vm: dict, director_uuid: str | None, create_timeout: float, now: float) -> bool:
-    """Whether ``vm`` was left by a create_vm of this director that never finished (killed, so no cleanup ran).
+def abandoned_by_create_vm(vm: Vm | Mapping[str, Any], director_uuid: str | None, create_timeout: float,
+                           now: float) -> bool:
+    """Whether ``vm`` (a listed VM, or its row as CloudStack answers it) was left by a create_vm of this director
+    that never finished (killed, so no cleanup ran).
 
     All must hold, and together they cannot describe a VM the director uses or a create_vm still running:
     * named vm-<uuid4>, as only this CPI names VMs;
@@ -574,43 +543,39 @@ def abandoned_by_create_vm(vm: dict, director_uuid: str | None, create_timeout: 
       (an operator who stops one by hand leaves its metadata, which the previous rule sees);
     * created longer ago than the create_vm timeout, so no create_vm can still be working on it.
     """
-    if not _CPI_VM_NAME.match(str(vm.get("name", ""))) or vm.get("state") in ("Running", "Destroyed", "Expunging"):
+    if not isinstance(vm, Vm):
+        vm = Vm.from_api(vm)
+    if not _CPI_VM_NAME.match(vm.name) or vm.state in ("Running", "Destroyed", "Expunging"):
         return False
-    marks = tags.as_dict(vm)
+    marks = vm.tags
     if set(marks) - _CREATE_VM_TAGS or marks.get(tags.DIRECTOR_KEY, director_uuid) != director_uuid:
         return False
-    return lookups.older_than(vm, create_timeout, now)
+    return lookups.older_than({"created": vm.created}, create_timeout, now)
 
 
-def _remove_abandoned_holders(ctx: CallContext, plan) -> bool:
+def _remove_abandoned_holders(ctx: CallContext, plan: _Plan) -> bool:
     """Remove the abandoned VMs (``abandoned_by_create_vm``) that hold one of the plan's manual IPs; True if any."""
     import time
 
     wanted = {n.ip for n in plan.order if n.type == nets.MANUAL and n.ip}
     if not wanted:
         return False
-    client, timeout = ctx.client, ctx.config.cloudstack.timeout.create_vm
-    scopes = [{"networkid": net_id} for net_id in dict.fromkeys(plan.placement.network_ids.values())] or \
-        [{"zoneid": plan.zone["id"]}]
-    holders: dict[str, dict] = {}
+    timeout = ctx.config.cloudstack.timeout.create_vm
     try:
-        for scope in scopes:
-            for vm in client.list_all("listVirtualMachines", listall=True, **scope):
-                if wanted & {nic.get("ipaddress") for nic in vm.get("nic") or []}:
-                    holders[vm["id"]] = vm
+        holders = ctx.cloud.vms.holding(wanted, network_ids=plan.placement.network_ids.values(), zone_id=plan.zone.id)
     except CloudStackError as err:
         ctx.log.warning(f"Looking for VMs holding {', '.join(sorted(wanted))} after a refused deploy: {err}")
         return False
     removed = False
-    for vm in holders.values():
-        held = sorted(wanted & {nic.get("ipaddress") for nic in vm.get("nic") or []})
+    for vm in holders:
+        held = sorted(wanted & {nic.ip for nic in vm.nics})
         if not abandoned_by_create_vm(vm, ctx.director_uuid, timeout, time.time()):
-            ctx.log.info(f"IP {', '.join(held)} is held by VM '{vm['id']}' ({vm.get('name')}, {vm.get('state')}), "
+            ctx.log.info(f"IP {', '.join(held)} is held by VM '{vm.id}' ({vm.name}, {vm.state}), "
                          "which is not one a killed create_vm left: it stays")
             continue
-        ctx.log.warning(f"IP {', '.join(held)} is held by VM '{vm['id']}' ({vm.get('name')}, {vm.get('state')}, "
-                        f"created {vm.get('created')}), left by a create_vm that did not finish: removing it")
-        delete_vm(ctx, vm["id"])
+        ctx.log.warning(f"IP {', '.join(held)} is held by VM '{vm.id}' ({vm.name}, {vm.state}, "
+                        f"created {vm.created}), left by a create_vm that did not finish: removing it")
+        delete_vm(ctx, vm.id)
         removed = True
     return removed
 
@@ -624,11 +589,11 @@ class _Build:
     def __init__(self, ctx: CallContext, plan: _Plan) -> None:
         self.ctx = ctx
         self.plan = plan
-        self.client = ctx.client
+        self.cloud = ctx.cloud
         self.cs = ctx.config.cloudstack
         self.created_groups: list[str] = []
         self.vm_ids: list[str] = []
-        self.volume_id: str | None = None
+        self.volume_ids: list[str] = []     # the ephemeral volume (after a lost answer: every one of its name)
         self.nat_attempted = False
         self.lb_record = loadbalancers.Record()
         self.lb_attempted = False
@@ -643,32 +608,29 @@ class _Build:
             raise
 
     def _create(self) -> tuple[str, dict]:
-        plan = self.plan
+        plan, cloud = self.plan, self.cloud
         group_ids = [self._affinity_group(name, kind, existing) for name, kind, existing in plan.affinity]
         # The deploy, the ephemeral volume and the tags of both are independent jobs once the VM's id is known
         # (deployVirtualMachine answers it with its job id): they run side by side, and only attaching the
         # volume waits for both (issue 17: they were waited for one after another).
         deploying = self._start_deploy(group_ids)
-        vm_id = deploying.get("id")
-        if not vm_id:  # a server that answered no id at once: the VM comes with the job's result
-            vm_id = self._deployed(deploying, plan.vm_name)["id"]
+        # A server that answered no id at once: the VM comes with the job's result.
+        vm_id = deploying.resource_id or self._deployed(deploying).id
         creating = self._start_ephemeral(plan.ephemeral_offering) if plan.ephemeral_offering else None
-        tagging = [("VM", vm_id, self._start_vm_tags(vm_id))]
+        tagging = [cloud.tags.start("UserVm", vm_id, self._vm_tags())]
         if creating is not None:
-            tagging.append(("volume", self.volume_id, self._start_volume_tags(self.volume_id, vm_id)))
-        vm = self._deployed(deploying, plan.vm_name)
+            tagging.append(cloud.tags.start("Volume", self.volume_id, self._volume_tags(vm_id)))
+        vm = self._deployed(deploying)
         if creating is not None:
-            self._wait(creating, "createVolume", self.cs.timeout.create_volume, "creating the ephemeral disk")
-        for kind, resource_id, started in tagging:
-            self._wait(started, "createTags", self.cs.timeout.global_, f"tagging {kind} {resource_id}")
-        nics = nets.match_nics(plan.placement, plan.order, vm.get("nic") or [])
+            creating.wait()
+        for started in tagging:
+            started.wait()
+        nics = nets.match_nics(plan.placement, plan.order, vm.nics)
         ephemeral = self._attach_ephemeral(vm) if creating is not None else None
         encoded = agent_settings.encode(_settings(self.ctx, plan, nics, ephemeral))
         agent_settings.check_size(encoded, self.cs.user_data_limit)
         self._set_user_data(vm_id, encoded)
-        started = self.client.run_job("startVirtualMachine", id=vm_id, timeout=self.cs.timeout.create_vm,
-                                      what=f"starting VM {vm_id}")
-        _require_running(self.ctx, vm_id, started)
+        _require_running(self.ctx, vm_id, cloud.vms.start(vm_id))
         if plan.public_ip:
             self._static_nat(vm_id, plan.public_ip)
         if plan.lb_targets:
@@ -676,131 +638,100 @@ class _Build:
             loadbalancers.join(self.ctx, vm_id, plan.lb_targets, self.lb_record)
         return vm_id, nets.result_networks(plan.networks, nics)
 
+    # -- what this call made
+
+    def _vm_made(self, vm_id: str) -> None:
+        if vm_id not in self.vm_ids:
+            self.vm_ids.append(vm_id)
+
+    def _volume_made(self, volume_id: str) -> None:
+        if volume_id not in self.volume_ids:
+            self.volume_ids.append(volume_id)
+
+    @property
+    def volume_id(self) -> str | None:
+        """The ephemeral volume."""
+        return self.volume_ids[0] if self.volume_ids else None
+
     # -- steps
 
     def _affinity_group(self, name: str, kind: str, existing: str | None) -> str:
         if existing:
             return existing
         try:
-            result = self.client.run_job("createAffinityGroup", name=name, type=kind,
-                                         timeout=self.cs.timeout.global_, what=f"creating affinity group {name}")
+            group = self.cloud.affinity.create(name, kind)
         except CloudStackError:
-            found = _affinity_group(self.client, name)  # another create_vm may have made it meanwhile
+            found = _affinity_group(self.cloud, name)  # another create_vm may have made it meanwhile
             if found:
-                return found["id"]
+                return found.id
             raise
-        group_id = (result.get("affinitygroup") or {}).get("id")
-        if not group_id:
-            raise errors.CloudError(f"createAffinityGroup answered no id for affinity group '{name}'")
-        self.created_groups.append(group_id)
+        self.created_groups.append(group.id)
         self.ctx.log.info(f"Created affinity group '{name}' ({kind})")
-        return group_id
+        return group.id
 
-    def _start_deploy(self, group_ids: list[str]) -> dict:
-        """deployVirtualMachine, not waited for: its answer (``id``, ``jobid``); the VM is recorded for cleanup."""
+    def _start_deploy(self, group_ids: list[str]) -> Pending[Vm]:
+        """The deploy, not waited for; every VM it may have made is recorded for cleanup."""
         plan = self.plan
-        params: dict[str, Any] = {
-            "name": plan.vm_name, "displayname": plan.vm_name, "zoneid": plan.zone["id"],
-            "templateid": plan.template["id"], "serviceofferingid": plan.offering["id"], "startvm": False,
-            "keypair": plan.keypair, "affinitygroupids": group_ids or None, "details": plan.details,
-            "rootdisksize": lookups.gib(plan.props.root_disk_size) if plan.props.root_disk_size else None,
-            **nets.deploy_params(plan.placement, plan.order),
-        }
-        self.ctx.log.info(f"Deploying VM {plan.vm_name} (offering '{plan.offering.get('name')}', "
-                          f"template '{plan.template.get('name')}', zone '{plan.zone.get('name')}')")
+        deployment = Deployment(
+            name=plan.vm_name, zone_id=plan.zone.id, template_id=plan.template.id, offering_id=plan.offering.id,
+            networks=nets.deploy_networks(plan.placement, plan.order), key_pair=plan.keypair,
+            affinity_group_ids=tuple(group_ids), size=plan.size,
+            root_disk_gib=lookups.gib(plan.props.root_disk_size) if plan.props.root_disk_size else None)
+        self.ctx.log.info(f"Deploying VM {plan.vm_name} (offering '{plan.offering.name}', "
+                          f"template '{plan.template.name}', zone '{plan.zone.name}')")
         try:
-            try:
-                started = self.client.call("deployVirtualMachine", **params)
-            except CloudStackError as err:
-                # A refusal before any VM exists may be a manual IP still held by the VM of a create_vm that was
-                # killed (kill -9: no cleanup ran).  Such a VM is removed and the deploy made once more.
-                if err.resource_id or err.outcome_unknown or not _remove_abandoned_holders(self.ctx, plan):
-                    raise
-                started = self.client.call("deployVirtualMachine", **params)
+            return self.cloud.vms.start_deploy(deployment, made=self._vm_made)
         except CloudStackError as err:
-            if err.outcome_unknown:  # the answer was lost: the VM may exist anyway
-                self.vm_ids.extend(self._vms_named(plan.vm_name))
-            raise
-        except BaseException:  # interrupted (SIGTERM/SIGINT) while asking: the VM may exist
-            self.vm_ids.extend(self._vms_named(plan.vm_name))
-            raise
-        if started.get("id"):
-            self.vm_ids.append(started["id"])
-        return started
+            # A refusal before any VM exists may be a manual IP still held by the VM of a create_vm that was
+            # killed (kill -9: no cleanup ran).  Such a VM is removed and the deploy made once more.
+            if err.resource_id or err.outcome_unknown or not _remove_abandoned_holders(self.ctx, plan):
+                raise
+            return self.cloud.vms.start_deploy(deployment, made=self._vm_made)
 
-    def _deployed(self, started: dict, name: str) -> dict:
+    def _deployed(self, deploying: Pending[Vm]) -> Vm:
         """The deployed VM, once the deploy's job is done (waited for once; later calls answer the same VM)."""
-        if "_vm" not in started:
-            result = self._wait(started, "deployVirtualMachine", self.cs.timeout.create_vm, f"deploying VM {name}")
-            vm = result.get("virtualmachine") or {}
-            if not vm.get("id"):
-                raise errors.VMCreationFailed(f"deployVirtualMachine answered no VM for {name}", ok_to_retry=True)
-            if vm["id"] not in self.vm_ids:
-                self.vm_ids.append(vm["id"])
-            started["_vm"] = vm
-        return started["_vm"]
+        try:
+            vm = deploying.wait()
+        except CloudStackError as err:
+            if err.resource_id:  # a failed job names the VM it made
+                self._vm_made(err.resource_id)
+            raise
+        self._vm_made(vm.id)
+        return vm
 
-    def _wait(self, started: dict, command: str, timeout: float, what: str) -> dict:
-        return self.client.finish_job(started, command=command, timeout=timeout, what=what)
-
-    def _vms_named(self, name: str) -> list[str]:
-        """After a lost answer: the VMs that deploy may have made anyway."""
-        found = self.client.list("listVirtualMachines", name=name, listall=True)
-        return [vm["id"] for vm in found if vm.get("name") == name]
-
-    def _volume_named(self, name: str) -> str | None:
-        """After a lost createVolume answer: the volume it may have made anyway."""
-        found = lookups.only_named(self.client.list("listVolumes", name=name, listall=True), name, kind="Volume")
-        return found["id"] if found else None
-
-    def _start_vm_tags(self, vm_id: str) -> dict:
+    def _vm_tags(self) -> dict[str, str]:
         wanted = {tags.AGENT_KEY: self.plan.agent_id}
         if self.plan.lb_targets:
             wanted[loadbalancers.MEMBER_KEY] = loadbalancers.CREATED_VALUE
         if self.ctx.director_uuid:
             wanted[tags.DIRECTOR_KEY] = self.ctx.director_uuid
-        return self.client.call("createTags", resourceids=vm_id, resourcetype="UserVm", tags=wanted)
+        return wanted
 
-    def _start_ephemeral(self, offering: dict) -> dict:
-        """createVolume for the ephemeral disk, not waited for; the volume is recorded for cleanup."""
-        name = f"{self.plan.vm_name}-ephemeral"
-        try:
-            started = self.client.call("createVolume", name=name, zoneid=self.plan.zone["id"],
-                                       diskofferingid=offering["id"], size=self.plan.ephemeral_size_gib)
-        except CloudStackError as err:
-            if err.outcome_unknown:  # the answer was lost: the volume may exist anyway
-                self.volume_id = self._volume_named(name)
-            raise
-        except BaseException:  # interrupted while asking: the volume may exist anyway
-            self.volume_id = self._volume_named(name)
-            raise
-        self.volume_id = started.get("id")
-        if not self.volume_id:
-            result = self._wait(started, "createVolume", self.cs.timeout.create_volume, "creating the ephemeral disk")
-            self.volume_id = (result.get("volume") or {}).get("id") or self._volume_named(name)
-        if not self.volume_id:
-            raise errors.CloudError("createVolume answered no volume id for the ephemeral disk")
-        return started
+    def _start_ephemeral(self, offering: DiskOffering) -> Pending[Volume]:
+        """The ephemeral volume's create, not waited for; every volume it may have made is recorded for cleanup."""
+        creating = self.cloud.volumes.start_create(
+            name=f"{self.plan.vm_name}-ephemeral", zone_id=self.plan.zone.id, offering_id=offering.id,
+            size_gib=self.plan.ephemeral_size_gib, made=self._volume_made)
+        if not creating.resource_id:  # a server that answered no id at once: the volume comes with the job's result
+            self._volume_made(creating.wait().id)
+        return creating
 
-    def _start_volume_tags(self, volume_id: str | None, vm_id: str) -> dict:
+    def _volume_tags(self, vm_id: str) -> dict[str, str]:
         marks = {tags.ROLE_KEY: tags.ROLE_EPHEMERAL, tags.VM_KEY: vm_id}
         if self.ctx.director_uuid:
             marks[tags.DIRECTOR_KEY] = self.ctx.director_uuid
-        return self.client.call("createTags", resourceids=volume_id, resourcetype="Volume", tags=marks)
+        return marks
 
-    def _attach_ephemeral(self, vm: dict) -> dict:
+    def _attach_ephemeral(self, vm: Vm) -> dict:
         volume_id = self.volume_id
-        attached = self.client.run_job("attachVolume", id=volume_id, virtualmachineid=vm["id"],
-                                       timeout=self.cs.timeout.attach_volume, what="attaching the ephemeral disk")
-        device_id = (attached.get("volume") or {}).get("deviceid")
-        if device_id is None:
-            raise errors.CloudError(f"attachVolume answered no device id for the ephemeral disk {volume_id}")
-        return disk_hints.disk_hint(str(volume_id), int(device_id), vm.get("hypervisor") or self.plan.hypervisor,
-                                    vm.get("details"))
+        assert volume_id is not None  # _start_ephemeral recorded it
+        attached = self.cloud.volumes.attach(volume_id, vm.id)
+        return disk_hints.disk_hint(volume_id, int(attached.device_id or 0), vm.hypervisor or self.plan.hypervisor,
+                                    vm.details)
 
     def _set_user_data(self, vm_id: str, encoded: str) -> None:
         try:
-            self.client.call("updateVirtualMachine", id=vm_id, userdata=encoded)
+            self.cloud.vms.set_user_data(vm_id, encoded)
         except CloudStackError as err:
             if err.errorcode == 431 and "user data" in err.errortext.lower():
                 raise errors.CloudError(
@@ -810,16 +741,14 @@ class _Build:
                 ) from None
             raise
 
-    def _static_nat(self, vm_id: str, public_ip: dict) -> None:
-        address = self.client.find("listPublicIpAddresses", id=public_ip["id"]) or public_ip
-        other = address.get("virtualmachineid")
-        if address.get("isstaticnat") and other != vm_id:
-            self.ctx.log.info(f"Public IP {address.get('ipaddress')} is statically NATed to VM '{other}': moving it")
-            self.client.run_job("disableStaticNat", ipaddressid=address["id"], timeout=self.cs.timeout.global_,
-                                what=f"disabling static NAT of {address.get('ipaddress')}")
+    def _static_nat(self, vm_id: str, public_ip: PublicIp) -> None:
+        addresses = self.cloud.addresses
+        address = addresses.get(public_ip.id) or public_ip
+        if address.static_nat and address.vm_id != vm_id:
+            self.ctx.log.info(f"Public IP {address.address} is statically NATed to VM '{address.vm_id}': moving it")
+            addresses.disable_static_nat(address)
         self.nat_attempted = True
-        self.client.call("enableStaticNat", ipaddressid=address["id"], virtualmachineid=vm_id,
-                         networkid=self.plan.nat_network_id)
+        addresses.enable_static_nat(address, vm_id, self.plan.nat_network_id)
 
     # -- failure
 
@@ -834,39 +763,25 @@ class _Build:
 
     def _cleanup(self) -> list[str]:
         """Remove what this call created, newest first; answer what could not be removed."""
-        leftovers: list[str] = []
-        steps: list[tuple[str, Any]] = []
+        ctx, cloud = self.ctx, self.cloud
+        steps: list[tuple[str, Callable[[], object]]] = []
         if self.lb_attempted:
             for vm_id in self.vm_ids:
-                steps.append((f"load balancer membership of VM {vm_id}",
-                               lambda vm_id=vm_id: loadbalancers.leave(self.ctx, vm_id)))
-            steps.append(("load balancer rules created for the VM",
-                          lambda: loadbalancers.undo(self.ctx, self.lb_record)))
+                steps.append((f"load balancer membership of VM {vm_id}", partial(loadbalancers.leave, ctx, vm_id)))
+            steps.append(("load balancer rules created for the VM", partial(loadbalancers.undo, ctx, self.lb_record)))
         public_ip = self.plan.public_ip
         if self.nat_attempted and self.vm_ids and public_ip:  # (nat_attempted: there is a public IP)
-            steps.append((f"static NAT of {public_ip.get('ipaddress')}", lambda: self._undo_static_nat(public_ip)))
+            steps.append((f"static NAT of {public_ip.address}", partial(self._undo_static_nat, public_ip)))
         for vm_id in reversed(self.vm_ids):
-            steps.append((f"VM {vm_id}", lambda vm_id=vm_id: _destroy(self.ctx, vm_id, expunge=True)))
-        volume_id = self.volume_id
-        if volume_id:
-            steps.append((f"volume {volume_id}", lambda: _delete_volume(self.ctx, volume_id)))
+            steps.append((f"VM {vm_id}", partial(_destroy, ctx, vm_id, expunge=True)))
+        for volume_id in self.volume_ids:
+            steps.append((f"volume {volume_id}", partial(_delete_volume, ctx, volume_id)))
         for group_id in self.created_groups:
-            steps.append((f"affinity group {group_id}", lambda group_id=group_id: self._delete_group(group_id)))
-        for label, step in steps:
-            # Each step looks before it acts, so repeating one after a failed or lost mutation is safe.
-            if not cleanup.remove(self.ctx, label, step):
-                leftovers.append(label)
-        return leftovers
+            steps.append((f"affinity group {group_id}", partial(cloud.affinity.delete_unused, group_id)))
+        # Each step looks before it acts, so repeating one after a failed or lost mutation is safe.
+        return [label for label, step in steps if not cloud.discard(label, step, refusals=(errors.BoshError,))]
 
-    def _undo_static_nat(self, public_ip: dict) -> None:
-        address = self.client.find("listPublicIpAddresses", id=public_ip["id"])
-        if address and address.get("isstaticnat") and address.get("virtualmachineid") in self.vm_ids:
-            self.client.run_job("disableStaticNat", ipaddressid=address["id"], timeout=self.cs.timeout.global_,
-                                what=f"disabling static NAT of {address.get('ipaddress')}")
-
-    def _delete_group(self, group_id: str) -> None:
-        group = self.client.find("listAffinityGroups", id=group_id)
-        if group is None or group.get("virtualmachineIds"):
-            return  # gone, or another VM joined it meanwhile
-        self.client.run_job("deleteAffinityGroup", id=group_id, timeout=self.cs.timeout.global_,
-                            what=f"deleting affinity group {group_id}")
+    def _undo_static_nat(self, public_ip: PublicIp) -> None:
+        address = self.cloud.addresses.get(public_ip.id)
+        if address and address.static_nat and address.vm_id in self.vm_ids:
+            self.cloud.addresses.disable_static_nat(address)

@@ -29,10 +29,15 @@ from .errors import CloudStackError
 if TYPE_CHECKING:
     from ..config import Timeouts
     from .account import Account
+    from .addresses import Addresses
+    from .affinity import Affinity
     from .catalogue import Catalogue
     from .client import Client
+    from .loadbalancers import LoadBalancers
+    from .networks import Networks
     from .snapshots import Snapshots
     from .tagging import Tagging
+    from .templates import Templates
     from .vms import Vms
     from .volumes import Volumes
 
@@ -60,6 +65,30 @@ class Gateway:
         return Vms(self)
 
     @cached_property
+    def networks(self) -> Networks:
+        from .networks import Networks
+
+        return Networks(self)
+
+    @cached_property
+    def addresses(self) -> Addresses:
+        from .addresses import Addresses
+
+        return Addresses(self)
+
+    @cached_property
+    def load_balancers(self) -> LoadBalancers:
+        from .loadbalancers import LoadBalancers
+
+        return LoadBalancers(self)
+
+    @cached_property
+    def affinity(self) -> Affinity:
+        from .affinity import Affinity
+
+        return Affinity(self)
+
+    @cached_property
     def volumes(self) -> Volumes:
         from .volumes import Volumes
 
@@ -70,6 +99,12 @@ class Gateway:
         from .snapshots import Snapshots
 
         return Snapshots(self)
+
+    @cached_property
+    def templates(self) -> Templates:
+        from .templates import Templates
+
+        return Templates(self)
 
     @cached_property
     def catalogue(self) -> Catalogue:

@@ -259,3 +259,114 @@ class Vm:
     @property
     def gone(self) -> bool:
         return self.state in GONE_VM_STATES
+
+
+def _words(value: Any) -> tuple[str, ...]:
+    """A comma-separated answer field (``cidrlist``) as its parts, blanks dropped."""
+    return tuple(part.strip() for part in _text(value).split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    id: str
+    name: str = ""
+    zone_id: str = ""
+
+    @classmethod
+    def from_api(cls, row: Mapping[str, Any]) -> Network:
+        return cls(id=_text(row.get("id")), name=_text(row.get("name")), zone_id=_text(row.get("zoneid")))
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityGroup:
+    id: str
+    name: str = ""
+
+    @classmethod
+    def from_api(cls, row: Mapping[str, Any]) -> SecurityGroup:
+        return cls(id=_text(row.get("id")), name=_text(row.get("name")))
+
+
+@dataclass(frozen=True, slots=True)
+class PublicIp:
+    """A public IP address the account holds, and where it points (static NAT to a VM, or nothing)."""
+
+    id: str
+    address: str = ""                      # ipaddress
+    zone_id: str = ""
+    network_id: str | None = None          # associatednetworkid: the guest network it belongs to
+    network_name: str = ""
+    static_nat: bool = False               # isstaticnat
+    vm_id: str | None = None               # virtualmachineid: the VM it is statically NATed to
+
+    @classmethod
+    def from_api(cls, row: Mapping[str, Any]) -> PublicIp:
+        return cls(id=_text(row.get("id")), address=_text(row.get("ipaddress")), zone_id=_text(row.get("zoneid")),
+                   network_id=_opt(row.get("associatednetworkid")),
+                   network_name=_text(row.get("associatednetworkname")),
+                   static_nat=_flag(row.get("isstaticnat")), vm_id=_opt(row.get("virtualmachineid")))
+
+
+@dataclass(frozen=True, slots=True)
+class FirewallRule:
+    """An ingress firewall rule of a public IP."""
+
+    id: str
+    ip_id: str = ""                        # ipaddressid
+    protocol: str = ""
+    start_port: int | None = None
+    end_port: int | None = None
+    cidrs: tuple[str, ...] = ()            # cidrlist
+    tags: Mapping[str, str] = field(default_factory=_no_tags, compare=False)
+
+    @classmethod
+    def from_api(cls, row: Mapping[str, Any]) -> FirewallRule:
+        return cls(id=_text(row.get("id")), ip_id=_text(row.get("ipaddressid")),
+                   protocol=_text(row.get("protocol")).lower(), start_port=_number(row.get("startport")),
+                   end_port=_number(row.get("endport")), cidrs=_words(row.get("cidrlist")), tags=tags_of(row))
+
+    def covers(self, port: int) -> bool:
+        """Whether the rule opens ``port`` for TCP."""
+        if self.protocol != "tcp" or self.start_port is None:
+            return False
+        return self.start_port <= port <= (self.end_port or self.start_port)
+
+    def opens_exactly(self, port: int, cidr: str) -> bool:
+        """Whether the rule is one port (``port``, TCP) open to ``cidr``: the rule the CPI asks for."""
+        return (self.protocol == "tcp" and self.start_port == port and (self.end_port or self.start_port) == port
+                and cidr in self.cidrs)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadBalancerRule:
+    id: str
+    name: str = ""
+    description: str = ""
+    public_ip_id: str = ""                 # publicipid
+    public_ip: str = ""                    # publicip: the address
+    public_port: int | None = None
+    private_port: int | None = None
+    algorithm: str = ""
+    network_id: str | None = None
+    tags: Mapping[str, str] = field(default_factory=_no_tags, compare=False)
+
+    @classmethod
+    def from_api(cls, row: Mapping[str, Any]) -> LoadBalancerRule:
+        return cls(id=_text(row.get("id")), name=_text(row.get("name")), description=_text(row.get("description")),
+                   public_ip_id=_text(row.get("publicipid")), public_ip=_text(row.get("publicip")),
+                   public_port=_number(row.get("publicport")), private_port=_number(row.get("privateport")),
+                   algorithm=_text(row.get("algorithm")), network_id=_opt(row.get("networkid")), tags=tags_of(row))
+
+
+@dataclass(frozen=True, slots=True)
+class AffinityGroup:
+    id: str
+    name: str = ""
+    type: str = ""                         # "host anti-affinity", "host affinity", ...
+    vm_ids: tuple[str, ...] = ()           # virtualmachineIds: its members
+
+    @classmethod
+    def from_api(cls, row: Mapping[str, Any]) -> AffinityGroup:
+        members = row.get("virtualmachineIds") or ()
+        return cls(id=_text(row.get("id")), name=_text(row.get("name")), type=_text(row.get("type")),
+                   vm_ids=tuple(str(vm) for vm in members) if isinstance(members, (list, tuple)) else _words(members))

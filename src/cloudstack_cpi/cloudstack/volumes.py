@@ -10,7 +10,7 @@ Rules owned here:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import CloudStackError
@@ -141,9 +141,13 @@ class Volumes:
         volume = self.get(volume_id)
         return self.delete_detaching(volume) if volume is not None else False
 
-    def start_create(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None) -> Pending[Volume]:
-        """createVolume not waited for (create_vm runs it beside the deploy); the caller records the id and
-        recovers by ``named`` after a lost answer."""
-        return self.gateway.start("createVolume", timeout=self.timeouts.create_volume,
-                                  what=f"creating volume {name}", parse=_job_volume, name=name, zoneid=zone_id,
-                                  diskofferingid=offering_id, size=size_gib)
+    def start_create(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None,
+                     made: Callable[[str], object]) -> Pending[Volume]:
+        """createVolume not waited for and untagged (create_vm runs it beside the deploy, and tags the volume once
+        the VM's id is known).  ``made`` learns the id of every volume it may have made as soon as it is known,
+        after a lost answer or an interruption too (found by the unique ``name``); a job result naming no volume
+        is recovered by the name (``vms.start_named``)."""
+        from .vms import start_named
+
+        return start_named(self.gateway, self._creation(name=name, zone_id=zone_id, offering_id=offering_id,
+                                                        size_gib=size_gib, tags={}), made=made)

@@ -1,9 +1,8 @@
-"""Stemcell templates in CloudStack: names, tags, waiting until ready, copying to zones, deleting.
+"""Stemcell templates: names, tags, waiting until a zone's copy is ready, copying to zones.
 
-A template has one row per zone in ``listTemplates``; each row carries the
-zone's ``status`` ("Download Complete" when usable, progress texts such as
-"45% Downloaded" or "Installing Template" meanwhile, and texts naming an
-error when the secondary storage gave up) and ``isready``.
+What CloudStack says about a template (its per-zone rows, which statuses mean ready or failed, how it is
+created, copied and deleted) is the gateway's (``cloudstack.templates``); this module decides what a stemcell's
+template is called and labelled, and how long and how visibly the CPI waits for it.
 """
 
 from __future__ import annotations
@@ -20,11 +19,9 @@ from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError
 
 if TYPE_CHECKING:
-    from ..cloudstack.client import Client
+    from ..cloudstack.models import Zone
+    from ..cloudstack.templates import Template, Templates
 
-READY_STATUS = "Download Complete"
-# Status texts meaning the secondary storage stopped trying (CloudStack and its SSVM word these freely).
-FAILED_STATUS = re.compile(r"error|fail|abandon|invalid|corrupt|not supported|unable", re.IGNORECASE)
 NAME_TAG = "stemcell_name"
 VERSION_TAG = "stemcell_version"
 MAX_NAME = 100
@@ -82,20 +79,6 @@ def template_tags(naming_: Naming, director_uuid: str | None, env: Mapping[str, 
     return tags_module.sanitise(wanted)
 
 
-def rows(client: Client, template_id: str) -> list[dict]:
-    """The template's per-zone rows (empty when it does not exist)."""
-    try:
-        return client.list("listTemplates", templatefilter="self", id=template_id)
-    except CloudStackError as err:
-        if err.errorcode == 431:
-            return []
-        raise
-
-
-def status_failed(status: str | None) -> bool:
-    return bool(status and status != READY_STATUS and FAILED_STATUS.search(status))
-
-
 @dataclass
 class Waiter:
     """Polls a template's row in one zone until it is ready, failed, gone or out of time.
@@ -105,7 +88,7 @@ class Waiter:
     are logged, at most one line per ``log_every`` seconds (and always the last).
     """
 
-    client: Any
+    templates: Templates
     log: Any
     timeout: float
     first: float = 0.2
@@ -115,23 +98,23 @@ class Waiter:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
-    def wait(self, template_id: str, zone_id: str, *, what: str, zone_name: str = "") -> dict:
+    def wait(self, template_id: str, zone_id: str, *, what: str, zone_name: str = "") -> Template:
         started = self.clock()
         interval = self.first
         last_status, last_logged = None, None
         where = zone_name or zone_id
         while True:
-            row = next((r for r in rows(self.client, template_id) if r.get("zoneid") == zone_id), None)
+            row = self.templates.in_zone(template_id, zone_id)
             now = self.clock()
             if row is None:
                 raise CloudError(f"{what}: template {template_id} disappeared from zone '{where}' "
                                  f"(last status: {last_status or 'none'})")
-            status = str(row.get("status") or "")
-            if row.get("isready") is True or status == READY_STATUS:
+            status = row.status
+            if row.ready:
                 self.log.info(f"{what}: template {template_id} is ready in zone '{where}' "
                               f"after {now - started:.1f} s")
                 return row
-            if status_failed(status):
+            if row.failed:
                 raise CloudError(f"{what}: CloudStack reports for template {template_id} in zone '{where}': {status}")
             if status != last_status and (last_logged is None or now - last_logged >= self.log_every):
                 self.log.info(f"{what}: template {template_id} in zone '{where}': {status or 'no status yet'}")
@@ -145,70 +128,23 @@ class Waiter:
             interval = min(self.cap, interval * self.factor)
 
 
-def copy_to(client: Client, waiter: Waiter, template_id: str, source_zone: dict, zones: list[dict], *,
-            timeout: float) -> None:
+def copy_to(waiter: Waiter, template_id: str, source_zone: Zone, zones: list[Zone]) -> None:
     """copyTemplate into every zone of ``zones`` at once, then wait until each copy is ready there.
 
     The copies are independent jobs (one per destination zone), so they run side by side: the wall time is the
     slowest copy's, not their sum (issue 17)."""
     started = []
     for zone in zones:
-        what = f"Copying template to zone '{zone['name']}'"
-        client.log.info(f"{what}: from zone '{source_zone['name']}'")
+        what = f"Copying template to zone '{zone.name}'"
+        waiter.log.info(f"{what}: from zone '{source_zone.name}'")
         try:
-            started.append((zone, what, client.call("copyTemplate", id=template_id, sourcezoneid=source_zone["id"],
-                                                    destzoneid=zone["id"])))
+            started.append((zone, what, waiter.templates.start_copy(template_id, source_zone_id=source_zone.id,
+                                                                    zone_id=zone.id, what=what)))
         except CloudStackError as err:
             raise CloudError(f"{what}: {err}", err.is_transient) from None
-    for zone, what, answer in started:
+    for zone, what, pending in started:
         try:
-            client.finish_job(answer, command="copyTemplate", timeout=timeout, what=what)
+            pending.wait()
         except CloudStackError as err:
             raise CloudError(f"{what}: {err}", err.is_transient) from None
-        waiter.wait(template_id, zone["id"], what=what, zone_name=zone["name"])
-
-
-def delete(client: Client, template_id: str, *, timeout: float, log) -> bool:
-    """Delete the template in every zone and wait; False when it was already gone.
-
-    ``deleteTemplate`` without a zone removes every zone's copy; if the cloud
-    refuses that, the template is deleted zone by zone from the rows listed
-    first.
-    """
-    existing = rows(client, template_id)
-    if not existing:
-        return False
-    what = f"deleting template {template_id}"
-    try:
-        client.run_job("deleteTemplate", timeout=timeout, what=what, id=template_id)
-    except CloudStackError as err:
-        if _gone(err):
-            return True
-        if err.kind == "timeout":
-            raise
-        log.warning(f"Deleting template {template_id} in all zones failed ({err}); deleting it zone by zone")
-        for row in existing:
-            try:
-                client.run_job("deleteTemplate", timeout=timeout, what=what, id=template_id,
-                               zoneid=row.get("zoneid"))
-            except CloudStackError as zone_err:
-                if not _gone(zone_err):
-                    raise
-    log.info(f"Deleted template {template_id}")
-    return True
-
-
-def delete_quietly(client: Client, template_id: str, *, timeout: float, log) -> None:
-    """Cleanup after a failed create: never hides the original error."""
-    try:
-        delete(client, template_id, timeout=timeout, log=log)
-    except Exception as exc:  # noqa: BLE001 - the create's own error is what the director must see
-        log.warning(f"Could not remove half-made template {template_id}: {exc}")
-
-
-def _gone(err: CloudStackError) -> bool:
-    """The template (or its copy in a zone) is not there: refused before the job (431), or by deleteTemplate's job,
-    whose InvalidParameterValueException is errorcode 530 on CloudStack 4.11 to 4.19 and 431 later."""
-    text = (err.errortext or "").lower()
-    return (err.errorcode == 431 or err.kind == "job") and (
-        "unable to find" in text or "does not exist" in text or "not available" in text)
+        waiter.wait(template_id, zone.id, what=what, zone_name=zone.name)

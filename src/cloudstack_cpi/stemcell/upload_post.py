@@ -1,20 +1,17 @@
 """The ``post`` strategy: CloudStack's direct upload (getUploadParamsForTemplate + a multipart POST).
 
-``getUploadParamsForTemplate`` creates the template record and answers a
-one-time ``postURL`` on the secondary storage VM plus ``signature``,
-``metadata`` and ``expires``, which go back as the headers ``X-signature``,
-``X-metadata`` and ``X-expires`` (spelt exactly so: some SSVM versions
-compare them case-sensitively).  The body is ``multipart/form-data`` with one
-file part and an exact ``Content-Length``; it is streamed from the image in
-1 MiB chunks, never read whole into memory.
+The gateway's ``Templates.request_upload`` creates the template record and
+answers a one-time ``postURL`` on the secondary storage VM plus the headers
+that authorise the POST (``TemplateUpload.headers``).  The body is
+``multipart/form-data`` with one file part and an exact ``Content-Length``; it
+is streamed from the image in 1 MiB chunks, never read whole into memory.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -25,38 +22,10 @@ from .progress import ProgressMeter
 
 if TYPE_CHECKING:
     from ..cloudstack.client import Client
+    from ..cloudstack.gateway import Gateway
+    from ..cloudstack.templates import TemplateUpload
 
 CONTENT_TYPES = {"gzip": "application/x-gzip", "bzip2": "application/x-bzip"}
-
-
-@dataclass(frozen=True)
-class UploadParams:
-    template_id: str
-    post_url: str
-    signature: str
-    metadata: str
-    expires: str
-
-    @classmethod
-    def from_response(cls, response: dict) -> UploadParams:
-        params = response.get("getuploadparams") or response
-        try:
-            return cls(str(params["id"]), str(params["postURL"]), str(params["signature"]),
-                       str(params["metadata"]), str(params["expires"]))
-        except KeyError as missing:
-            raise CloudError(f"getUploadParamsForTemplate answered without {missing}") from None
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-signature": self.signature, "X-metadata": self.metadata, "X-expires": self.expires}
-
-
-def request_params(client: Client, **params: Any) -> UploadParams:
-    """Ask CloudStack for a signed upload slot (this creates the template record)."""
-    upload = UploadParams.from_response(client.call("getUploadParamsForTemplate", **params))
-    client.log.add_secret(upload.signature)
-    client.log.add_secret(upload.metadata)
-    return upload
 
 
 def content_type(plan: convert.UploadPlan) -> str:
@@ -65,7 +34,7 @@ def content_type(plan: convert.UploadPlan) -> str:
     return "application/octet-stream"
 
 
-def post(upload: UploadParams, plan: convert.UploadPlan, image_path: str, filename: str, *,
+def post(upload: TemplateUpload, plan: convert.UploadPlan, image_path: str, filename: str, *,
          session: requests.Session, log, timeout: tuple[float, float], tmpdir: str | None = None,
          progress_interval: float = 5.0, clock: Callable[[], float] | None = None) -> None:
     """Stream the planned bytes to ``postURL``; raise CloudError with the server's answer on failure."""
@@ -112,14 +81,16 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def upload_session(client: Client) -> requests.Session:
+def upload_session(cloud: Gateway | Client) -> requests.Session:
     """A session that trusts what the API client trusts: the configured CA file, the default bundle, or nothing.
 
     A plain ``requests.Session`` would let REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
     from the environment override the configuration on every request.
     """
     from ..cloudstack.client import ConfiguredSession
+    from ..cloudstack.gateway import Gateway
 
+    client = cloud.client if isinstance(cloud, Gateway) else cloud
     verify = client.session.verify
     assert verify is not None  # the client's own ConfiguredSession: a CA file, or False
     return ConfiguredSession(verify)

@@ -6,7 +6,9 @@ createVolume (work volume sized to the raw disk) -> attachVolume to this VM
 -> find the new block device -> write the raw disk (streaming, fsync) ->
 detachVolume -> createSnapshot -> createTemplate from the snapshot.  The
 work volume and snapshot are always removed afterwards, also on failure
-(detached first).
+(detached first).  Each of them carries the template's unique name (the
+volume and the snapshot ``<template name>-work``), so that a lost answer or an
+interruption finds it by that name and removes it (``Gateway.create_recoverable``).
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import lookups
 from ..cloudstack.errors import CloudStackError
+from ..cloudstack.models import Volume
 from ..errors import CloudError
 from .progress import ProgressMeter
 
 if TYPE_CHECKING:
-    from ..cloudstack.client import Client
+    from ..cloudstack.gateway import Gateway
+    from ..cloudstack.models import DiskOffering, Vm
+    from ..cloudstack.templates import NewTemplate
 
 GIB = 1 << 30
 DEVICE_TIMEOUT = 120.0
@@ -118,6 +123,7 @@ def write_device(path: str, chunks: Iterable[bytes], size: int, log) -> int:
 
 # A work volume is named after its template (templates.naming: "<stemcell>-<version>-<8 hex>") plus "-work".
 WORK_VOLUME_NAME = re.compile(r"-[0-9a-f]{8}-work$")
+WORK_SUFFIX = "-work"
 WRITE_ALLOWANCE = 3600.0  # seconds to write an image onto the device: the one step no configured timeout bounds
 
 
@@ -128,24 +134,23 @@ def stale_after(timeouts, device_timeout: float) -> float:
             + timeouts.detach_volume + timeouts.snapshot_volume + timeouts.poll_template)
 
 
-def remove_stale_work_volumes(client: Client, vm: dict, timeouts, log, *, device_timeout: float,
-                              now: float) -> list[str]:
+def remove_stale_work_volumes(cloud: Gateway, vm: Vm, log, *, device_timeout: float, now: float) -> list[str]:
     """Work volumes a killed create_stemcell left attached to this VM: detached and deleted; their ids.
 
     Only volumes attached to the CPI's own VM, named as work volumes are, and older than any create_stemcell can
     run (``stale_after``): the CPI alone attaches such volumes to its VM, and none of them is still in use.
     """
-    bound = stale_after(timeouts, device_timeout)
+    bound = stale_after(cloud.timeouts, device_timeout)
     removed = []
-    for volume in client.list_all("listVolumes", virtualmachineid=vm["id"], listall=True):
-        if not WORK_VOLUME_NAME.search(str(volume.get("name", ""))) or not lookups.older_than(volume, bound, now):
+    for volume in cloud.volumes.of_vm(vm.id):
+        if not WORK_VOLUME_NAME.search(volume.name) or not lookups.older_than({"created": volume.created}, bound, now):
             continue
-        log.warning(f"Work volume {volume['id']} ({volume.get('name')}, created {volume.get('created')}) is still "
+        log.warning(f"Work volume {volume.id} ({volume.name}, created {volume.created}) is still "
                     "attached to this VM: a create_stemcell that did not finish left it; removing it")
-        stale = WorkResources(volume_id=volume["id"], attached=True)
-        cleanup(client, stale, timeouts, log)
+        stale = WorkResources(volume_id=volume.id, attached_to=vm.id)
+        cleanup(cloud, stale)
         if stale.volume_id is None:
-            removed.append(volume["id"])
+            removed.append(volume.id)
     return removed
 
 
@@ -154,103 +159,84 @@ class WorkResources:
     """What the strategy made and must remove (template ids are handed to the caller)."""
 
     volume_id: str | None = None
-    attached: bool = False
+    attached_to: str | None = None         # the VM the work volume is (or may be) attached to
     snapshot_id: str | None = None
     template_id: str | None = None
 
 
-def run(client: Client, *, log, timeouts, vm: dict, offering: dict, raw_size: int,
-        raw_chunks: Callable[[], Iterable[bytes]], device_dir: str, naming, ostype_id: str, requires_hvm: bool,
-        public: bool, work: WorkResources, device_timeout: float = DEVICE_TIMEOUT) -> str:
-    """Make the template in ``vm``'s zone and return its id; ``work`` records what exists at every step."""
-    remove_stale_work_volumes(client, vm, timeouts, log, device_timeout=device_timeout, now=time.time())
+def run(cloud: Gateway, *, log, vm: Vm, offering: DiskOffering, raw_size: int,
+        raw_chunks: Callable[[], Iterable[bytes]], device_dir: str, new: NewTemplate, work: WorkResources,
+        device_timeout: float = DEVICE_TIMEOUT) -> str:
+    """Make the template ``new`` in ``vm``'s zone and return its id; ``work`` records what exists at every step."""
+    remove_stale_work_volumes(cloud, vm, log, device_timeout=device_timeout, now=time.time())
     size_gib = max(1, -(-raw_size // GIB))
-    params: dict[str, Any] = {"name": f"{naming.name}-work", "zoneid": vm["zoneid"], "diskofferingid": offering["id"]}
-    if offering.get("iscustomized"):
-        params["size"] = size_gib
-    elif int(offering.get("disksize") or 0) < size_gib:
-        raise CloudError(f"Disk offering '{offering.get('name')}' ({offering.get('disksize')} GiB) is smaller than "
+    if not offering.customized and offering.size_gib < size_gib:
+        raise CloudError(f"Disk offering '{offering.name}' ({offering.size_gib} GiB) is smaller than "
                          f"the stemcell's raw disk ({size_gib} GiB); use a customized offering "
                          "(cloudstack.stemcell.volume.disk_offering)")
-    log.info(f"Creating work volume {params['name']} ({size_gib} GiB) in zone '{vm.get('zonename') or vm['zoneid']}'")
+    name = new.name + WORK_SUFFIX
+    log.info(f"Creating work volume {name} ({size_gib} GiB) in zone '{vm.zone_name or vm.zone_id}'")
     try:
-        result = client.run_job("createVolume", timeout=timeouts.create_volume, what="creating the work volume",
-                                **params)
-        work.volume_id = (result.get("volume") or {}).get("id")
+        volume = cloud.volumes.create(name=name, zone_id=vm.zone_id, offering_id=offering.id,
+                                      size_gib=size_gib if offering.customized else None, tags={})
     except CloudStackError as err:
-        work.volume_id = err.resource_id
         raise CloudError(f"Creating the stemcell work volume: {err}", err.is_transient) from None
+    work.volume_id = volume.id
     before = list_devices(device_dir)
     try:
-        result = client.run_job("attachVolume", timeout=timeouts.attach_volume, what="attaching the work volume",
-                                id=work.volume_id, virtualmachineid=vm["id"])
+        work.attached_to = vm.id  # maybe, from now on: a detach of a volume not attached is done
+        attached = cloud.volumes.attach(volume.id, vm.id)
     except CloudStackError as err:
-        work.attached = True  # maybe: detaching an unattached volume is tolerated in cleanup
-        raise CloudError(f"Attaching the work volume {work.volume_id} to VM {vm['id']}: {err}",
-                         err.is_transient) from None
-    work.attached = True
-    device_id = (result.get("volume") or {}).get("deviceid")
-    device_id = int(device_id) if device_id is not None else None
+        raise CloudError(f"Attaching the work volume {volume.id} to VM {vm.id}: {err}", err.is_transient) from None
+    device_id = attached.device_id
     device = find_device(device_dir, device_id, before, timeout=device_timeout)
     capacity = device_size(device)
     if capacity < raw_size:
         raise CloudError(f"The new device {device} holds {capacity} bytes, less than the disk's {raw_size}; "
                          "it is probably not the work volume")
-    log.info(f"Work volume {work.volume_id} is {device} (device id {device_id})")
+    log.info(f"Work volume {volume.id} is {device} (device id {device_id})")
     write_device(device, raw_chunks(), raw_size, log)
-    detach(client, work, timeouts)
+    detach(cloud, work)
     try:
-        result = client.run_job("createSnapshot", timeout=timeouts.snapshot_volume,
-                                what="snapshotting the work volume", volumeid=work.volume_id)
-        work.snapshot_id = (result.get("snapshot") or {}).get("id")
+        snapshot = cloud.snapshots.create(volume.id, name=name, tags={})
     except CloudStackError as err:
-        work.snapshot_id = err.resource_id
-        raise CloudError(f"Snapshotting the work volume {work.volume_id}: {err}", err.is_transient) from None
-    log.info(f"Creating template {naming.name} from snapshot {work.snapshot_id}")
+        raise CloudError(f"Snapshotting the work volume {volume.id}: {err}", err.is_transient) from None
+    work.snapshot_id = snapshot.id
+    log.info(f"Creating template {new.name} from snapshot {snapshot.id}")
     try:
-        result = client.run_job("createTemplate", timeout=timeouts.poll_template, what="creating the template",
-                                snapshotid=work.snapshot_id, name=naming.name, displaytext=naming.displaytext,
-                                ostypeid=ostype_id, requireshvm=requires_hvm, ispublic=public,
-                                passwordenabled=False, bits=64)
-        work.template_id = (result.get("template") or {}).get("id")
+        template = cloud.templates.create_from_snapshot(snapshot.id, new)
     except CloudStackError as err:
-        work.template_id = err.resource_id
-        raise CloudError(f"Creating a template from snapshot {work.snapshot_id}: {err}", err.is_transient) from None
-    if not work.template_id:
-        raise CloudError("createTemplate answered without a template id")
-    return work.template_id
+        raise CloudError(f"Creating a template from snapshot {snapshot.id}: {err}", err.is_transient) from None
+    work.template_id = template.id
+    return template.id
 
 
-def detach(client: Client, work: WorkResources, timeouts) -> None:
-    if not work.attached or not work.volume_id:
+def detach(cloud: Gateway, work: WorkResources) -> None:
+    """Detach the work volume from the VM it is (or may be) attached to; a volume no longer there is done."""
+    if not work.attached_to or not work.volume_id:
         return
     try:
-        client.run_job("detachVolume", timeout=timeouts.detach_volume, what="detaching the work volume",
-                       id=work.volume_id)
+        cloud.volumes.detach(Volume(id=work.volume_id, vm_id=work.attached_to))
     except CloudStackError as err:
-        volume = lookups.volume(client, work.volume_id)
-        if volume is not None and volume.get("virtualmachineid"):
-            raise CloudError(f"Detaching the work volume {work.volume_id}: {err}", err.is_transient) from None
-    work.attached = False
+        raise CloudError(f"Detaching the work volume {work.volume_id}: {err}", err.is_transient) from None
+    work.attached_to = None
 
 
-def cleanup(client: Client, work: WorkResources, timeouts, log) -> None:
-    """Remove the snapshot and the work volume (detached first); log, never raise."""
-    if work.snapshot_id:
-        try:
-            client.run_job("deleteSnapshot", timeout=timeouts.delete_snapshot_volume,
-                           what="deleting the work snapshot", id=work.snapshot_id)
-            work.snapshot_id = None
-        except CloudStackError as err:
-            log.warning(f"Could not delete work snapshot {work.snapshot_id}: {err}")
+def cleanup(cloud: Gateway, work: WorkResources) -> None:
+    """Remove the snapshot and the work volume (detached first): each tried again on transient failures, and
+    counted once it is seen gone; what stays is logged, never raised."""
+    snapshot_id = work.snapshot_id
+    if snapshot_id and cloud.discard(f"work snapshot '{snapshot_id}'", lambda: cloud.snapshots.delete(snapshot_id),
+                                     lambda: cloud.snapshots.get(snapshot_id) is None):
+        work.snapshot_id = None
     volume_id = work.volume_id
-    if volume_id:
-        try:
-            detach(client, work, timeouts)
-            client.call("deleteVolume", id=volume_id)
-            work.volume_id = None
-        except (CloudStackError, CloudError) as err:
-            if isinstance(err, CloudStackError) and err.errorcode == 431 and lookups.volume(client, volume_id) is None:
-                work.volume_id = None
-            else:
-                log.warning(f"Could not delete work volume {volume_id}: {err}")
+    if volume_id and cloud.discard(f"work volume '{volume_id}'", lambda: _remove_volume(cloud, work, volume_id),
+                                   lambda: cloud.volumes.get(volume_id) is None):
+        work.volume_id = None
+
+
+def _remove_volume(cloud: Gateway, work: WorkResources, volume_id: str) -> None:
+    if work.attached_to:
+        cloud.volumes.detach(Volume(id=volume_id, vm_id=work.attached_to))
+        work.attached_to = None
+    cloud.volumes.delete(volume_id)

@@ -13,23 +13,26 @@ import responses
 
 from cloudstack_cpi import config
 from cloudstack_cpi.actions import stemcells
+from cloudstack_cpi.cloudstack.errors import CloudStackError
 from cloudstack_cpi.cloudstack.gateway import Gateway
+from cloudstack_cpi.cloudstack.models import OsType
+from cloudstack_cpi.cloudstack.templates import Template, TemplateUpload
 from cloudstack_cpi.errors import CloudError
 from cloudstack_cpi.log import Logger
 from cloudstack_cpi.stemcell import convert, image, ostypes, templates, upload_post, upload_url, upload_volume
 
 MIB = 1 << 20
-OS_TYPES_NEW = [{"id": f"os-{i}", "description": d} for i, d in enumerate([
+OS_TYPES_NEW = [OsType(f"os-{i}", d) for i, d in enumerate([
     "Ubuntu 18.04 LTS", "Ubuntu 22.04 LTS", "Ubuntu 20.04 LTS", "Ubuntu 24.04 LTS", "Other PV (64-bit)",
     "Other Linux (64-bit)", "Other Linux (32-bit)", "CentOS 7", "Debian GNU/Linux 12 (64-bit)",
     "Debian GNU/Linux 11 (64-bit)", "Windows Server 2019 (64-bit)"])]
-OS_TYPES_OLD = [{"id": f"old-{i}", "description": d} for i, d in enumerate([
+OS_TYPES_OLD = [OsType(f"old-{i}", d) for i, d in enumerate([
     "Ubuntu 14.04 (32-bit)", "Ubuntu 14.04 (64-bit)", "Ubuntu 16.04 (64-bit)", "Ubuntu 16.04 (32-bit)",
     "Other PV (64-bit)", "Other (64-bit)"])]
 
 
 def description(**kwargs) -> str:
-    return ostypes.choose(kwargs.pop("catalogue", OS_TYPES_NEW), **kwargs)["description"]
+    return ostypes.choose(kwargs.pop("catalogue", OS_TYPES_NEW), **kwargs).description
 
 
 # --- OS types ---------------------------------------------------------------------------------------
@@ -58,13 +61,13 @@ def test_os_type_falls_back_to_other_linux_then_other_pv():
     assert description(os_distro="slackware", os_type="linux") == "Other Linux (64-bit)"
     assert description(catalogue=OS_TYPES_OLD, os_distro="centos") == "Other PV (64-bit)"
     with pytest.raises(CloudError, match="set cloudstack.stemcell.os_type to one of: CentOS 7"):
-        ostypes.choose([{"id": "1", "description": "CentOS 7"}], os_distro="ubuntu")
+        ostypes.choose([OsType("1", "CentOS 7")], os_distro="ubuntu")
 
 
 def test_configured_os_type_wins_and_must_exist():
     assert description(configured="Other PV (64-bit)", os_distro="ubuntu") == "Other PV (64-bit)"
     assert description(configured="other pv (64-bit)") == "Other PV (64-bit)"
-    assert ostypes.choose(OS_TYPES_NEW, configured="os-7")["description"] == "CentOS 7"
+    assert ostypes.choose(OS_TYPES_NEW, configured="os-7").description == "CentOS 7"
     with pytest.raises(CloudError, match=r"OS type 'Ubuntu 9.04' \(cloudstack.stemcell.os_type\) not found"):
         ostypes.choose(OS_TYPES_NEW, configured="Ubuntu 9.04")
 
@@ -72,9 +75,13 @@ def test_configured_os_type_wins_and_must_exist():
 # --- strategy, names, tags, hypervisors -------------------------------------------------------------
 
 
-def stemcell_config(**stemcell):
+def cloud_config(**cloudstack):
     return config.parse({"cloudstack": {"endpoint": "https://cs.test/client/api", "api_key": "k",
-                                        "secret_access_key": "s", "stemcell": stemcell}}).cloudstack.stemcell
+                                        "secret_access_key": "s", **cloudstack}}).cloudstack
+
+
+def stemcell_config(**stemcell):
+    return cloud_config(stemcell=stemcell).stemcell
 
 
 @pytest.mark.parametrize("settings, expected", [
@@ -136,7 +143,7 @@ def log_stream() -> tuple[Logger, io.StringIO]:
     return Logger(stream=stream), stream
 
 
-UPLOAD = upload_post.UploadParams("tpl-1", "http://ssvm.test/upload/tpl-1", "sig+/=", "meta-blob", "2030-01-01T00:00:00.000Z")
+UPLOAD = TemplateUpload("tpl-1", "http://ssvm.test/upload/tpl-1", "sig+/=", "meta-blob", "2030-01-01T00:00:00.000Z")
 
 
 @responses.activate
@@ -195,6 +202,7 @@ class ScriptedRows:
     def __init__(self, *answers):
         self.answers = list(answers)
         self.calls = 0
+        self.log, _ = log_stream()
 
     def list(self, command, **params):
         assert command == "listTemplates" and params["id"] == "tpl-1"
@@ -203,10 +211,16 @@ class ScriptedRows:
         return answer
 
 
+def gateway(client) -> Gateway:
+    return Gateway(client, cloud_config().timeout)
+
+
 def waiter(client, timeout=100.0):
+    """The template waiter over the gateway's real template service, on a scripted client."""
     clock = itertools.count(0.0, 1.0)
     log, stream = log_stream()
-    return templates.Waiter(client, log, timeout=timeout, sleep=lambda s: None, clock=lambda: next(clock)), stream
+    return templates.Waiter(gateway(client).templates, log, timeout=timeout, sleep=lambda s: None,
+                            clock=lambda: next(clock)), stream
 
 
 def row(status, ready=False, zone="z1"):
@@ -217,7 +231,7 @@ def test_wait_until_download_complete_logging_progress():
     client = ScriptedRows(row("NotUploaded"), row("12% Downloaded"), row("Installing Template"),
                           row("Download Complete", True))
     wait, stream = waiter(client)
-    assert wait.wait("tpl-1", "z1", what="Waiting", zone_name="zone-1")["isready"] is True
+    assert wait.wait("tpl-1", "z1", what="Waiting", zone_name="zone-1").ready is True
     lines = stream.getvalue()
     assert "in zone 'zone-1': NotUploaded" in lines and "is ready in zone 'zone-1'" in lines
 
@@ -250,7 +264,7 @@ def test_a_template_vanishing_while_waiting():
     ("Upload failed: format mismatch", True), ("DOWNLOAD_ERROR", True),
 ])
 def test_status_texts(status, failed):
-    assert templates.status_failed(status) is failed
+    assert Template("tpl-1", status=status).failed is failed
 
 
 # --- create_stemcell against a fake cloud: cleanup on failure ------------------------------------------
@@ -259,18 +273,22 @@ def test_status_texts(status, failed):
 class FakeCloud:
     """Just enough CloudStack for the post strategy; template rows follow ``statuses``."""
 
-    def __init__(self, statuses):
+    def __init__(self, statuses, upload_answer=None):
         self.statuses = list(statuses)
         self.calls: list[tuple[str, dict]] = []
         self.deleted = False
         self.session = SimpleNamespace(verify=True)
         self.log, self.stream = log_stream()
+        self.upload_answer = upload_answer or {
+            "getuploadparams": {"id": "tpl-1", "postURL": UPLOAD.post_url, "signature": "sig-123456",
+                                "metadata": "meta-123456", "expires": UPLOAD.expires}}
 
     def call(self, command, **params):
         self.calls.append((command, params))
         if command == "getUploadParamsForTemplate":
-            return {"getuploadparams": {"id": "tpl-1", "postURL": UPLOAD.post_url, "signature": "sig-123456",
-                                        "metadata": "meta-123456", "expires": UPLOAD.expires}}
+            if isinstance(self.upload_answer, Exception):  # the record is made, and then the answer goes wrong
+                raise self.upload_answer
+            return self.upload_answer
         raise AssertionError(command)
 
     def list(self, command, **params):
@@ -287,8 +305,11 @@ class FakeCloud:
         raise AssertionError(command)
 
     def list_all(self, command, **params):
+        self.calls.append((command, params))
+        if command == "listTemplates":  # by the unique name, after a failed create
+            return [] if self.deleted else [dict(r, name=params["name"]) for r in row(self.statuses[0])]
         assert command == "listOsTypes"
-        return OS_TYPES_NEW
+        return [{"id": o.id, "description": o.description} for o in OS_TYPES_NEW]
 
     def run_job(self, command, *, timeout, what, **params):
         self.calls.append((command, params))
@@ -296,15 +317,28 @@ class FakeCloud:
             self.deleted = True
         return {}
 
+    def finish_job(self, started, *, command, timeout, what):
+        return started  # no jobs here: every answer is the result
+
+    def sleep(self, seconds):
+        pass
+
     def commands(self):
         return [command for command, _ in self.calls]
+
+
+class NoClient:
+    """Actions reach CloudStack only through ``ctx.cloud``: any use of ``ctx.client`` fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"an action used ctx.client.{name}: it must go through the gateway (ctx.cloud)")
 
 
 def fake_ctx(cloud, **cloudstack):
     cfg = config.parse({"cloudstack": {"endpoint": "https://cs.test/client/api", "api_key": "k",
                                        "secret_access_key": "s", "default_zone": "zone-1", **cloudstack}})
-    return SimpleNamespace(config=cfg, client=cloud, cloud=Gateway(cloud, cfg.cloudstack.timeout), log=cloud.log,
-                           director_uuid="dir-1")
+    return SimpleNamespace(config=cfg, client=NoClient(), cloud=Gateway(cloud, cfg.cloudstack.timeout),
+                           log=cloud.log, director_uuid="dir-1")
 
 
 PROPS = {"name": "bosh-kvm", "version": "1", "hypervisor": "kvm", "os_distro": "ubuntu"}
@@ -355,6 +389,26 @@ def test_without_a_hypervisor_the_zones_only_one_is_used(tmp_path):
     assert dict(cloud.calls)["getUploadParamsForTemplate"]["hypervisor"] == "KVM"
     tags = dict(cloud.calls)["createTags"]["tags"]
     assert tags == {"stemcell_name": "bosh-kvm", "stemcell_version": "1", "director_uuid": "dir-1"}
+
+
+@pytest.mark.parametrize("answer, message", [
+    (CloudStackError("getUploadParamsForTemplate", "no answer from https://cs.test/client/api: read timed out",
+                     kind="transport", outcome_unknown=True),
+     "getUploadParamsForTemplate: no answer from https://cs.test/client/api: read timed out"),
+    ({"getuploadparams": {"id": "tpl-1", "signature": "sig-123456", "metadata": "meta-123456"}},
+     "getUploadParamsForTemplate: answered without 'postURL'"),
+])
+def test_an_upload_slot_gone_wrong_is_found_by_its_name_and_deleted(tmp_path, answer, message):
+    """The record exists once getUploadParamsForTemplate ran, whatever became of its answer: found by the unique
+    name and deleted, and the command is not sent again (it would make a second record)."""
+    cloud = FakeCloud(["NotUploaded"], upload_answer=answer)
+    with pytest.raises(CloudError) as caught:
+        stemcells.create_stemcell(fake_ctx(cloud), str(qcow2_file(tmp_path / "image")), PROPS)
+    assert caught.value.message == f"Creating stemcell 'bosh-kvm 1': {message}" and caught.value.ok_to_retry
+    sent_name = dict(cloud.calls)["getUploadParamsForTemplate"]["name"]
+    assert ("listTemplates", {"templatefilter": "self", "name": sent_name, "listall": True}) in cloud.calls
+    assert cloud.commands().count("getUploadParamsForTemplate") == 1 and cloud.deleted
+    assert "meta-123456" not in cloud.stream.getvalue()
 
 
 def test_light_stemcell_cids_are_not_deleted():
@@ -442,3 +496,48 @@ def test_write_device_writes_in_place_and_checks_the_count(tmp_path):
     assert content[:2 * MIB] == b"a" * MIB + b"b" * MIB and content[2 * MIB:] == b"\xff" * (2 * MIB)
     with pytest.raises(CloudError, match="wrote 1 of 2 bytes"):
         upload_volume.write_device(str(device), [b"x"], 2, log)
+
+
+# --- the volume strategy's resources after a lost answer or a failed job (against the simulator, in-process) ------
+
+
+@pytest.mark.parametrize("command, fault", [
+    ("createVolume", "drop_after_action"), ("createSnapshot", "drop_after_action"),
+    ("createTemplate", "drop_after_action"), ("createTemplate", "job_failure"), ("deleteSnapshot", "error"),
+])
+def test_volume_strategy_leaves_nothing_when_a_create_answer_is_lost(tmp_path, command, fault):
+    """Issue 16: the work volume, its snapshot and the template each carry the template's unique name from the
+    moment they exist, so a lost answer is recovered by looking them up, and a cleanup that fails once is tried
+    again; every one of them is gone when create_stemcell answers."""
+    import json
+
+    from cloudstack_cpi import rpc
+    from cloudstack_simulator import Simulator
+    from tests.conftest import request
+    from tests.simulator.helpers import Api
+    from tests.unit.stemcell.stemcell_image_builders import sample_blocks, write_raw
+
+    devices = tmp_path / "devices"
+    with Simulator("advanced", device_dir=devices) as sim:
+        vm = Api(sim).deploy()
+        cfg = tmp_path / "cpi.json"
+        cfg.write_text(json.dumps({"cloudstack": {
+            "endpoint": sim.endpoint, "api_key": sim.api_key, "secret_access_key": sim.secret_key,
+            "default_zone": "zone-1", "stemcell": {"upload_strategy": "volume", "volume": {
+                "vm_id": vm["id"], "device_dir": str(devices / vm["id"])}}}}))
+        image_path = write_raw(tmp_path / "image", 4 * MIB, sample_blocks(4 * MIB))
+        sim.clear_request_log()
+        sim.script_fault(command, fault)
+        log, stream = log_stream()
+        response = rpc.handle(json.dumps(request("create_stemcell", str(image_path), dict(PROPS, disk_format="raw"))
+                                         ).encode(), str(cfg), log)
+        sent = [c for c, _ in sim.request_log]
+        assert sent.count(command.lower()) == (2 if command == "deleteSnapshot" else 1), stream.getvalue()
+        inventory = sim.inventory()
+        assert inventory["volumes"] == [] and inventory["snapshots"] == [], stream.getvalue()
+        if command == "deleteSnapshot":  # a cleanup failing once: the stemcell is made all the same
+            assert response["error"] is None and inventory["templates"] == [response["result"]]
+            assert "trying again" in stream.getvalue()
+        else:
+            assert response["error"] is not None and inventory["templates"] == [], stream.getvalue()
+            assert response["error"]["message"].startswith("Creating stemcell 'bosh-kvm 1': ")

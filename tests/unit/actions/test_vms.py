@@ -15,6 +15,8 @@ import responses
 from cloudstack_cpi import errors, models, tags
 from cloudstack_cpi.actions import vms
 from cloudstack_cpi.cloudstack.errors import CloudStackError
+from cloudstack_cpi.cloudstack.models import ServiceOffering
+from cloudstack_cpi.cloudstack.vms import ComputeSize, expunge_refused
 from cloudstack_cpi.context import CallContext
 from cloudstack_cpi.log import Logger
 
@@ -621,6 +623,41 @@ def test_cleanup_failure_is_reported_with_the_leftover(cloud, ctx):
     assert list(cloud.vms) == [raised.value.message.split("could not remove: VM ")[1].rstrip(")")]
 
 
+def test_lost_ephemeral_volume_answer_finds_the_volume_by_name_and_removes_it(cloud, ctx):
+    cloud.fail["createVolume"] = "drop"  # made, but the answer never arrives
+    with pytest.raises(errors.VMCreationFailed) as raised:
+        create(ctx, {"disk": 2048})
+    assert raised.value.ok_to_retry is True and "createVolume: no answer" in raised.value.message
+    assert cloud.commands().count("createVolume") == 1
+    name = cloud.params("createVolume")[0]["name"]
+    assert name.endswith("-ephemeral") and any(p.get("name") == name for p in cloud.params("listVolumes"))
+    assert "Cleaned up volume vol-" in ctx.stderr.getvalue()
+    assert_nothing_left(cloud)
+
+
+def test_lost_static_nat_answer_is_looked_up_not_sent_again(cloud, ctx):
+    cloud.fail["enableStaticNat"] = "drop"
+    networks = {**NETWORKS, "public": {"type": "vip", "ip": "203.0.113.10", "cloud_properties": {}}}
+    vm_id, _ = create(ctx, networks=networks)
+    assert cloud.commands().count("enableStaticNat") == 1 and cloud.ips["ip-1"]["virtualmachineid"] == vm_id
+    assert f"but it points to VM '{vm_id}' now" in ctx.stderr.getvalue()
+
+
+def test_static_nat_released_meanwhile_is_moved_all_the_same(cloud, ctx, monkeypatch):
+    """Disabling the static NAT of an IP that no longer points to its VM is done (the gateway looks after a
+    refusal): here another call released it between this call's look and its disableStaticNat."""
+    cloud.ips["ip-1"].update(isstaticnat=True, virtualmachineid="old-vm")
+
+    def released_meanwhile(p):
+        cloud.ips[p["ipaddressid"]].update(isstaticnat=False, virtualmachineid=None)
+        return 431, "Specified IP address id is not associated with any vm Id"
+    monkeypatch.setattr(cloud, "disableStaticNat", released_meanwhile)
+    networks = {**NETWORKS, "public": {"type": "vip", "ip": "203.0.113.10", "cloud_properties": {}}}
+    vm_id, _ = create(ctx, networks=networks)
+    assert cloud.ips["ip-1"]["virtualmachineid"] == vm_id
+    assert "Static NAT of 203.0.113.10 went meanwhile" in ctx.stderr.getvalue()
+
+
 # -- delete_vm / has_vm / reboot_vm / set_vm_metadata ---------------------------------------------------------
 
 
@@ -702,7 +739,7 @@ def test_delete_vm_of_a_gone_vm_deletes_the_ephemeral_disk_left_behind(cloud, ct
 ])
 def test_only_the_refusal_to_expunge_is_recognised(kind, errorcode, text, refused):
     err = CloudStackError("destroyVirtualMachine", text, kind=kind, errorcode=errorcode)
-    assert vms._expunge_refused(err) is refused
+    assert expunge_refused(err) is refused
 
 
 def test_has_vm_for_unknown_and_destroyed_vms(cloud, ctx):
@@ -729,6 +766,27 @@ def test_reboot_vm_that_stays_stopped_is_a_cloud_error(cloud, ctx, monkeypatch):
             as raised:
         vms.reboot_vm(ctx, "v1")
     assert type(raised.value) is errors.CloudError
+
+
+def test_reboot_vm_waits_for_a_vm_on_its_way_to_a_state(cloud, ctx, monkeypatch):
+    cloud.vms["v1"] = {"id": "v1", "state": "Stopping", "nic": [], "tags": [], "_groups": []}
+    original = cloud.listVirtualMachines
+
+    def arrive(p):
+        answer = original(p)
+        cloud.vms["v1"]["state"] = "Stopped"  # the next look sees it stopped
+        return answer
+    monkeypatch.setattr(cloud, "listVirtualMachines", arrive)
+    vms.reboot_vm(ctx, "v1")
+    assert cloud.commands() == ["listVirtualMachines", "listVirtualMachines", "startVirtualMachine"]
+
+
+def test_reboot_vm_of_a_vm_that_stays_on_its_way_is_retryable(cloud, tmp_path):
+    ctx = make_ctx(tmp_path, timeout={"reboot_vm": 0.05})
+    cloud.vms["v1"] = {"id": "v1", "state": "Migrating", "nic": [], "tags": [], "_groups": []}
+    with pytest.raises(errors.CloudError, match="Rebooting VM 'v1': VM is still Migrating after 0.05s") as raised:
+        vms.reboot_vm(ctx, "v1")
+    assert raised.value.ok_to_retry is True and cloud.mutations() == []
 
 
 def test_set_vm_metadata_tags_changes_only_and_names_the_vm(cloud, ctx):
@@ -762,18 +820,18 @@ def test_display_name(metadata, name):
 # -- calculate_vm_cloud_properties ----------------------------------------------------------------------------
 
 
-OFFERINGS = [
+OFFERINGS = [ServiceOffering.from_api(row) for row in (
     {"id": "1", "name": "big-mem", "cpunumber": 1, "memory": 16384},
     {"id": "2", "name": "medium", "cpunumber": 2, "memory": 4096},
     {"id": "3", "name": "large", "cpunumber": 4, "memory": 8192},
     {"id": "4", "name": "custom", "iscustomized": True},
-]
+)]
 
 
 @pytest.mark.parametrize("cpu, ram, chosen", [(1, 512, "medium"), (2, 4096, "medium"), (3, 4096, "large"),
                                               (1, 9000, "big-mem")])
 def test_choose_offering_smallest_that_fits(cpu, ram, chosen):
-    assert vms.choose_offering(OFFERINGS, cpu, ram)["name"] == chosen
+    assert vms.choose_offering(OFFERINGS, cpu, ram).name == chosen
 
 
 def test_choose_offering_names_the_largest_when_nothing_fits():
@@ -794,8 +852,8 @@ def test_calculate_vm_cloud_properties_fixed_and_custom(cloud, tmp_path):
         vms.calculate_vm_cloud_properties(ctx, {"cpu": 1, "ephemeral_disk_size": 0})
 
 
-def test_custom_details_defaults_cpu_speed():
+def test_custom_size_defaults_cpu_speed():
     props = models.VMCloudProperties.model_validate({"cpu": 4, "ram": 8192})
-    assert vms.custom_details({"name": "c", "iscustomized": True}, props) == \
-        {"cpuNumber": 4, "cpuSpeed": 2000, "memory": 8192}
-    assert vms.custom_details({"name": "s", "iscustomized": False}, props) is None
+    custom = ServiceOffering.from_api({"id": "c", "name": "c", "iscustomized": True})
+    assert vms.custom_size(custom, props) == ComputeSize(cpus=4, cpu_speed_mhz=2000, memory_mib=8192)
+    assert vms.custom_size(ServiceOffering.from_api({"id": "s", "name": "s", "iscustomized": False}), props) is None

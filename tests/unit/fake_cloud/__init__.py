@@ -77,9 +77,14 @@ class _Client:
 class FakeGateway(Gateway):
     def __init__(self, log: Logger | None = None) -> None:
         from .account import FakeAccount
+        from .addresses import FakeAddresses
+        from .affinity import FakeAffinity
         from .catalogue import FakeCatalogue
+        from .loadbalancers import FakeLoadBalancers
+        from .networks import FakeNetworks
         from .snapshots import FakeSnapshots
         from .tagging import FakeTagging
+        from .templates import FakeTemplates
         from .vms import FakeVms
         from .volumes import FakeVolumes
 
@@ -94,8 +99,13 @@ class FakeGateway(Gateway):
         self.catalogue = FakeCatalogue(self)  # type: ignore[misc, assignment]
         self.tags = FakeTagging(self)  # type: ignore[misc, assignment]
         self.vms = FakeVms(self)  # type: ignore[misc, assignment]
+        self.networks = FakeNetworks(self)  # type: ignore[misc, assignment]
+        self.addresses = FakeAddresses(self)  # type: ignore[misc, assignment]
+        self.load_balancers = FakeLoadBalancers(self)  # type: ignore[misc, assignment]
+        self.affinity = FakeAffinity(self)  # type: ignore[misc, assignment]
         self.volumes = FakeVolumes(self)  # type: ignore[misc, assignment]
         self.snapshots = FakeSnapshots(self)  # type: ignore[misc, assignment]
+        self.templates = FakeTemplates(self)  # type: ignore[misc, assignment]
 
     # -- arranging
 

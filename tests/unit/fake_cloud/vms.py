@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Collection, Iterable
 
-from cloudstack_cpi.cloudstack.models import Vm
+from cloudstack_cpi.cloudstack.models import Nic, Vm
 
-from . import FakeService, recorded
+from . import FakeService, api_error, recorded
+
+
+class _Deploying:
+    """What ``start_deploy`` answers: the new id at once, the VM when waited for."""
+
+    def __init__(self, vm: Vm) -> None:
+        self.resource_id = vm.id
+        self._vm = vm
+
+    def wait(self, recover=None) -> Vm:
+        return self._vm
 
 
 class FakeVms(FakeService):
@@ -15,6 +27,7 @@ class FakeVms(FakeService):
     def __init__(self, cloud) -> None:
         super().__init__(cloud)
         self.items: dict[str, Vm] = {}
+        self.user_data: dict[str, str] = {}
 
     # -- arranging
 
@@ -30,9 +43,93 @@ class FakeVms(FakeService):
     def _with_tags(self, vm: Vm) -> Vm:
         return dataclasses.replace(vm, tags=self.cloud.tags.of("UserVm", vm.id))
 
+    def _known(self, vm_id: str, command: str) -> Vm:
+        vm = self.items.get(vm_id)
+        if vm is None or vm.gone:
+            raise api_error(command, f"Unable to find a virtual machine with id {vm_id}")
+        return vm
+
+    def _set(self, vm_id: str, **changes) -> Vm:
+        self.items[vm_id] = dataclasses.replace(self.items[vm_id], **changes)
+        return self._with_tags(self.items[vm_id])
+
     # -- the gateway's methods
 
     @recorded
     def get(self, vm_id: str) -> Vm | None:
         vm = self.items.get(vm_id)
         return None if vm is None or vm.gone else self._with_tags(vm)
+
+    @recorded
+    def named(self, name: str) -> list[Vm]:
+        return [self._with_tags(vm) for vm in self.items.values() if vm.name == name]
+
+    @recorded
+    def holding(self, ips: Collection[str], *, network_ids: Iterable[str], zone_id: str) -> list[Vm]:
+        networks = set(network_ids)
+        return [self._with_tags(vm) for vm in self.items.values()
+                if any(nic.ip in ips and (nic.network_id in networks if networks else vm.zone_id == zone_id)
+                       for nic in vm.nics)]
+
+    @recorded
+    def settled(self, vm_id: str) -> Vm | None:
+        return self.get.__wrapped__(self, vm_id)  # type: ignore[attr-defined]  # the fake's VMs never move
+
+    @recorded
+    def start_deploy(self, deployment, *, made: Callable[[str], object]) -> _Deploying:
+        vm_id = self.cloud.new_id("vm")
+        requested = deployment.networks.nics or (None,)
+        nics = tuple(
+            Nic(f"nic-{vm_id[:7]}-{i}", network_id=nic.network_id if nic else "guest",
+                ip=(nic.ip if nic else deployment.networks.ip) or f"10.0.{i}.50", netmask="255.255.255.0",
+                gateway=f"10.0.{i}.1", mac=f"02:00:00:00:{len(self.items):02x}:{i:02x}", device_id=i,
+                is_default=i == 0)
+            for i, nic in enumerate(requested))
+        self.items[vm_id] = Vm(vm_id, name=deployment.name, display_name=deployment.name, state="Stopped",
+                               zone_id=deployment.zone_id, zone_name=self.cloud.catalogue.zone(deployment.zone_id).name,
+                               hypervisor="KVM", template_id=deployment.template_id, nics=nics)
+        self.cloud.volumes.add(zone=deployment.zone_id, vm=vm_id, device_id=0, volume_type="ROOT", offering=None,
+                               gib=deployment.root_disk_gib or 5)
+        self.cloud.affinity.join(deployment.affinity_group_ids, vm_id)
+        made(vm_id)
+        return _Deploying(self._with_tags(self.items[vm_id]))
+
+    @recorded
+    def start(self, vm_id: str) -> Vm | None:
+        self._known(vm_id, "startVirtualMachine")
+        return self._set(vm_id, state="Running")
+
+    @recorded
+    def reboot(self, vm: Vm) -> Vm | None:
+        self._known(vm.id, "rebootVirtualMachine")
+        return self._set(vm.id, state="Running")
+
+    @recorded
+    def set_user_data(self, vm_id: str, encoded: str) -> None:
+        self._known(vm_id, "updateVirtualMachine")
+        self.user_data[vm_id] = encoded
+
+    @recorded
+    def rename(self, vm_id: str, display_name: str) -> None:
+        self._known(vm_id, "updateVirtualMachine")
+        self._set(vm_id, display_name=display_name)
+
+    @recorded
+    def destroy(self, vm_id: str, *, expunge: bool) -> bool:
+        vm = self.items.get(vm_id)
+        if vm is None or vm.gone:
+            return False
+        if not expunge:
+            self._set(vm_id, state="Destroyed")
+            return True
+        del self.items[vm_id]
+        volumes = self.cloud.volumes
+        for volume in list(volumes.items.values()):
+            if volume.vm_id == vm_id and volume.type == "ROOT":
+                del volumes.items[volume.id]
+            elif volume.vm_id == vm_id:
+                volumes.items[volume.id] = dataclasses.replace(volume, vm_id=None, device_id=None)
+        self.cloud.addresses.release_vm(vm_id)
+        self.cloud.load_balancers.forget_vm(vm_id)
+        self.cloud.tags.forget("UserVm", vm_id)
+        return True

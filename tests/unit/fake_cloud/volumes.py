@@ -8,7 +8,7 @@ shared/reference/cloudstack-api.md §5; the real gateway is tested on them again
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from cloudstack_cpi.cloudstack.models import GIB, Volume
 
@@ -109,9 +109,12 @@ class FakeVolumes(FakeService):
         return self._out(self.items[volume_id])
 
     @recorded
-    def start_create(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None) -> _Created:
-        return _Created(self.create.__wrapped__(self, name=name, zone_id=zone_id,  # type: ignore[attr-defined]
-                                                offering_id=offering_id, size_gib=size_gib, tags={}))
+    def start_create(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None,
+                     made: Callable[[str], object]) -> _Created:
+        created = self.create.__wrapped__(self, name=name, zone_id=zone_id,  # type: ignore[attr-defined]
+                                          offering_id=offering_id, size_gib=size_gib, tags={})
+        made(created.id)
+        return _Created(created)
 
     @recorded
     def attach(self, volume_id: str, vm_id: str) -> Volume:

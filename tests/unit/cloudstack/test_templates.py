@@ -1,0 +1,123 @@
+"""The template service against the simulator: rows per zone, the three creates and what a failure leaves, deletes.
+
+Every create carries its caller's unique name; when its answer is lost, its job fails or the answer names no
+template, the record is found by that name and deleted before the error goes on, and the create is never sent
+twice (getUploadParamsForTemplate makes a record on every call).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cloudstack_cpi.cloudstack.errors import CloudStackError
+from cloudstack_cpi.cloudstack.templates import NewTemplate, Template, TemplateUpload
+
+
+def new(name: str, sim) -> NewTemplate:
+    with sim.state.lock:
+        ostype = next(o["id"] for o in sim.state.ostypes.values() if o["description"] == "Other Linux (64-bit)")
+    return NewTemplate(name=name, display_text=f"{name} 1", os_type_id=ostype, requires_hvm=True, public=False)
+
+
+def named_in_sim(sim, name: str) -> list[str]:
+    with sim.state.lock:
+        return [t["id"] for t in sim.state.templates.values() if t["name"] == name]
+
+
+def sent(sim, command: str) -> int:
+    return [c for c, _ in sim.request_log].count(command.lower())
+
+
+def upload(gateway, arranged, sim, name: str) -> TemplateUpload:
+    return gateway.templates.request_upload(new(name, sim), image_format="QCOW2", hypervisor="KVM",
+                                            zone_id=arranged.zone)
+
+
+def test_an_upload_slot_is_a_named_template_record_whose_secrets_stay_out_of_the_log(sim, gateway, arranged,
+                                                                                     log_stream):
+    slot = upload(gateway, arranged, sim, "tpl-slot")
+    assert named_in_sim(sim, "tpl-slot") == [slot.id] and slot.post_url.endswith(slot.id)
+    assert set(slot.headers) == {"X-signature", "X-metadata", "X-expires"}
+    gateway.log.info(f"signature {slot.signature} metadata {slot.metadata}")
+    assert slot.signature not in log_stream.getvalue() and slot.metadata not in log_stream.getvalue()
+    row = gateway.templates.in_zone(slot.id, arranged.zone)
+    assert isinstance(row, Template) and row.name == "tpl-slot" and not row.ready and not row.failed
+    assert [t.id for t in gateway.templates.named("tpl-slot")] == [slot.id]
+    assert gateway.templates.delete(slot.id) is True and named_in_sim(sim, "tpl-slot") == []
+
+
+def test_a_lost_upload_slot_answer_is_not_asked_again_and_leaves_no_record(sim, gateway, arranged):
+    sim.clear_request_log()
+    sim.script_fault("getUploadParamsForTemplate", "drop_after_action")
+    with pytest.raises(CloudStackError) as caught:
+        upload(gateway, arranged, sim, "tpl-slot-lost")
+    assert caught.value.outcome_unknown and caught.value.command == "getUploadParamsForTemplate"
+    assert sent(sim, "getUploadParamsForTemplate") == 1
+    assert named_in_sim(sim, "tpl-slot-lost") == []
+
+
+def test_a_lost_register_answer_leaves_no_record(sim, gateway, arranged):
+    sim.clear_request_log()
+    sim.script_fault("registerTemplate", "drop_after_action")
+    with pytest.raises(CloudStackError) as caught:
+        gateway.templates.register(new("tpl-reg-lost", sim), image_format="QCOW2", hypervisor="KVM",
+                                   zone_id=arranged.zone, url="http://127.0.0.1:9/nothing.qcow2")
+    assert caught.value.outcome_unknown and sent(sim, "registerTemplate") == 1
+    assert named_in_sim(sim, "tpl-reg-lost") == []
+
+
+def snapshot_of_a_volume(gateway, arranged, name: str) -> str:
+    volume = gateway.volumes.create(name=f"{name}-vol", zone_id=arranged.zone, offering_id=arranged.custom_offering,
+                                    size_gib=1, tags={})
+    vm_id = arranged.vm()
+    gateway.volumes.attach(volume.id, vm_id)  # a snapshot needs a Ready volume: attaching makes it one
+    return gateway.snapshots.create(volume.id, name=f"{name}-snap", tags={}).id
+
+
+def test_a_template_from_a_snapshot_is_ready_in_the_snapshots_zone(sim, gateway, arranged):
+    snapshot_id = snapshot_of_a_volume(gateway, arranged, "tpl-from-snap")
+    template = gateway.templates.create_from_snapshot(snapshot_id, new("tpl-from-snap", sim))
+    assert template.name == "tpl-from-snap" and template.zone_id == arranged.zone and template.ready
+    assert gateway.templates.delete(template.id) is True
+
+
+@pytest.mark.parametrize("fault", ["drop_after_action", "job_failure"])
+def test_a_template_from_a_snapshot_that_fails_or_whose_answer_is_lost_leaves_nothing(sim, gateway, arranged, fault):
+    name = f"tpl-snap-{fault}"
+    snapshot_id = snapshot_of_a_volume(gateway, arranged, name)
+    sim.clear_request_log()
+    sim.script_fault("createTemplate", fault)
+    with pytest.raises(CloudStackError):
+        gateway.templates.create_from_snapshot(snapshot_id, new(name, sim))
+    assert sent(sim, "createTemplate") == 1
+    assert named_in_sim(sim, name) == []
+
+
+def test_copies_run_side_by_side_and_each_zone_gets_a_row(sim, gateway, arranged):
+    snapshot_id = snapshot_of_a_volume(gateway, arranged, "tpl-copy")
+    template = gateway.templates.create_from_snapshot(snapshot_id, new("tpl-copy", sim))
+    with sim.state.lock:
+        other = next(z["id"] for z in sim.state.zones.values() if z["name"] == "zone-2")
+    pending = gateway.templates.start_copy(template.id, source_zone_id=arranged.zone, zone_id=other, what="copying")
+    assert pending.wait() is None
+    assert {row.zone_id for row in gateway.templates.rows(template.id)} == {arranged.zone, other}
+    assert gateway.templates.delete(template.id) is True
+    assert gateway.templates.rows(template.id) == []
+
+
+def test_deleting_is_idempotent_and_an_unknown_id_has_no_rows(sim, gateway, arranged):
+    slot = upload(gateway, arranged, sim, "tpl-twice")
+    assert gateway.templates.delete(slot.id) is True
+    assert gateway.templates.delete(slot.id) is False
+    assert gateway.templates.rows("no-such-template") == []
+    assert gateway.templates.in_zone("no-such-template", arranged.zone) is None
+    assert gateway.templates.discard("no-such-template") is True
+
+
+def test_executable_templates_by_id_and_by_exact_name(gateway, arranged):
+    by_id = gateway.templates.executable_by_id(arranged.template, arranged.zone)
+    assert by_id is not None and by_id.name == "bosh-stemcell-existing" and by_id.ready
+    assert [t.id for t in gateway.templates.executable_named("bosh-stemcell-existing", arranged.zone)] == [
+        arranged.template]
+    assert gateway.templates.executable_named("bosh-stemcell", arranged.zone) == []  # names are exact
+    assert gateway.templates.executable_by_id("no-such-template", arranged.zone) is None
