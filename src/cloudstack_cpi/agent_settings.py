@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import disk_hints
 from .errors import CloudError
 from .networks import DYNAMIC, VIP, BoshNetwork, dns_network
 
+if TYPE_CHECKING:
+    from .cloudstack.models import Nic
 
-def network_settings(networks: list[BoshNetwork], nics: dict[str, dict],
+
+def network_settings(networks: list[BoshNetwork], nics: Mapping[str, Nic],
                      vm_routes: dict[str, list]) -> dict[str, dict]:
     """Each BOSH network as the agent wants it: the director's fields plus mac, use_dhcp and routes.
 
-    ``nics`` maps NIC-bearing network names to their CloudStack NIC (``macaddress``,
-    ``ipaddress``, ``netmask``, ``gateway``).  Network cloud_properties are CPI
-    input, not agent settings, and are left out.
+    ``nics`` maps NIC-bearing network names to their CloudStack NIC.  Network
+    cloud_properties are CPI input, not agent settings, and are left out.
 
     The agent matches a network to its interface by ``mac``.  No network carries
     an ``alias``: bosh-agent configures a network with an alias statically
@@ -42,13 +45,13 @@ def network_settings(networks: list[BoshNetwork], nics: dict[str, dict],
         entry = {key: value for key, value in network.spec.items() if key != "cloud_properties"}
         entry["type"] = network.type
         if network.type != VIP:
-            nic = nics.get(network.name) or {}
-            if network.type == DYNAMIC:
-                for key, nic_key in (("ip", "ipaddress"), ("netmask", "netmask"), ("gateway", "gateway")):
-                    if nic.get(nic_key):
-                        entry[key] = nic[nic_key]
-            if nic.get("macaddress"):
-                entry["mac"] = nic["macaddress"]
+            nic = nics.get(network.name)
+            if nic is not None and network.type == DYNAMIC:
+                for key, value in (("ip", nic.ip), ("netmask", nic.netmask), ("gateway", nic.gateway)):
+                    if value:
+                        entry[key] = value
+            if nic is not None and nic.mac:
+                entry["mac"] = nic.mac
             entry["use_dhcp"] = network.type == DYNAMIC
             routes = [_route(r) for r in network.props.routes] + [_route(r) for r in vm_routes.get(network.name, [])]
             if routes:

@@ -1,30 +1,23 @@
-"""Resolving what operators name (zones, offerings, networks, templates) to CloudStack objects.
+"""Choosing what operators name (zones, offerings, networks, templates) among the gateway's models.
 
 Operators may name things by name or by id; both are accepted.  A missing
 catalogue item is a configuration mistake, reported as a CloudError that lists
 what does exist.  A missing *resource* (a VM or volume named by a CID) is not
-decided here: finders return None and the action chooses the BOSH error.
+decided here: the gateway answers None and the action chooses the BOSH error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .errors import CloudError
 
-if TYPE_CHECKING:
-    from .cloudstack.client import Client
-
 T = TypeVar("T")
 
-GONE_VM_STATES = frozenset({"Destroyed", "Expunging", "Expunged"})
-GONE_VOLUME_STATES = frozenset({"Destroy", "Destroying", "Expunging", "Expunged"})
-
-
 def field_of(item: Any, name: str) -> Any:
-    """A field of a gateway model (or, for the operator commands' raw reads, of a dict)."""
-    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+    """A field of a gateway model (None when the model has no such field)."""
+    return getattr(item, name, None)
 
 
 def pick(items: Iterable[T], wanted: str, *, kind: str, where: str = "") -> T:
@@ -59,60 +52,12 @@ def only_named(items: Iterable[T], name: str, *, kind: str) -> T | None:
     return matches[0] if matches else None
 
 
-def zone(client: Client, wanted: str) -> dict:
-    return pick(client.list("listZones"), wanted, kind="Zone")
-
-
-def service_offering(client: Client, wanted: str) -> dict:
-    return pick(client.list_all("listServiceOfferings"), wanted, kind="Compute offering")
-
-
-def disk_offering(client: Client, wanted: str) -> dict:
-    return pick(client.list_all("listDiskOfferings"), wanted, kind="Disk offering")
-
-
-def network(client: Client, wanted: str, zone_id: str, zone_name: str = "") -> dict:
-    return pick(client.list_all("listNetworks", zoneid=zone_id), wanted, kind="Network",
-                where=f"zone '{zone_name or zone_id}'")
-
-
 LIGHT_SUFFIX = " light"
 
 
 def stemcell_template_id(stemcell_cid: str) -> str:
     """The template behind a stemcell CID: light stemcells are ``"<template id> light"``."""
     return stemcell_cid[: -len(LIGHT_SUFFIX)] if stemcell_cid.endswith(LIGHT_SUFFIX) else stemcell_cid
-
-
-def template(client: Client, wanted: str, zone_id: str | None = None) -> dict | None:
-    """A template by id (or name) usable in the zone, or None; accepts light stemcell CIDs."""
-    wanted = stemcell_template_id(wanted)
-    by_id = client.find("listTemplates", templatefilter="executable", id=wanted, zoneid=zone_id)
-    if by_id:
-        return by_id
-    return only_named_template(
-        client.list("listTemplates", templatefilter="executable", name=wanted, zoneid=zone_id), wanted)
-
-
-def only_named_template(rows: Iterable[dict], name: str) -> dict | None:
-    """``only_named`` for listTemplates: without a zone it answers one row per zone of the same template."""
-    distinct = list({str(t.get("id")): t for t in rows if t.get("name") == name}.values())
-    return only_named(distinct, name, kind="Template")
-
-
-def vm(client: Client, vm_id: str) -> dict | None:
-    """The VM with this id unless it is gone (destroyed or being expunged)."""
-    found = client.find("listVirtualMachines", id=vm_id)
-    if found is None or found.get("state") in GONE_VM_STATES:
-        return None
-    return found
-
-
-def volume(client: Client, volume_id: str) -> dict | None:
-    found = client.find("listVolumes", id=volume_id)
-    if found is None or found.get("state") in GONE_VOLUME_STATES:
-        return None
-    return found
 
 
 def gib(size_mib: int) -> int:
@@ -127,13 +72,13 @@ def first(items: Iterable[T], **match: Any) -> T | None:
     return None
 
 
-def older_than(resource: dict, seconds: float, now: float) -> bool:
-    """Whether the resource's ``created`` (CloudStack's ``2026-11-30T08:00:00+0000``) lies more than ``seconds``
-    before ``now``; a missing or unreadable time is not old (what cannot be dated is never taken as abandoned)."""
+def older_than(created: str, seconds: float, now: float) -> bool:
+    """Whether ``created`` (CloudStack's ``2026-11-30T08:00:00+0000``) lies more than ``seconds`` before ``now``;
+    a missing or unreadable time is not old (what cannot be dated is never taken as abandoned)."""
     from datetime import datetime
 
     try:
-        created = datetime.strptime(str(resource.get("created")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        stamp = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z").timestamp()
     except ValueError:
         return False
-    return now - created > seconds
+    return now - stamp > seconds

@@ -235,13 +235,6 @@ def result_networks(networks: list[BoshNetwork], nics: Mapping[str, Nic]) -> dic
     return result
 
 
-def agent_nics(nics: Mapping[str, Nic]) -> dict[str, dict]:
-    """The NICs as ``agent_settings.network_settings`` reads them (``macaddress``, ``ipaddress``, ``netmask``,
-    ``gateway``)."""
-    return {name: {"macaddress": nic.mac, "ipaddress": nic.ip, "netmask": nic.netmask, "gateway": nic.gateway}
-            for name, nic in nics.items()}
-
-
 def resolve(cloud: Gateway, zone: Zone, networks: list[BoshNetwork], order: list[BoshNetwork], vm_groups: list[str],
             default_groups: list[str], log) -> Placement:
     """Look up the CloudStack networks and security groups for this zone (errors list what exists)."""

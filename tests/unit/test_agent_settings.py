@@ -6,6 +6,7 @@ import json
 import pytest
 
 from cloudstack_cpi import agent_settings, config, models, networks as nets
+from cloudstack_cpi.cloudstack.models import Nic
 from cloudstack_cpi.errors import CloudError
 from tests import agent_model
 
@@ -23,10 +24,8 @@ NETWORKS = {
     "pub": {"type": "vip", "ip": "203.0.113.10", "cloud_properties": {"secret": "x"}},
 }
 NICS = {
-    "main": {"macaddress": "02:00:00:00:00:01", "ipaddress": "10.1.0.10", "netmask": "255.255.255.0",
-             "gateway": "10.1.0.1"},
-    "dyn": {"macaddress": "02:00:00:00:00:02", "ipaddress": "10.2.0.33", "netmask": "255.255.255.0",
-            "gateway": "10.2.0.1"},
+    "main": Nic("nic-1", mac="02:00:00:00:00:01", ip="10.1.0.10", netmask="255.255.255.0", gateway="10.1.0.1"),
+    "dyn": Nic("nic-2", mac="02:00:00:00:00:02", ip="10.2.0.33", netmask="255.255.255.0", gateway="10.2.0.1"),
 }
 
 
@@ -57,11 +56,11 @@ def test_the_agent_configures_dynamic_nics_by_dhcp_and_manual_ones_statically(et
     settings/service.go overwrites the address of every DHCP network with the default route's: with the
     alias of earlier versions, eth1 (dynamic) came up static with eth0's address."""
     _, _, settings = network_settings()
-    by_mac = {NICS[eth0]["macaddress"]: "eth0", NICS[eth1]["macaddress"]: "eth1"}
-    resolved = agent_model.resolved_networks(settings, default_ip=NICS[eth0]["ipaddress"])
+    by_mac = {NICS[eth0].mac: "eth0", NICS[eth1].mac: "eth1"}
+    resolved = agent_model.resolved_networks(settings, default_ip=NICS[eth0].ip)
     configs = {c.name: c for c in agent_model.interface_configurations(resolved, by_mac)}
     assert set(configs) == {"eth0", "eth1"}
-    main, dyn = configs[by_mac[NICS["main"]["macaddress"]]], configs[by_mac[NICS["dyn"]["macaddress"]]]
+    main, dyn = configs[by_mac[NICS["main"].mac]], configs[by_mac[NICS["dyn"].mac]]
     assert not main.dhcp and main.address == "10.1.0.10"
     assert main.routes == [{"destination": "10.9.0.0", "netmask": "255.255.0.0", "gateway": "10.1.0.254"}]
     assert dyn.dhcp
@@ -70,7 +69,7 @@ def test_the_agent_configures_dynamic_nics_by_dhcp_and_manual_ones_statically(et
 def test_a_single_dynamic_nic_uses_dhcp():
     parsed = nets.parse({"dyn": NETWORKS["dyn"]})
     settings = agent_settings.network_settings(parsed, {"dyn": NICS["dyn"]}, {})
-    (config_,) = agent_model.interface_configurations(settings, {NICS["dyn"]["macaddress"]: "eth0"})
+    (config_,) = agent_model.interface_configurations(settings, {NICS["dyn"].mac: "eth0"})
     assert config_.name == "eth0" and config_.dhcp
 
 

@@ -1,15 +1,16 @@
 import pytest
 
 from cloudstack_cpi import lookups
+from cloudstack_cpi.cloudstack.models import ServiceOffering, Volume
 from cloudstack_cpi.errors import CloudError
 
-ITEMS = [{"id": "id-1", "name": "small"}, {"id": "id-2", "name": "medium"}, {"id": "id-3", "name": "twin"},
-         {"id": "id-4", "name": "twin"}]
+ITEMS = [ServiceOffering("id-1", "small"), ServiceOffering("id-2", "medium"), ServiceOffering("id-3", "twin"),
+         ServiceOffering("id-4", "twin")]
 
 
 def test_pick_by_id_or_name():
-    assert lookups.pick(ITEMS, "id-2", kind="Offering")["name"] == "medium"
-    assert lookups.pick(ITEMS, "small", kind="Offering")["id"] == "id-1"
+    assert lookups.pick(ITEMS, "id-2", kind="Offering").name == "medium"
+    assert lookups.pick(ITEMS, "small", kind="Offering").id == "id-1"
 
 
 def test_pick_reports_what_exists():
@@ -35,8 +36,8 @@ def test_light_stemcell_cids_name_their_template():
 def test_only_named_ignores_substring_matches():
     """listVirtualMachines and listSnapshots filter ``name`` with LIKE '%name%' on the real server
     (QueryManagerImpl / SnapshotManagerImpl): what the list answers is compared again, exactly."""
-    answered = [{"id": "id-9", "name": "vm-1-ephemeral-old"}, {"id": "id-1", "name": "vm-1-ephemeral"}]
-    assert lookups.only_named(answered, "vm-1-ephemeral", kind="Volume")["id"] == "id-1"
+    answered = [Volume("id-9", name="vm-1-ephemeral-old"), Volume("id-1", name="vm-1-ephemeral")]
+    assert lookups.only_named(answered, "vm-1-ephemeral", kind="Volume").id == "id-1"
     assert lookups.only_named(answered, "vm-1", kind="Volume") is None
 
 
@@ -45,20 +46,8 @@ def test_only_named_refuses_two_exact_matches():
         lookups.only_named(ITEMS, "twin", kind="Volume")
 
 
-class _Templates:
-    def __init__(self, rows):
-        self.rows = rows
-
-    def find(self, command, **params):
-        return None
-
-    def list(self, command, **params):
-        return self.rows
-
-
-def test_template_by_name_is_exact_and_one_row_per_zone_is_one_template():
-    rows = [{"id": "t-2", "name": "stemcell-long"}, {"id": "t-1", "name": "stemcell", "zoneid": "z1"},
-            {"id": "t-1", "name": "stemcell", "zoneid": "z2"}]
-    assert lookups.template(_Templates(rows), "stemcell")["id"] == "t-1"
-    with pytest.raises(CloudError, match="ambiguous"):
-        lookups.template(_Templates([*rows, {"id": "t-3", "name": "stemcell"}]), "stemcell")
+def test_older_than_reads_cloudstacks_times_and_never_guesses():
+    now = 1_780_000_000.0  # 2026-05-28T20:26:40Z
+    assert lookups.older_than("2026-05-28T19:26:40+0000", 3000, now)
+    assert not lookups.older_than("2026-05-28T19:26:40+0000", 4000, now)
+    assert not lookups.older_than("", 1, now) and not lookups.older_than("yesterday", 1, now)

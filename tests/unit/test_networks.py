@@ -277,8 +277,8 @@ def test_match_nics_by_network_id_and_fill_dynamic_results():
     matched = nets.match_nics(placement, order, vm_nics)
     assert matched["main"].mac == "02:00:00:00:00:01"
     assert matched["dyn"].mac == "02:00:00:00:00:02"
-    assert nets.agent_nics(matched)["dyn"] == {"macaddress": "02:00:00:00:00:02", "ipaddress": "10.2.0.17",
-                                               "netmask": "255.255.255.0", "gateway": "10.2.0.1"}
+    assert (matched["dyn"].ip, matched["dyn"].netmask, matched["dyn"].gateway) == ("10.2.0.17", "255.255.255.0",
+                                                                                    "10.2.0.1")
     result = nets.result_networks(parsed, matched)
     assert result["dyn"]["ip"] == "10.2.0.17" and result["dyn"]["gateway"] == "10.2.0.1"
     assert result["dyn"]["cloud_properties"] == {"name": "sh"}

@@ -514,7 +514,7 @@ def _affinity_group(cloud: Gateway, name: str) -> AffinityGroup | None:
 
 
 def _settings(ctx: CallContext, plan: _Plan, nics: Mapping[str, Nic], ephemeral: dict | None) -> dict:
-    network_settings = agent_settings.network_settings(plan.networks, nets.agent_nics(nics), plan.props.routes)
+    network_settings = agent_settings.network_settings(plan.networks, nics, plan.props.routes)
     return agent_settings.build(
         agent_id=plan.agent_id, vm_name=plan.vm_name, networks=network_settings,
         dns=agent_settings.default_dns(plan.order), hypervisor=plan.hypervisor, ephemeral=ephemeral,
@@ -550,7 +550,7 @@ def abandoned_by_create_vm(vm: Vm | Mapping[str, Any], director_uuid: str | None
     marks = vm.tags
     if set(marks) - _CREATE_VM_TAGS or marks.get(tags.DIRECTOR_KEY, director_uuid) != director_uuid:
         return False
-    return lookups.older_than({"created": vm.created}, create_timeout, now)
+    return lookups.older_than(vm.created, create_timeout, now)
 
 
 def _remove_abandoned_holders(ctx: CallContext, plan: _Plan) -> bool:

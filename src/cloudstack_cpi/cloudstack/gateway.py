@@ -207,6 +207,38 @@ class Gateway:
                 self._discard_made(creation, resource_id)
             raise
 
+    def start_named(self, creation: Creation[T], *, made: Callable[[str], object]) -> Pending[T]:
+        """Start the create ``creation`` describes without waiting for its job, for a caller that does more beside it
+        and removes what it made itself when it fails (``create_recoverable`` is the create that waits, tags and
+        cleans up on its own).
+
+        ``made`` learns the id of every resource the create may have made as soon as it is known: the one its answer
+        names; after a lost answer, or an interruption (SIGTERM, SIGINT) while asking, every one with the unique name.
+        Waiting answers the job's resource or, when the job's result names none, the one resource with the name.
+        """
+
+        def report_named() -> None:
+            for resource_id in sorted(self._named_ids(creation)):
+                made(resource_id)
+
+        def parse(result: dict) -> T:
+            parsed = creation.parse(result)
+            return parsed if parsed is not None else self._only_named(creation)
+
+        try:
+            pending = self.start(creation.command, timeout=creation.timeout, what=creation.what, parse=parse,
+                                 **creation.params)
+        except CloudStackError as err:
+            if err.outcome_unknown:  # the answer was lost: it may have been made anyway
+                report_named()
+            raise
+        except BaseException:  # interrupted while asking: it may have been made anyway
+            report_named()
+            raise
+        if pending.resource_id:
+            made(pending.resource_id)
+        return pending
+
     def _discard_made(self, creation: Creation[Any], resource_id: str) -> None:
         self.discard(f"half-created {creation.kind} '{resource_id}'", partial(creation.remove, resource_id),
                      partial(creation.gone, resource_id))

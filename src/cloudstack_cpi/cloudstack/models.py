@@ -271,10 +271,13 @@ class Network:
     id: str
     name: str = ""
     zone_id: str = ""
+    can_deploy: bool = True      # canusefordeploy: false once the network has no free addresses left
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Network:
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")), zone_id=_text(row.get("zoneid")))
+        return cls(id=_text(row.get("id")), name=_text(row.get("name")), zone_id=_text(row.get("zoneid")),
+                   can_deploy=row.get("canusefordeploy", True) is not False
+                   and str(row.get("canusefordeploy", "true")).lower() != "false")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ Rules owned here:
 - deploy: the VM carries its unique name from its creation on, and the deploy is started without waiting for its
   job (create_vm runs the ephemeral volume and the tags beside it).  Every VM it may have made is reported as soon
   as it is known: the id its answer names; after a lost answer, or an interruption (SIGTERM, SIGINT) while asking,
-  every VM with its name.  A job result naming no VM is recovered by the name (``start_named``);
+  every VM with its name.  A job result naming no VM is recovered by the name (``Gateway.start_named``);
 - timeouts: the deploy and a new VM's first start ``create_vm``; reboot, start of an existing VM and waiting for
   a VM to settle ``reboot_vm``; destroy ``delete_vm``;
 - destroy is idempotent: a VM gone before the job (431), or seen gone after the job's refusal or a lost answer,
@@ -151,9 +151,9 @@ class Vms:
 
     def start_deploy(self, deployment: Deployment, *, made: Callable[[str], object]) -> Pending[Vm]:
         """deployVirtualMachine, not waited for: ``made`` learns the id of every VM it may have made as soon as it
-        is known (``start_named``); waiting answers the deployed VM."""
+        is known (``Gateway.start_named``); waiting answers the deployed VM."""
         name = deployment.name
-        return start_named(self.gateway, Creation(
+        return self.gateway.start_named(Creation(
             kind="VM", name=name, command="deployVirtualMachine", params=deployment.params(),
             timeout=self.timeouts.create_vm, what=f"deploying VM {name}", parse=_job_vm,
             find_named=lambda: self.named(name), remove=lambda vm_id: self.destroy(vm_id, expunge=True),
@@ -196,45 +196,3 @@ class Vms:
                 return False
             raise
         return True
-
-
-def start_named(gateway: Gateway, creation: Creation[T], *, made: Callable[[str], object]) -> Pending[T]:
-    """Start the create ``creation`` describes without waiting for its job, for a caller that does more beside it
-    and removes what it made itself when it fails (``Gateway.create_recoverable`` is the create that waits, tags
-    and cleans up on its own).
-
-    ``made`` learns the id of every resource the create may have made as soon as it is known: the one its answer
-    names; after a lost answer, or an interruption (SIGTERM, SIGINT) while asking, every one with the unique name.
-    Waiting answers the job's resource or, when the job's result names none, the one resource with the name.
-    """
-
-    def report_named() -> None:
-        try:
-            for item in creation.find_named():
-                made(creation.id_of(item))
-        except CloudStackError as err:
-            gateway.log.warning(f"Looking for {creation.kind} {creation.name} after a failed create: {err}")
-
-    def parse(result: dict) -> T:
-        parsed = creation.parse(result)
-        if parsed is not None:
-            return parsed
-        found = list(creation.find_named())
-        if len(found) != 1:
-            raise CloudStackError(creation.command, f"answered without a {creation.kind} and {len(found)} are "
-                                                    f"named {creation.name}", kind="transport")
-        return found[0]
-
-    try:
-        pending = gateway.start(creation.command, timeout=creation.timeout, what=creation.what, parse=parse,
-                                **creation.params)
-    except CloudStackError as err:
-        if err.outcome_unknown:  # the answer was lost: it may have been made anyway
-            report_named()
-        raise
-    except BaseException:  # interrupted while asking: it may have been made anyway
-        report_named()
-        raise
-    if pending.resource_id:
-        made(pending.resource_id)
-    return pending

@@ -146,8 +146,7 @@ class Volumes:
         """createVolume not waited for and untagged (create_vm runs it beside the deploy, and tags the volume once
         the VM's id is known).  ``made`` learns the id of every volume it may have made as soon as it is known,
         after a lost answer or an interruption too (found by the unique ``name``); a job result naming no volume
-        is recovered by the name (``vms.start_named``)."""
-        from .vms import start_named
+        is recovered by the name (``Gateway.start_named``)."""
 
-        return start_named(self.gateway, self._creation(name=name, zone_id=zone_id, offering_id=offering_id,
+        return self.gateway.start_named(self._creation(name=name, zone_id=zone_id, offering_id=offering_id,
                                                         size_gib=size_gib, tags={}), made=made)

@@ -204,7 +204,7 @@ class Validator:
                        "Remove cloudstack.default_security_groups, or use a zone with security groups.")
             return
         self._waiting(cloud, "Listing security groups")
-        groups = cloud.client.list_all("listSecurityGroups")
+        groups = cloud.networks.security_groups()
         for name in wanted:
             self._lookup(f"security group {name}", lambda n=name: pick(groups, n, kind="Security group"),
                          lambda g: "exists", "Create it or remove it from cloudstack.default_security_groups.")
@@ -214,8 +214,7 @@ class Validator:
             self._pass("networks", "basic zone: one guest network, chosen by CloudStack")
             return
         self._waiting(cloud, f"Listing networks in zone '{zone.name}'")
-        networks = cloud.client.list_all("listNetworks", zoneid=zone.id)
-        usable = [n["name"] for n in networks if n.get("canusefordeploy", True)]
+        usable = [n.name for n in cloud.networks.in_zone(zone.id) if n.can_deploy]
         if usable:
             self._pass("networks", "usable in network cloud_properties.name: " + ", ".join(sorted(usable)))
         else:

@@ -143,7 +143,7 @@ def remove_stale_work_volumes(cloud: Gateway, vm: Vm, log, *, device_timeout: fl
     bound = stale_after(cloud.timeouts, device_timeout)
     removed = []
     for volume in cloud.volumes.of_vm(vm.id):
-        if not WORK_VOLUME_NAME.search(volume.name) or not lookups.older_than({"created": volume.created}, bound, now):
+        if not WORK_VOLUME_NAME.search(volume.name) or not lookups.older_than(volume.created, bound, now):
             continue
         log.warning(f"Work volume {volume.id} ({volume.name}, created {volume.created}) is still "
                     "attached to this VM: a create_stemcell that did not finish left it; removing it")
