@@ -1,4 +1,5 @@
-"""The template service against the simulator: rows per zone, the three creates and what a failure leaves, deletes.
+"""The template service against the simulator: rows per zone, the three creates and what a failure leaves, deletes,
+and what a row's status says.
 
 Every create carries its caller's unique name; when its answer is lost, its job fails or the answer names no
 template, the record is found by that name and deleted before the error goes on, and the create is never sent
@@ -7,7 +8,10 @@ twice (getUploadParamsForTemplate makes a record on every call).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import requests
 
 from cloudstack_cpi.cloudstack.errors import CloudStackError
 from cloudstack_cpi.cloudstack.templates import NewTemplate, Template, TemplateUpload
@@ -121,3 +125,80 @@ def test_executable_templates_by_id_and_by_exact_name(gateway, arranged):
         arranged.template]
     assert gateway.templates.executable_named("bosh-stemcell", arranged.zone) == []  # names are exact
     assert gateway.templates.executable_by_id("no-such-template", arranged.zone) is None
+
+
+# --- what a row's status says ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status, failed", [
+    ("Download Complete", False), ("45% Downloaded", False), ("Installing Template", False), ("NotUploaded", False),
+    ("UploadInProgress", False), ("Processing", False), ("Upload Error", True), ("UploadError", True),
+    ("UploadAbandoned", True), ("Failed post upload script: checksum mismatch", True),
+    ("Upload failed: format mismatch", True), ("DOWNLOAD_ERROR", True),
+    ("Failed to download template, error: HTTP Server returned 404 (expected 200 OK)", True),
+])
+def test_status_texts(status, failed):
+    """listTemplates' ``status`` is TemplateJoinDaoImpl.getTemplateStatus (apache/cloudstack, server/.../api/query/
+    dao): "Download Complete" once downloaded; while downloading "<n>% Downloaded", then "Installing Template" at
+    100 %; otherwise the store's error string when there is one (the SSVM's, e.g. NfsSecondaryStorageResource's
+    "Failed post upload script: ...", HttpTemplateDownloader's "HTTP Server returned 404 (expected 200 OK)"), else
+    the template's state name (VirtualMachineTemplate.State: NotUploaded, UploadInProgress, UploadError,
+    UploadAbandoned).  Only texts naming an error mean the secondary storage gave up."""
+    assert Template("tpl-1", status=status).failed is failed
+
+
+def test_an_upload_slot_records_the_new_templates_settings(sim, gateway, arranged):
+    """getUploadParamsForTemplate (GetUploadParamsForTemplateCmd) takes the template's settings with the slot
+    request; the record is made then, with status NotUploaded (VirtualMachineTemplate.State) in the slot's zone."""
+    slot = upload(gateway, arranged, sim, "tpl-settings")
+    with sim.state.lock:
+        record = dict(sim.state.templates[slot.id])
+    assert (record["format"], record["hypervisor"], record["displaytext"]) == ("QCOW2", "KVM", "tpl-settings 1")
+    assert record["isextractable"] is True and record["ispublic"] is False and record["passwordenabled"] is False
+    assert record["bits"] == 64 and record["ostypeid"] == new("tpl-settings", sim).os_type_id
+    row = gateway.templates.in_zone(slot.id, arranged.zone)
+    assert row is not None and row.status == "NotUploaded" and not row.ready and not row.failed
+    assert gateway.templates.delete(slot.id) is True
+
+
+def test_an_upload_slot_answer_without_a_post_url_leaves_no_record(sim, gateway, arranged, monkeypatch):
+    """GetUploadParamsResponse always names id, postURL, metadata, expires and signature (apache/cloudstack
+    api/.../response/GetUploadParamsResponse.java); an answer that lacks one (a proxy, a different server) cannot
+    be used, and the record it made is found by its name and deleted; the command is not sent again."""
+    from cloudstack_simulator.commands import REGISTRY
+
+    original = REGISTRY["getuploadparamsfortemplate"]
+
+    def without_post_url(ctx):
+        answer = original.handler(ctx)
+        answer["getuploadparams"].pop("postURL")
+        return answer
+
+    monkeypatch.setitem(REGISTRY, "getuploadparamsfortemplate", dataclasses.replace(original, handler=without_post_url))
+    sim.clear_request_log()
+    with pytest.raises(CloudStackError, match="answered without 'postURL'") as caught:
+        upload(gateway, arranged, sim, "tpl-no-url")
+    assert caught.value.is_transient and sent(sim, "getUploadParamsForTemplate") == 1
+    assert named_in_sim(sim, "tpl-no-url") == []
+
+
+QCOW2_HEADER = b"QFI\xfb" + (3).to_bytes(4, "big") + bytes(16) + (1 << 20).to_bytes(8, "big") + bytes(480)
+
+
+@pytest.mark.parametrize("content, status, ready, failed", [
+    (QCOW2_HEADER, "Download Complete", True, False),
+    (b"not a disk image" * 32, ("Upload failed: format mismatch, declared QCOW2 but the file is not a valid QCOW2 "
+                                "image (bad magic)"), False, True),
+], ids=["a-qcow2", "not-a-qcow2"])
+def test_the_rows_status_after_the_bytes_are_posted(sim, gateway, arranged, content, status, ready, failed):
+    """The SSVM checks what was posted to the slot, then marks the template downloaded or records its error string
+    (NfsSecondaryStorageResource, UPLOAD_FINISHED -> postUpload); the row shows "Download Complete" or that text
+    (TemplateJoinDaoImpl.getTemplateStatus).  The simulator's check and text are its own (uploads.py sniff_error);
+    with its instant timing the verdict is there when the POST answers."""
+    slot = upload(gateway, arranged, sim, f"tpl-posted-{ready}")
+    answer = requests.post(slot.post_url, headers=slot.headers, files={"file": ("t.qcow2", content)}, timeout=5)
+    assert answer.status_code == (200 if ready else 500)
+    row = gateway.templates.in_zone(slot.id, arranged.zone)
+    assert row is not None and (row.status, row.ready, row.failed) == (status, ready, failed)
+    assert gateway.templates.delete(slot.id) is True
+    assert gateway.templates.in_zone(slot.id, arranged.zone) is None  # what a waiter sees once it is gone

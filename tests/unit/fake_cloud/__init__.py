@@ -16,10 +16,13 @@ import io
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
+from cloudstack_cpi import schema
 from cloudstack_cpi.cloudstack.errors import CloudStackError
 from cloudstack_cpi.cloudstack.gateway import Gateway
+from cloudstack_cpi.config import Timeouts
 from cloudstack_cpi.log import Logger
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,11 +63,13 @@ class FakeService:
 
 @dataclass
 class _Client:
-    """What the real Gateway's generic parts use of a client: the log and the pauses (never slept)."""
+    """What the real Gateway's generic parts use of a client: the log and the pauses (never slept); and the TLS
+    trust of its session, which the post strategy's upload session copies (``upload_post.upload_session``)."""
 
     log: Logger
     sleeps: list[float] = field(default_factory=list)
     now: float = 0.0
+    session: Any = field(default_factory=lambda: SimpleNamespace(verify=True))
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -90,7 +95,7 @@ class FakeGateway(Gateway):
 
         self.stream = io.StringIO()
         super().__init__(_Client(log or Logger(stream=self.stream, request_id="cpi-123456")),  # type: ignore[arg-type]
-                         timeouts=None)  # type: ignore[arg-type]
+                         timeouts=schema.parse(Timeouts, {}))  # the defaults, as actions read them from the gateway
         self.calls: list[Call] = []
         self._failures: dict[str, list[_Failure]] = {}
         self._ids = itertools.count(1)
