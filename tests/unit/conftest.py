@@ -1,4 +1,4 @@
-"""Actions against the one fake of the gateway: ``cloud`` (tests/unit/fake_cloud) and contexts using it."""
+"""Unit tests of actions against the one fake of the gateway: ``cloud`` (tests/unit/fake_cloud) and contexts using it."""
 
 from __future__ import annotations
 

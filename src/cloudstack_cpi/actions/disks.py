@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import disk_hints, lookups, tags
+from .. import disk_hints, leftovers, lookups, tags
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError, DiskNotFound, NotSupported, VMNotFound
 from ..lazy import lazy_import
@@ -53,6 +53,9 @@ def create_disk(ctx: CallContext, size: int, cloud_properties: dict, vm_cid: str
     props = _disk_properties(ctx, cloud_properties)
     cs, cloud = ctx.config.cloudstack, ctx.cloud
     what = f"Creating disk of {size} MiB"
+    # Disks of create_disk calls killed before they answered: the director never learned of them.
+    leftovers.sweep(ctx, "Volume", cloud.volumes.unconfirmed, create_disk_bound(cs.timeout),
+                    lambda volume: cloud.volumes.discard(volume.id) if not volume.vm_id else None)
     with cloud_step(what):
         zone_id, zone_name = _disk_zone(ctx, vm_cid, what)
         offering = lookups.pick(cloud.catalogue.disk_offerings(), wanted_offering(props, cs), kind="Disk offering")
@@ -257,6 +260,11 @@ class Resize:
         parts = [f"size {self.size_gib} GiB" if self.size_gib else "", f"offering {self.offering_id}"
                  if self.offering_id else ""]
         return ", ".join(part for part in parts if part)
+
+
+def create_disk_bound(timeout) -> float:
+    """The longest a create_disk can take: its create, its tags and taking the unconfirmed mark off."""
+    return timeout.create_volume + 2 * timeout.global_ + leftovers.MARGIN
 
 
 def wanted_offering(props, cs) -> str:

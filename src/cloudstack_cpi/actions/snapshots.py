@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .. import tags
+from .. import leftovers, tags
 from ..errors import DiskNotFound
 from .disks import cloud_step, without_reserved
 
@@ -29,6 +29,11 @@ def snapshot_disk(ctx: CallContext, disk_cid: str, metadata: dict | None = None)
     tagging fails is deleted again.
     """
     what = f"Snapshotting disk '{disk_cid}'"
+    timeout = ctx.config.cloudstack.timeout
+    # Snapshots of snapshot_disk calls killed before they answered: the director never learned of them.
+    leftovers.sweep(ctx, "Snapshot", ctx.cloud.snapshots.unconfirmed,
+                    timeout.snapshot_volume + 2 * timeout.global_ + leftovers.MARGIN,
+                    lambda snapshot: ctx.cloud.snapshots.discard(snapshot.id))
     with cloud_step(what):
         if ctx.cloud.volumes.get(disk_cid) is None:
             raise DiskNotFound(f"{what}: disk not found")

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import lookups, models
+from .. import leftovers, lookups, models
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError
 from ..stemcell import ostypes, templates
@@ -110,7 +110,10 @@ def _create(ctx: CallContext, image_path: str, props, env, zones: list[Zone], av
     log.info(f"Creating template {naming.name} ({hypervisor}, OS type '{ostype.description}') with the "
              f"{strategy} strategy; zones: {', '.join(z.name for z in zones)}")
     waiter = templates.Waiter(cloud.templates, log, timeout=cs.timeout.poll_template)
-    new = _new_template(ctx, naming, ostype)
+    # Templates of create_stemcell calls killed before they answered: the director never learned of them.
+    leftovers.sweep(ctx, "Template", cloud.templates.unconfirmed, create_stemcell_bound(cs.timeout),
+                    lambda template: cloud.templates.discard(template.id))
+    new = _new_template(ctx, naming, ostype, templates.template_tags(naming, ctx.director_uuid, env))
     made = _Made()
     work = upload_volume.WorkResources()
     try:
@@ -124,9 +127,8 @@ def _create(ctx: CallContext, image_path: str, props, env, zones: list[Zone], av
         assert template_id is not None  # every strategy records the template it made, or raises
         source = zones[0]
         waiter.wait(template_id, source.id, what="Waiting for the template", zone_name=source.name)
-        cloud.tags.apply("Template", template_id, templates.template_tags(naming, ctx.director_uuid, env),
-                         existing={})
         templates.copy_to(waiter, template_id, source, zones[1:])
+        cloud.tags.confirm("Template", template_id)  # the last step: ready everywhere, handed over now
     except BaseException as exc:
         half_made = made.template_id or work.template_id
         if half_made:
@@ -139,13 +141,20 @@ def _create(ctx: CallContext, image_path: str, props, env, zones: list[Zone], av
     return template_id
 
 
-def _new_template(ctx: CallContext, naming: templates.Naming, ostype: OsType) -> NewTemplate:
-    """The new template as every strategy makes it: 64-bit, no password reset, HVM and visibility from the config."""
+def _new_template(ctx: CallContext, naming: templates.Naming, ostype: OsType, tags: dict[str, str]) -> NewTemplate:
+    """The new template as every strategy makes it: 64-bit, no password reset, HVM and visibility from the config,
+    tagged beside its create."""
     from ..cloudstack.templates import NewTemplate
 
     stemcell = ctx.config.cloudstack.stemcell
     return NewTemplate(name=naming.name, display_text=naming.displaytext, os_type_id=ostype.id,
-                       requires_hvm=stemcell.requires_hvm, public=stemcell.public_visibility)
+                       requires_hvm=stemcell.requires_hvm, public=stemcell.public_visibility, tags=tags)
+
+
+def create_stemcell_bound(timeout) -> float:
+    """The longest a create_stemcell can take: the wait until ready and the copies to other zones (each bounded by
+    poll_template), as long again for streaming the image itself, and its tag jobs."""
+    return 3 * timeout.poll_template + 2 * timeout.global_ + leftovers.MARGIN
 
 
 def _post(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTemplate, zone: Zone, made: _Made) -> None:

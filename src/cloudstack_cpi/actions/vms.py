@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .. import disk_hints, errors, lookups, tags
+from .. import cleanup, disk_hints, errors, leftovers, lookups, tags
 from ..cloudstack.errors import CloudStackError
+from ..cloudstack.gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
 from ..cloudstack.models import Vm
 from ..cloudstack.vms import TRANSITIONAL_STATES, ComputeSize, Deployment, expunge_refused
 from ..lazy import lazy_import
@@ -69,6 +70,9 @@ def create_vm(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networ
     """
     with _breadcrumb(f"Creating VM for agent '{agent_id}'"):
         plan = _plan(ctx, agent_id, stemcell_cid, cloud_properties or {}, networks, disk_cids or [], env or {})
+        # VMs of create_vm calls killed before they answered: the director never learned of them.
+        leftovers.sweep(ctx, "VM", ctx.cloud.vms.unconfirmed, create_vm_bound(ctx.config.cloudstack.timeout),
+                        lambda vm: cleanup.remove(ctx, f"VM {vm.id}", lambda: delete_vm(ctx, vm.id)))
         vm_id, answered = _Build(ctx, plan).run()
     ctx.log.info(f"Created VM '{vm_id}' ({plan.vm_name}) for agent '{agent_id}' in zone '{plan.zone.name}'")
     return [vm_id, answered]  # v1 callers get vm_id: rpc.answer_for_version
@@ -527,7 +531,15 @@ def _settings(ctx: CallContext, plan: _Plan, nics: Mapping[str, Nic], ephemeral:
 # Every VM this CPI deploys is named vm-<uuid4> from the moment it exists.
 _CPI_VM_NAME = re.compile(r"^vm-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 # The tags create_vm itself puts on a VM; anything else (set_vm_metadata's) means the director knows the VM.
-_CREATE_VM_TAGS = frozenset({tags.DIRECTOR_KEY, tags.AGENT_KEY, "cpi_lb_member"})  # the last: loadbalancers.MEMBER_KEY
+# create_vm's own tags; "cpi_lb_member" is loadbalancers.MEMBER_KEY, "cpi_unconfirmed" gateway.UNCONFIRMED_TAG
+_CREATE_VM_TAGS = frozenset({tags.DIRECTOR_KEY, tags.AGENT_KEY, "cpi_lb_member", "cpi_unconfirmed"})
+
+
+def create_vm_bound(timeout) -> float:
+    """The longest a create_vm can take: the deploy and the first boot (each bounded by create_vm), and the jobs
+    around them (tags, the ephemeral disk, static NAT, load balancer rules, taking the unconfirmed mark off)."""
+    return 2 * timeout.create_vm + 4 * timeout.global_ + timeout.create_volume + timeout.attach_volume + \
+        leftovers.MARGIN
 
 
 def abandoned_by_create_vm(vm: Vm | Mapping[str, Any], director_uuid: str | None, create_timeout: float,
@@ -636,6 +648,7 @@ class _Build:
         if plan.lb_targets:
             self.lb_attempted = True
             loadbalancers.join(self.ctx, vm_id, plan.lb_targets, self.lb_record)
+        cloud.tags.confirm("UserVm", vm_id)  # the last step: the VM runs and is handed over now
         return vm_id, nets.result_networks(plan.networks, nics)
 
     # -- what this call made
@@ -700,7 +713,7 @@ class _Build:
         return vm
 
     def _vm_tags(self) -> dict[str, str]:
-        wanted = {tags.AGENT_KEY: self.plan.agent_id}
+        wanted = {tags.AGENT_KEY: self.plan.agent_id, UNCONFIRMED_TAG: UNCONFIRMED_VALUE}
         if self.plan.lb_targets:
             wanted[loadbalancers.MEMBER_KEY] = loadbalancers.CREATED_VALUE
         if self.ctx.director_uuid:

@@ -43,6 +43,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# On what a call creates, from its first tags on, until just before the call answers (``Tagging.confirm``): a
+# resource that still carries it was never handed to the caller.  A process killed with SIGKILL cleans up nothing;
+# what it left is found by this tag (``unconfirmed`` of the services) once it is older than any call can take.
+UNCONFIRMED_TAG = "cpi_unconfirmed"
+UNCONFIRMED_VALUE = "true"
+
 DISCARD_ATTEMPTS = 4   # tries per half-created resource
 DISCARD_PAUSE = 0.5    # seconds, times the attempt number, between them
 
@@ -176,6 +182,10 @@ class Gateway:
         after the other).  After a lost answer or a job timeout the resource is found by its unique name; when the
         create or the tagging fails, or the process is interrupted (SIGTERM, SIGINT), what was made is discarded
         before the error goes on.  A tagging failure is raised with ``tagging <kind> '<id>'`` in front.
+
+        With ``creation.confirm`` the tags carry ``UNCONFIRMED_TAG``, which goes again once the tags are on: the
+        resource is handed over only then, and a process killed before that leaves it findable.  Without it the
+        caller confirms when its call is about to answer (a template is not done before it is ready).
         """
         made: set[str] = set()
         step = ""
@@ -184,14 +194,17 @@ class Gateway:
                                  parse=creation.parse, **creation.params)
             if pending.resource_id:
                 made.add(pending.resource_id)
-            tagging = self.tags.start(creation.resource_type, pending.resource_id, creation.tags) \
+            tags = creation.initial_tags()
+            tagging = self.tags.start(creation.resource_type, pending.resource_id, tags) \
                 if pending.resource_id else None
             created = pending.wait(recover=partial(self._only_named, creation))
             made.add(creation.id_of(created))
             step = f"tagging {creation.kind} '{creation.id_of(created)}': "
             if tagging is None:
-                tagging = self.tags.start(creation.resource_type, creation.id_of(created), creation.tags)
+                tagging = self.tags.start(creation.resource_type, creation.id_of(created), tags)
             tagging.wait()
+            if creation.confirm:
+                self.tags.confirm(creation.resource_type, creation.id_of(created))
             return created
         except CloudStackError as err:
             leftovers = made | ({err.resource_id} if err.resource_id else set())
@@ -276,6 +289,12 @@ class Creation(Generic[T]):
     resource_type: str                         # createTags' resourcetype
     tags: dict[str, str]
     id_of: Callable[[T], str] = lambda item: item.id  # type: ignore[attr-defined]
+    confirm: bool = False                      # confirmed by create_recoverable itself once tagged
+    unconfirmed: bool = True                   # carries UNCONFIRMED_TAG until confirmed
+
+    def initial_tags(self) -> dict[str, str]:
+        """The tags that go on beside the create: the caller's, and the mark of a resource not yet handed over."""
+        return {**self.tags, UNCONFIRMED_TAG: UNCONFIRMED_VALUE} if self.unconfirmed else dict(self.tags)
 
 
 class Pending(Generic[T]):

@@ -162,12 +162,13 @@ class Snapshot:
     name: str = ""
     state: str = ""
     volume_id: str = ""
+    created: str = ""
     tags: Mapping[str, str] = field(default_factory=_no_tags, compare=False)
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Snapshot:
         return cls(id=_text(row.get("id")), name=_text(row.get("name")), state=_text(row.get("state")),
-                   volume_id=_text(row.get("volumeid")), tags=tags_of(row))
+                   volume_id=_text(row.get("volumeid")), created=_text(row.get("created")), tags=tags_of(row))
 
     @property
     def gone(self) -> bool:

@@ -32,6 +32,15 @@ class Snapshots:
         snapshot = Snapshot.from_api(row) if row else None
         return None if snapshot is None or snapshot.gone else snapshot
 
+    def unconfirmed(self) -> list[Snapshot]:
+        """Snapshots still marked as never handed over (``gateway.UNCONFIRMED_TAG``), checked here again: a server
+        that ignored the tag filter must not make a caller act on other snapshots."""
+        from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
+
+        rows = self.client.list_all("listSnapshots", tags={UNCONFIRMED_TAG: UNCONFIRMED_VALUE}, listall=True)
+        found = [Snapshot.from_api(row) for row in rows]
+        return [s for s in found if not s.gone and s.tags.get(UNCONFIRMED_TAG) == UNCONFIRMED_VALUE]
+
     def named(self, volume_id: str, name: str) -> list[Snapshot]:
         rows = self.client.list("listSnapshots", volumeid=volume_id, name=name)
         return [s for s in map(Snapshot.from_api, rows) if s.name == name]
@@ -42,7 +51,7 @@ class Snapshots:
             kind="snapshot", name=name, command="createSnapshot", params={"volumeid": volume_id, "name": name},
             timeout=self.timeouts.snapshot_volume, what=f"snapshotting volume {volume_id}", parse=_job_snapshot,
             find_named=lambda: self.named(volume_id, name), remove=self.delete,
-            gone=lambda i: self.get(i) is None, resource_type="Snapshot", tags=dict(tags)))
+            gone=lambda i: self.get(i) is None, resource_type="Snapshot", tags=dict(tags), confirm=True))
 
     def delete(self, snapshot_id: str) -> bool:
         """Delete the snapshot; False when it was gone already (or went meanwhile)."""
@@ -55,3 +64,8 @@ class Snapshots:
                 return False
             raise
         return True
+
+    def discard(self, snapshot_id: str) -> bool:
+        """Best-effort removal of a snapshot a failed or killed call made; never raises, True when it is gone."""
+        return self.gateway.discard(f"half-made snapshot '{snapshot_id}'", lambda: self.delete(snapshot_id),
+                                    lambda: self.get(snapshot_id) is None)

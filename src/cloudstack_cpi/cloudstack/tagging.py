@@ -116,6 +116,23 @@ class Tagging:
                 if plan(current, wanted) == (to_delete, to_create):
                     raise
 
+    def confirm(self, resource_type: str, resource_id: str) -> None:
+        """Take the mark of a resource not yet handed over (``gateway.UNCONFIRMED_TAG``) off, just before the call
+        answers.  deleteTags refuses a tag that is not there (TaggedResourceManagerImpl.deleteTags: "Unable to find
+        any tags which conform to specified delete parameters"), so after a failure or a lost answer the tags are
+        read: the mark gone is done."""
+        from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
+
+        try:
+            self.gateway.run("deleteTags", timeout=self.timeout, what=f"confirming {resource_type} {resource_id}",
+                             resourceids=resource_id, resourcetype=resource_type,
+                             tags={UNCONFIRMED_TAG: UNCONFIRMED_VALUE})
+        except CloudStackError as err:
+            if (err.kind == "job" or err.outcome_unknown) and UNCONFIRMED_TAG not in self.listed(resource_type,
+                                                                                                  resource_id):
+                return
+            raise
+
 
 def _nothing(result: dict) -> None:
     return None

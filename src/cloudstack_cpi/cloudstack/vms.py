@@ -147,6 +147,15 @@ class Vms:
             if vm is None or vm.state not in TRANSITIONAL_STATES or client.clock() - started >= timeout:
                 return vm
 
+    def unconfirmed(self) -> list[Vm]:
+        """VMs still marked as never handed over (``gateway.UNCONFIRMED_TAG``), not gone, checked here again (a
+        server that ignored the tag filter must not make a caller act on other VMs)."""
+        from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
+
+        rows = self.client.list_all("listVirtualMachines", tags={UNCONFIRMED_TAG: UNCONFIRMED_VALUE}, listall=True)
+        found = [Vm.from_api(row) for row in rows]
+        return [vm for vm in found if not vm.gone and vm.tags.get(UNCONFIRMED_TAG) == UNCONFIRMED_VALUE]
+
     # -- creating
 
     def start_deploy(self, deployment: Deployment, *, made: Callable[[str], object]) -> Pending[Vm]:

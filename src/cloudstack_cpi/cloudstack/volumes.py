@@ -53,6 +53,13 @@ class Volumes:
         found = [Volume.from_api(row) for row in rows]
         return [v for v in found if not v.gone and all(v.tags.get(k) == val for k, val in tags.items())]
 
+    def unconfirmed(self) -> list[Volume]:
+        """Volumes still marked as never handed over (``gateway.UNCONFIRMED_TAG``): made by a call that did not
+        answer, or that is still running."""
+        from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
+
+        return self.tagged({UNCONFIRMED_TAG: UNCONFIRMED_VALUE})
+
     def named(self, name: str) -> list[Volume]:
         """Every volume named exactly ``name`` (a ``name=`` filter may match more: lookups.only_named)."""
         return [v for v in map(Volume.from_api, self.client.list("listVolumes", name=name, listall=True))
@@ -67,7 +74,7 @@ class Volumes:
             params={"name": name, "zoneid": zone_id, "diskofferingid": offering_id, "size": size_gib},
             timeout=self.timeouts.create_volume, what=f"creating volume {name}", parse=_job_volume,
             find_named=lambda: self.named(name), remove=self.delete, gone=lambda i: self.get(i) is None,
-            resource_type="Volume", tags=dict(tags))
+            resource_type="Volume", tags=dict(tags), confirm=True)
 
     def create(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None,
                tags: Mapping[str, str]) -> Volume:

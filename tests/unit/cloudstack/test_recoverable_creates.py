@@ -28,10 +28,12 @@ def create(gateway, arranged, name: str):
 def test_the_tags_go_on_beside_the_create(sim, gateway, arranged):
     sim.clear_request_log()
     volume = create(gateway, arranged, "rc-tags")
-    # createTags went out before the create's job was asked about: no wait between them
+    # createTags went out before the create's job was asked about: no wait between them; the mark of a volume
+    # not yet handed over went on with them and came off last
     assert [command for command, _ in sim.request_log] == ["createvolume", "createtags", "queryasyncjobresult",
-                                                           "queryasyncjobresult"]
+                                                           "queryasyncjobresult", "deletetags", "queryasyncjobresult"]
     assert dict(gateway.volumes.get(volume.id).tags) == TAGS
+    assert gateway.volumes.unconfirmed() == []
 
 
 def test_a_failed_tagging_removes_the_volume_and_says_so(sim, gateway, arranged):
@@ -86,3 +88,28 @@ def test_a_snapshot_is_tagged_and_found_by_name(sim, gateway, arranged):
     assert dict(gateway.snapshots.get(snapshot.id).tags) == {"job": "db"}
     assert gateway.snapshots.delete(snapshot.id) is True
     assert gateway.snapshots.delete(snapshot.id) is False  # gone: done
+
+
+def test_a_create_that_cannot_take_its_mark_off_is_not_handed_over(sim, gateway, arranged):
+    """The mark goes only once everything else is done; a failure there discards the volume like any other."""
+    sim.script_fault("deleteTags", "job_failure")
+    with pytest.raises(CloudStackError):
+        create(gateway, arranged, "rc-confirm-fails")
+    assert live_volumes(sim, "rc-confirm-fails") == []
+
+
+def test_confirming_again_is_harmless(sim, gateway, arranged):
+    """deleteTags of a tag that is no longer there fails (TaggedResourceManagerImpl.deleteTags: "Unable to find any
+    tags which conform to specified delete parameters"): confirm reads the tags then, and the mark gone is done."""
+    volume = create(gateway, arranged, "rc-confirm-twice")
+    gateway.tags.confirm("Volume", volume.id)
+    assert gateway.volumes.get(volume.id) is not None
+
+
+def test_unconfirmed_lists_what_still_carries_the_mark(sim, gateway, arranged):
+    marked = gateway.volumes.start_create(name="rc-marked", zone_id=arranged.zone, offering_id=arranged.custom_offering,
+                                          size_gib=1, made=lambda volume_id: None).wait()
+    gateway.tags.start("Volume", marked.id, {"cpi_unconfirmed": "true"}).wait()
+    assert [v.id for v in gateway.volumes.unconfirmed()] == [marked.id]
+    gateway.tags.confirm("Volume", marked.id)
+    assert gateway.volumes.unconfirmed() == []

@@ -84,3 +84,17 @@ def test_resize_answers_the_resized_volume(gateway, arranged):
     volume = new_volume(gateway, arranged, "vol-resize")
     resized = gateway.volumes.resize(volume.id, size_gib=3)
     assert resized is not None and resized.size_gib == 3
+
+
+def test_a_lost_start_create_answer_reports_the_volume_found_by_its_name(sim, gateway, arranged):
+    """create_vm's ephemeral volume (``start_create``): after a lost answer the volume the request made is reported by
+    its unique name, and the request is not sent again."""
+    made: list[str] = []
+    sim.script_fault("createVolume", "drop_after_action")
+    sim.clear_request_log()
+    with pytest.raises(CloudStackError) as caught:
+        gateway.volumes.start_create(name="vol-lost-start", zone_id=arranged.zone, offering_id=arranged.custom_offering,
+                                     size_gib=1, made=made.append)
+    assert caught.value.outcome_unknown and caught.value.is_transient
+    assert made == [v.id for v in gateway.volumes.named("vol-lost-start")] and len(made) == 1
+    assert [command for command, _ in sim.request_log].count("createvolume") == 1

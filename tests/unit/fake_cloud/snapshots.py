@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from cloudstack_cpi.cloudstack.gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
 from cloudstack_cpi.cloudstack.models import Snapshot
 
 from . import FakeService, recorded
@@ -47,3 +48,14 @@ class FakeSnapshots(FakeService):
         snapshot = self.items.pop(snapshot_id, None)
         self.cloud.tags.forget("Snapshot", snapshot_id)
         return snapshot is not None and not snapshot.gone
+
+    @recorded
+    def unconfirmed(self) -> list[Snapshot]:
+        return [self._out(s) for s in self.items.values()
+                if not s.gone and self.cloud.tags.of("Snapshot", s.id).get(UNCONFIRMED_TAG) == UNCONFIRMED_VALUE]
+
+    @recorded
+    def discard(self, snapshot_id: str) -> bool:
+        self.items.pop(snapshot_id, None)
+        self.cloud.tags.forget("Snapshot", snapshot_id)
+        return True

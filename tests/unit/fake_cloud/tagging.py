@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from cloudstack_cpi.cloudstack.gateway import UNCONFIRMED_TAG
 from cloudstack_cpi.cloudstack.tagging import sanitise
 
 from . import FakeService, recorded
@@ -49,3 +50,7 @@ class FakeTagging(FakeService):
             for old in [k for k in current if k.lower() == key.lower()]:
                 del current[old]
             current[key] = value
+
+    @recorded
+    def confirm(self, resource_type: str, resource_id: str) -> None:
+        self.by_resource.get((resource_type, resource_id), {}).pop(UNCONFIRMED_TAG, None)

@@ -1,23 +1,33 @@
-"""VMs of the fake cloud (``cloud.vms``)."""
+"""VMs of the fake cloud (``cloud.vms``).
+
+A VM the fake starts or reboots is ``boot_state`` (Running unless a test says otherwise); one in a moving state
+(Starting, Stopping, Migrating) stays there unless ``arrives_at`` says where ``settled`` finds it.  A deploy can be
+made to fail after its VM exists (``fail_after_deploy``), as a deploy whose answer was lost or whose job failed.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection, Iterable
 
+from cloudstack_cpi.cloudstack.errors import CloudStackError
+from cloudstack_cpi.cloudstack.gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
 from cloudstack_cpi.cloudstack.models import Nic, Vm
 
 from . import FakeService, api_error, recorded
 
 
 class _Deploying:
-    """What ``start_deploy`` answers: the new id at once, the VM when waited for."""
+    """What ``start_deploy`` answers: the new id at once, the VM when waited for (or the job's failure)."""
 
-    def __init__(self, vm: Vm) -> None:
+    def __init__(self, vm: Vm, failure: CloudStackError | None = None) -> None:
         self.resource_id = vm.id
         self._vm = vm
+        self._failure = failure
 
     def wait(self, recover=None) -> Vm:
+        if self._failure is not None:
+            raise self._failure
         return self._vm
 
 
@@ -28,6 +38,9 @@ class FakeVms(FakeService):
         super().__init__(cloud)
         self.items: dict[str, Vm] = {}
         self.user_data: dict[str, str] = {}
+        self.boot_state = "Running"                # the state start and reboot leave a VM in
+        self.arrives_at: dict[str, str] = {}       # VM id -> the state ``settled`` finds a moving VM in
+        self._after_deploy: list[CloudStackError] = []
 
     # -- arranging
 
@@ -39,6 +52,12 @@ class FakeVms(FakeService):
                                zone_name=zone_name, hypervisor=hypervisor, **fields)
         self.cloud.volumes.add(zone=zone, vm=vm_id, device_id=0, volume_type="ROOT", offering=None, gib=5)
         return vm_id
+
+    def fail_after_deploy(self, error: CloudStackError) -> None:
+        """The next deploy makes its VM and reports it (``made``), then fails with ``error``: at once when
+        ``error.outcome_unknown`` (a lost answer: the gateway has found the VM by its name), else when waited for,
+        as a failed job naming the VM (``error.resource_id``), which it leaves in state Error."""
+        self._after_deploy.append(error)
 
     def _with_tags(self, vm: Vm) -> Vm:
         return dataclasses.replace(vm, tags=self.cloud.tags.of("UserVm", vm.id))
@@ -73,7 +92,9 @@ class FakeVms(FakeService):
 
     @recorded
     def settled(self, vm_id: str) -> Vm | None:
-        return self.get.__wrapped__(self, vm_id)  # type: ignore[attr-defined]  # the fake's VMs never move
+        if vm_id in self.arrives_at and vm_id in self.items:
+            self._set(vm_id, state=self.arrives_at.pop(vm_id))
+        return self.get.__wrapped__(self, vm_id)  # type: ignore[attr-defined]
 
     @recorded
     def start_deploy(self, deployment, *, made: Callable[[str], object]) -> _Deploying:
@@ -92,17 +113,23 @@ class FakeVms(FakeService):
                                gib=deployment.root_disk_gib or 5)
         self.cloud.affinity.join(deployment.affinity_group_ids, vm_id)
         made(vm_id)
+        if self._after_deploy:
+            failure = self._after_deploy.pop(0)
+            if failure.outcome_unknown:
+                raise failure
+            failure.resource_id = vm_id
+            return _Deploying(self._set(vm_id, state="Error"), failure)
         return _Deploying(self._with_tags(self.items[vm_id]))
 
     @recorded
     def start(self, vm_id: str) -> Vm | None:
         self._known(vm_id, "startVirtualMachine")
-        return self._set(vm_id, state="Running")
+        return self._set(vm_id, state=self.boot_state)
 
     @recorded
     def reboot(self, vm: Vm) -> Vm | None:
         self._known(vm.id, "rebootVirtualMachine")
-        return self._set(vm.id, state="Running")
+        return self._set(vm.id, state=self.boot_state)
 
     @recorded
     def set_user_data(self, vm_id: str, encoded: str) -> None:
@@ -133,3 +160,8 @@ class FakeVms(FakeService):
         self.cloud.load_balancers.forget_vm(vm_id)
         self.cloud.tags.forget("UserVm", vm_id)
         return True
+
+    @recorded
+    def unconfirmed(self) -> list[Vm]:
+        return [self._with_tags(vm) for vm in self.items.values()
+                if not vm.gone and self.cloud.tags.of("UserVm", vm.id).get(UNCONFIRMED_TAG) == UNCONFIRMED_VALUE]

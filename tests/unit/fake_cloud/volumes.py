@@ -3,13 +3,20 @@
 Device ids as CloudStack chooses them for data disks: the lowest free from 1, skipping 3 (the CD-ROM's), up to the
 hypervisor's limit, beyond which the attach is refused with "maximum number of data disks" (the facts of
 shared/reference/cloudstack-api.md §5; the real gateway is tested on them against the simulator).
+
+With ``device_dir`` set, a volume attached through the gateway appears there as a block device named for its device
+id (``vdb`` for 1), a sparse file of the volume's size, and goes when it is detached: the hot-plug the stemcell
+volume strategy relies on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 
+from cloudstack_cpi.cloudstack.errors import CloudStackError
+from cloudstack_cpi.cloudstack.gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
 from cloudstack_cpi.cloudstack.models import GIB, Volume
 
 from . import FakeService, api_error, job_failure, recorded
@@ -35,6 +42,8 @@ class FakeVolumes(FakeService):
         super().__init__(cloud)
         self.items: dict[str, Volume] = {}
         self.max_data_volumes = max_data_volumes
+        self._after_create: list[CloudStackError] = []
+        self.device_dir: str | None = None
 
     # -- arranging and reading the fake's state
 
@@ -50,6 +59,11 @@ class FakeVolumes(FakeService):
         if role:
             self.cloud.tags.put("Volume", volume_id, {"cpi_role": role})
         return volume_id
+
+    def fail_after_create(self, error: CloudStackError) -> None:
+        """The next ``start_create`` makes its volume and reports it (``made``: after a lost answer the gateway finds
+        it by its name), then raises ``error``."""
+        self._after_create.append(error)
 
     def data_volumes(self) -> list[str]:
         return sorted(v.id for v in self.items.values() if v.type == "DATADISK")
@@ -68,6 +82,23 @@ class FakeVolumes(FakeService):
         volume = dataclasses.replace(self.items[volume_id], vm_id=vm_id, device_id=device_id, state="Ready")
         self.items[volume_id] = volume
         return volume
+
+    def _device(self, volume: Volume) -> str | None:
+        if not self.device_dir or volume.device_id is None:
+            return None
+        return os.path.join(self.device_dir, "vd" + chr(ord("a") + volume.device_id))
+
+    def _plug(self, volume: Volume) -> None:
+        device = self._device(volume)
+        if device:
+            os.makedirs(os.path.dirname(device), exist_ok=True)
+            with open(device, "wb") as handle:
+                handle.truncate(volume.size_bytes)
+
+    def _unplug(self, volume: Volume) -> None:
+        device = self._device(volume)
+        if device and os.path.exists(device):
+            os.unlink(device)
 
     def _known(self, volume_id: str, command: str) -> Volume:
         if volume_id not in self.items:
@@ -114,17 +145,22 @@ class FakeVolumes(FakeService):
         created = self.create.__wrapped__(self, name=name, zone_id=zone_id,  # type: ignore[attr-defined]
                                           offering_id=offering_id, size_gib=size_gib, tags={})
         made(created.id)
+        if self._after_create:
+            raise self._after_create.pop(0)
         return _Created(created)
 
     @recorded
     def attach(self, volume_id: str, vm_id: str) -> Volume:
         self._known(volume_id, "attachVolume")
-        return self._out(self._attach(volume_id, vm_id, None))
+        attached = self._attach(volume_id, vm_id, None)
+        self._plug(attached)
+        return self._out(attached)
 
     @recorded
     def detach(self, volume: Volume) -> None:
         current = self.items.get(volume.id)
         if current is not None:
+            self._unplug(current)
             self.items[volume.id] = dataclasses.replace(current, vm_id=None, device_id=None)
 
     @recorded
@@ -158,3 +194,8 @@ class FakeVolumes(FakeService):
         volume = self.items.pop(volume_id, None)
         self.cloud.tags.forget("Volume", volume_id)
         return volume is not None
+
+    @recorded
+    def unconfirmed(self) -> list[Volume]:
+        return [self._out(v) for v in self.items.values()
+                if not v.gone and self.cloud.tags.of("Volume", v.id).get(UNCONFIRMED_TAG) == UNCONFIRMED_VALUE]
