@@ -1,15 +1,14 @@
-"""Load balancer membership: rule matching (pure) and the join/leave calls against a faked CloudStack."""
+"""Load balancer membership: rule matching (pure) and resolving ``lbs`` against the fake gateway.  Joining and
+leaving through create_vm and delete_vm is tested in tests/unit/actions/test_vms.py; what the gateway sends for a
+rule, against the simulator in tests/unit/cloudstack/test_loadbalancers.py."""
 
 from __future__ import annotations
 
 import pytest
-import responses
 
 from cloudstack_cpi import errors, loadbalancers
-from cloudstack_cpi.actions import vms
 from cloudstack_cpi.cloudstack.models import LoadBalancerRule, PublicIp, Vm, Zone
 from cloudstack_cpi.models import LoadBalancer
-from tests.unit.actions.test_vms import FakeCloud, create, make_ctx
 from tests.unit.fake_cloud import FakeGateway
 
 WEB = {"name": "web", "public_ip": "203.0.113.11", "public_port": 80, "private_port": 8080}
@@ -95,125 +94,3 @@ def test_resolve_finds_the_ip_and_its_network():
 def test_resolve_refuses_unusable_ips(wanted, vip, message):
     with pytest.raises(errors.CloudError, match=f"Load balancer 'web': {message}"):
         loadbalancers.resolve(listing(), [lb(public_ip=wanted)], ZONE, {"net-iso"}, "net-iso", vip)
-
-
-# -- through create_vm / delete_vm ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cloud():
-    fake = FakeCloud()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        fake.install(mock)
-        yield fake
-
-
-@pytest.fixture
-def ctx(tmp_path):
-    context = make_ctx(tmp_path)
-    yield context
-    context.close()
-
-
-def create_member(ctx, ip, **lb_overrides):
-    return create(ctx, {"lbs": [{**WEB, **lb_overrides}]}, networks={
-        "default": {"type": "manual", "ip": ip, "netmask": "255.255.255.0", "gateway": "10.1.0.1",
-                    "default": ["dns", "gateway"], "cloud_properties": {"name": "bosh-isolated"}}})[0]
-
-
-def test_first_vm_creates_the_rule_second_joins_last_one_out_removes_it(cloud, ctx):
-    first = create_member(ctx, "10.1.0.10", open_firewall=True)
-    assert {"key": "cpi_lb_member", "value": "true"} in cloud.vms[first]["tags"]
-    [rule] = cloud.rules.values()
-    assert rule["_vms"] == [first] and rule["name"] == "web" and rule["publicport"] == "80"
-    assert rule["_openfirewall"] == "false" and rule["networkid"] == "net-iso"
-    assert {"key": "cpi_created", "value": "true"} in rule["tags"]
-    [firewall] = cloud.firewall.values()
-    assert firewall["startport"] == "80" and {"key": "cpi_lb_rule", "value": rule["id"]} in firewall["tags"]
-
-    second = create_member(ctx, "10.1.0.11", open_firewall=True)
-    assert rule["_vms"] == [first, second]
-    assert cloud.commands().count("createLoadBalancerRule") == 1 and len(cloud.firewall) == 1
-
-    vms.delete_vm(ctx, first)
-    assert rule["_vms"] == [second] and cloud.rules and cloud.firewall
-    vms.delete_vm(ctx, second)
-    assert cloud.rules == {} and cloud.firewall == {}
-
-
-def test_rule_made_by_an_operator_is_joined_and_kept(cloud, ctx):
-    cloud.rules["lb-ops"] = {"id": "lb-ops", "name": "web", "publicipid": "ip-2", "publicip": "203.0.113.11",
-                             "publicport": "80", "privateport": "8080", "algorithm": "roundrobin", "tags": [],
-                             "_vms": []}
-    member = create_member(ctx, "10.1.0.10")
-    assert cloud.rules["lb-ops"]["_vms"] == [member] and "createLoadBalancerRule" not in cloud.commands()
-    vms.delete_vm(ctx, member)
-    assert cloud.rules["lb-ops"]["_vms"] == [] and "deleteLoadBalancerRule" not in cloud.commands()
-
-
-def test_existing_rule_with_other_ports_is_a_clear_error_and_cleans_up(cloud, ctx):
-    cloud.rules["lb-ops"] = {"id": "lb-ops", "name": "web", "publicipid": "ip-2", "publicip": "203.0.113.11",
-                             "publicport": "80", "privateport": "9999", "algorithm": "roundrobin", "tags": [],
-                             "_vms": []}
-    with pytest.raises(errors.CloudError, match="Load balancer rule 'web' on 203.0.113.11 exists with ports 80->9999"):
-        create_member(ctx, "10.1.0.10")
-    assert cloud.vms == {} and cloud.rules["lb-ops"]["_vms"] == []
-
-
-def test_losing_the_create_race_uses_the_winners_rule(cloud, ctx, monkeypatch):
-    original = cloud.createLoadBalancerRule
-
-    def winner_first(p):
-        cloud.rules["lb-0"] = {"id": "lb-0", "name": "web", "publicipid": "ip-2", "publicip": "203.0.113.11",
-                               "publicport": "80", "privateport": "8080", "algorithm": "roundrobin",
-                               "tags": [{"key": "cpi_created", "value": "true"}], "_vms": ["other-vm"]}
-        return original(p)  # now refused: the port is taken
-    monkeypatch.setattr(cloud, "createLoadBalancerRule", winner_first)
-    member = create_member(ctx, "10.1.0.10")
-    assert list(cloud.rules) == ["lb-0"] and cloud.rules["lb-0"]["_vms"] == ["other-vm", member]
-    assert "created meanwhile by another call" in ctx.stderr.getvalue()
-
-
-def test_duplicate_rules_converge_on_the_first(cloud, ctx, monkeypatch):
-    original = cloud.createLoadBalancerRule
-
-    def racing_twin(p):
-        answer = original(p)  # this call's rule
-        cloud.rules["lb-0"] = {"id": "lb-0", "name": "web", "publicipid": "ip-2", "publicip": "203.0.113.11",
-                               "publicport": "80", "privateport": "8080", "algorithm": "roundrobin",
-                               "tags": [{"key": "cpi_created", "value": "true"}], "_vms": []}
-        return answer
-    monkeypatch.setattr(cloud, "createLoadBalancerRule", racing_twin)
-    member = create_member(ctx, "10.1.0.10", open_firewall=True)
-    assert list(cloud.rules) == ["lb-0"] and cloud.rules["lb-0"]["_vms"] == [member]
-    assert cloud.firewall == {}  # the duplicate's firewall rule went with it
-
-
-def test_rule_deleted_meanwhile_is_created_again(cloud, ctx, monkeypatch):
-    original = cloud.assignToLoadBalancerRule
-    state = {"first": True}
-
-    def vanish_once(p):
-        if state.pop("first", False):
-            cloud.rules.pop(p["id"])  # the last member of an existing rule left and deleted it
-        return original(p)
-    cloud.rules["lb-0"] = {"id": "lb-0", "name": "web", "publicipid": "ip-2", "publicip": "203.0.113.11",
-                           "publicport": "80", "privateport": "8080", "algorithm": "roundrobin", "tags": [],
-                           "_vms": []}
-    monkeypatch.setattr(cloud, "assignToLoadBalancerRule", vanish_once)
-    member = create_member(ctx, "10.1.0.10")
-    [rule] = cloud.rules.values()
-    assert rule["id"] != "lb-0" and rule["_vms"] == [member]
-
-
-def test_failure_after_joining_leaves_the_rule_and_deletes_what_it_created(cloud, ctx):
-    cloud.fail["createFirewallRule"] = (530, "firewall backend down")
-    with pytest.raises(errors.VMCreationFailed):
-        create_member(ctx, "10.1.0.10", open_firewall=True)
-    assert cloud.vms == {} and cloud.rules == {} and cloud.firewall == {}
-
-
-def test_missing_public_ip_fails_before_creating(cloud, ctx):
-    with pytest.raises(errors.CloudError, match="Load balancer 'web': public IP 198.51.100.9 is not allocated"):
-        create_member(ctx, "10.1.0.10", public_ip="198.51.100.9")
-    assert cloud.mutations() == []

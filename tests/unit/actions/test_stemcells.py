@@ -11,7 +11,6 @@ streams to the secondary storage VM go over (mocked) HTTP here: ``responses`` st
 
 from __future__ import annotations
 
-import functools
 import io
 import itertools
 import re
@@ -214,16 +213,8 @@ def test_compressed_uploads_say_so():
 # is tested with the gateway's Template model in tests/unit/cloudstack/test_templates.py.
 
 
-@pytest.fixture(autouse=True)
-def waits_on_the_fake_clock(monkeypatch, cloud):
-    """Every template waiter in these tests sleeps and reads the time through the fake gateway (``cloud.client``:
-    its pauses are recorded, never slept).  create_stemcell builds its Waiter with time.sleep and time.monotonic
-    rather than ``ctx.cloud.sleep``/``clock``, so the class it builds is swapped for one bound to the fake's."""
-    monkeypatch.setattr(templates, "Waiter", functools.partial(templates.Waiter, sleep=cloud.sleep, clock=cloud.clock))
-
-
 def waiter(cloud, timeout=100.0) -> templates.Waiter:
-    return templates.Waiter(cloud.templates, cloud.log, timeout=timeout)
+    return templates.Waiter(cloud.templates, cloud.log, timeout=timeout, sleep=cloud.sleep, clock=cloud.clock)
 
 
 def test_wait_until_download_complete_logging_progress(cloud):

@@ -113,3 +113,18 @@ def test_unconfirmed_lists_what_still_carries_the_mark(sim, gateway, arranged):
     assert [v.id for v in gateway.volumes.unconfirmed()] == [marked.id]
     gateway.tags.confirm("Volume", marked.id)
     assert gateway.volumes.unconfirmed() == []
+
+
+def test_a_lost_snapshot_answer_is_found_by_its_name_and_removed(sim, gateway, arranged):
+    """createSnapshot is not sent again after a lost answer (a mutation); the snapshot it made is found by its
+    unique name among the volume's snapshots and removed, since the director never learns its id."""
+    volume = create(gateway, arranged, "rc-snap-lost-source")
+    gateway.volumes.attach(volume.id, arranged.vm())
+    sim.clear_request_log()
+    sim.script_fault("createSnapshot", "drop_after_action")
+    with pytest.raises(CloudStackError) as caught:
+        gateway.snapshots.create(volume.id, name="rc-snap-lost", tags={})
+    assert caught.value.outcome_unknown
+    assert [command for command, _ in sim.request_log].count("createsnapshot") == 1
+    with sim.state.lock:
+        assert [s for s in sim.state.snapshots.values() if s.get("name") == "rc-snap-lost"] == []

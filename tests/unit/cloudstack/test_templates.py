@@ -202,3 +202,12 @@ def test_the_rows_status_after_the_bytes_are_posted(sim, gateway, arranged, cont
     assert row is not None and (row.status, row.ready, row.failed) == (status, ready, failed)
     assert gateway.templates.delete(slot.id) is True
     assert gateway.templates.in_zone(slot.id, arranged.zone) is None  # what a waiter sees once it is gone
+
+
+def test_a_template_in_several_zones_is_one_template_by_name(gateway, arranged):
+    """Without a zone, listTemplates answers one row per zone the template is in (TemplateJoinDaoImpl: a row per
+    template_zone_ref); choosing by name must see one template there, not one per zone."""
+    rows = gateway.client.list("listTemplates", templatefilter="executable", name="bosh-stemcell-existing")
+    assert len({row["zoneid"] for row in rows}) > 1, "the scenario's template is in more than one zone"
+    [template] = gateway.templates.executable_named("bosh-stemcell-existing")
+    assert template.id == arranged.template

@@ -27,6 +27,14 @@ class FakeAddresses(FakeService):
                                      static_nat=vm_id is not None, vm_id=vm_id)
         return ip_id
 
+    def by_address(self, address: str) -> PublicIp:
+        return next(ip for ip in self.items.values() if ip.address == address)
+
+    def point(self, address: str, vm_id: str | None) -> None:
+        """Statically NAT the IP to ``vm_id`` (None: release it), as another call would have."""
+        ip = self.by_address(address)
+        self.items[ip.id] = dataclasses.replace(ip, static_nat=vm_id is not None, vm_id=vm_id)
+
     def release_vm(self, vm_id: str) -> None:
         """What expunging a VM does to its static NAT."""
         for ip in list(self.items.values()):

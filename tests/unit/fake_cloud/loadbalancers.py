@@ -21,6 +21,21 @@ class FakeLoadBalancers(FakeService):
     def _out(self, rule: LoadBalancerRule) -> LoadBalancerRule:
         return dataclasses.replace(rule, tags=self.cloud.tags.of("LoadBalancer", rule.id))
 
+    def add(self, name: str, ip_id: str, *, public_port: int = 80, private_port: int = 8080,
+            algorithm: str = "roundrobin", members: tuple[str, ...] = (), rule_id: str | None = None,
+            tags: dict[str, str] | None = None) -> str:
+        """A rule on the public IP ``ip_id`` (an operator's unless ``tags`` say otherwise)."""
+        rule_id = rule_id or self.cloud.new_id("lb")
+        address = self.cloud.addresses.items.get(ip_id)
+        self.items[rule_id] = LoadBalancerRule(
+            rule_id, name=name, public_ip_id=ip_id, public_ip=address.address if address else "",
+            public_port=public_port, private_port=private_port, algorithm=algorithm,
+            network_id=address.network_id if address else None)
+        self.member_ids[rule_id] = list(members)
+        if tags:
+            self.cloud.tags.put("LoadBalancer", rule_id, tags)
+        return rule_id
+
     def forget_vm(self, vm_id: str) -> None:
         """What expunging a VM does to its memberships."""
         for members in self.member_ids.values():
