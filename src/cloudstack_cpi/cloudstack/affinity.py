@@ -49,12 +49,6 @@ class Affinity:
         group = self.get(group_id)
         if group is None or group.vm_ids:
             return False
-        try:
-            self.gateway.run("deleteAffinityGroup", timeout=self.timeouts.global_,
-                             what=f"deleting affinity group {group_id}", id=group_id)
-        except CloudStackError as err:
-            if self.get(group_id) is None:
-                self.gateway.log.info(f"Affinity group {group_id} went meanwhile ({err.errortext})")
-                return False
-            raise
-        return True
+        return self.gateway.delete("deleteAffinityGroup", timeout=self.timeouts.global_,
+                                   what=f"deleting affinity group {group_id}", gone=lambda: self.get(group_id) is None,
+                                   label=f"Affinity group {group_id}", id=group_id)

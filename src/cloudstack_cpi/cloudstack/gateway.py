@@ -143,6 +143,20 @@ class Gateway:
         """Send an async command and wait for its job; a lost answer is recovered from the job (``run_job``)."""
         return self.client.run_job(command, timeout=timeout, what=what, **params)
 
+    def delete(self, command: str, *, timeout: float, what: str, gone: Callable[[], bool], label: str,
+               **params: Any) -> bool:
+        """The idempotent delete every service uses: run ``command`` (sync or async; a lost answer is recovered
+        from its job); when it fails and ``gone`` says the resource is gone now (removed meanwhile, or by this very
+        command before its answer was lost), that is done too.  False when it was gone rather than deleted here."""
+        try:
+            self.run(command, timeout=timeout, what=what, **params)
+        except CloudStackError as err:
+            if gone():
+                self.log.info(f"{label} went meanwhile ({err.errortext})")
+                return False
+            raise
+        return True
+
     def discard(self, label: str, remove: Callable[[], object], gone: Callable[[], bool] | None = None, *,
                 refusals: tuple[type[Exception], ...] = ()) -> bool:
         """Remove what a failed call half-created: tried a few times on transient failures; a removal whose answer

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .errors import CloudStackError
 from .gateway import Creation
 from .models import Snapshot
 
@@ -55,15 +54,9 @@ class Snapshots:
 
     def delete(self, snapshot_id: str) -> bool:
         """Delete the snapshot; False when it was gone already (or went meanwhile)."""
-        try:
-            self.gateway.run("deleteSnapshot", timeout=self.timeouts.delete_snapshot_volume,
-                             what=f"deleting snapshot {snapshot_id}", id=snapshot_id)
-        except CloudStackError as err:
-            if self.get(snapshot_id) is None:
-                self.gateway.log.info(f"Snapshot {snapshot_id} went meanwhile ({err.errortext})")
-                return False
-            raise
-        return True
+        return self.gateway.delete("deleteSnapshot", timeout=self.timeouts.delete_snapshot_volume,
+                                   what=f"deleting snapshot {snapshot_id}", gone=lambda: self.get(snapshot_id) is None,
+                                   label=f"Snapshot {snapshot_id}", id=snapshot_id)
 
     def discard(self, snapshot_id: str) -> bool:
         """Best-effort removal of a snapshot a failed or killed call made; never raises, True when it is gone."""

@@ -116,15 +116,9 @@ class Volumes:
 
     def delete(self, volume_id: str) -> bool:
         """Delete a detached volume; False when it was gone already (or went meanwhile)."""
-        try:
-            self.gateway.run("deleteVolume", timeout=self.timeouts.delete_volume,
-                             what=f"deleting volume {volume_id}", id=volume_id)
-        except CloudStackError as err:
-            if self.get(volume_id) is None:
-                self.gateway.log.info(f"Volume {volume_id} went meanwhile ({err.errortext})")
-                return False
-            raise
-        return True
+        return self.gateway.delete("deleteVolume", timeout=self.timeouts.delete_volume,
+                                   what=f"deleting volume {volume_id}", gone=lambda: self.get(volume_id) is None,
+                                   label=f"Volume {volume_id}", id=volume_id)
 
     def delete_detaching(self, volume: Volume) -> bool:
         """Delete a volume as just listed, detaching it first when it is attached."""
