@@ -31,6 +31,7 @@ import bz2
 import contextlib
 import dataclasses
 import gzip
+import io
 import os
 import struct
 import tarfile
@@ -285,7 +286,7 @@ def open_payload(info: ImageInfo) -> Iterator[IO[bytes]]:
             stream.seek(info.member_offset)
             yield stream  # callers stop after payload_size bytes
         else:
-            yield _tar_member_stream(info, stream)
+            yield _member_at_offset(info, stream)
 
 
 def iter_payload(info: ImageInfo, chunk_size: int = CHUNK_SIZE) -> Generator[bytes, None, None]:
@@ -308,6 +309,74 @@ def read_exactly(stream: IO[bytes], length: int | None, chunk_size: int, path: s
             yield chunk
     if remaining:
         raise ImageError(f"{path}: truncated: payload ended {remaining} bytes early")
+
+
+class _MemberReader(io.RawIOBase):
+    """The bytes of one tar member, read straight from the decompressed tar at the offset detection found.
+
+    What tarfile's stream mode did here, minus its 10 KiB records joined and sliced into every read (at 45 MiB
+    that was ~0.2 s of a 0.5 s read).  ``_member_at_offset`` has checked the member's header block; a stream that
+    ends inside the member raises tarfile's own ReadError("unexpected end of data"), as tarfile did.
+    """
+
+    def __init__(self, stream: BinaryIO, size: int):
+        super().__init__()
+        self._stream = stream
+        self._remaining = size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._remaining if size is None or size < 0 else min(size, self._remaining)
+        if want <= 0:
+            return b""
+        data = self._stream.read(want)
+        if len(data) != want:
+            raise tarfile.ReadError("unexpected end of data")
+        self._remaining -= want
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+REGULAR_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
+
+
+def _member_at_offset(info: ImageInfo, stream: BinaryIO) -> IO[bytes]:
+    """The member detection found, read at its offset when its header block (just before it) still names it as a
+    plain file of the same size; anything else (a sparse member, a changed file) goes through tarfile as before."""
+    offset, size = info.member_offset, info.payload_size
+    if offset is None or size is None or offset < tarfile.BLOCKSIZE:
+        return _tar_member_stream(info, stream)
+    skip = offset - tarfile.BLOCKSIZE
+    while skip > 0:
+        skipped = len(stream.read(min(skip, CHUNK_SIZE)))
+        if not skipped:
+            raise tarfile.ReadError("unexpected end of data")
+        skip -= skipped
+    block = stream.read(tarfile.BLOCKSIZE)
+    if not _header_names(block, info.member or "", size):
+        stream.seek(0)
+        return _tar_member_stream(info, stream)
+    return _MemberReader(stream, size)  # type: ignore[return-value]
+
+
+def _header_names(block: bytes, member: str, size: int) -> bool:
+    """Whether a tar header block is a plain file's of ``size`` bytes whose name is ``member`` (or, for a GNU
+    long name, starts it)."""
+    if len(block) != tarfile.BLOCKSIZE or block[156:157] not in REGULAR_TYPES:
+        return False
+    name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    field = block[124:136]
+    try:  # octal digits, or base-256 (GNU, above 8 GiB) after a 0x80 byte
+        stated = int.from_bytes(field[1:], "big") if field[0] == 0x80 else int(field.split(b"\0", 1)[0] or b"0", 8)
+    except ValueError:
+        return False
+    return bool(name) and member.startswith(name) and stated == size
 
 
 def _tar_member_stream(info: ImageInfo, stream: BinaryIO) -> IO[bytes]:

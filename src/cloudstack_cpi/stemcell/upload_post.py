@@ -9,6 +9,7 @@ is streamed from the image in 1 MiB chunks, never read whole into memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING
 import requests
 
 from ..errors import CloudError
-from . import convert
+from . import convert, readahead
 from .multipart import MultipartBody
 from .progress import ProgressMeter
+from .readahead import ReadAhead
 
 if TYPE_CHECKING:
     from ..cloudstack.client import Client
@@ -38,7 +40,7 @@ def post(upload: TemplateUpload, plan: convert.UploadPlan, image_path: str, file
          session: requests.Session, log, timeout: tuple[float, float], tmpdir: str | None = None,
          progress_interval: float = 5.0, clock: Callable[[], float] | None = None) -> None:
     """Stream the planned bytes to ``postURL``; raise CloudError with the server's answer on failure."""
-    with convert.open_upload_stream(image_path, plan, tmpdir=tmpdir) as (stream, length):
+    with _upload_stream(image_path, plan, tmpdir) as (stream, length):
         meter_args = {"clock": clock} if clock else {}
         meter = ProgressMeter(length, f"Uploading {filename}", log.info, interval=progress_interval, **meter_args)
         consumed = [False]
@@ -67,6 +69,25 @@ def post(upload: TemplateUpload, plan: convert.UploadPlan, image_path: str, file
     if response.status_code != 200:
         text = " ".join(response.text.split())[:300] or response.reason
         raise CloudError(f"Uploading {filename}: the secondary storage answered HTTP {response.status_code}: {text}")
+
+
+@contextlib.contextmanager
+def _upload_stream(image_path: str, plan: convert.UploadPlan, tmpdir: str | None):
+    """``(stream, length)`` of the planned bytes, produced by a thread while the previous ones are sent
+    (``readahead``); a pass-through file is sent as it is.  The thread is stopped and joined before what it reads is
+    closed.  A payload sent as it is (``decompress[, untar]``) comes from ``readahead.payload``, the same bytes."""
+    with convert.open_upload_stream(image_path, plan, tmpdir=tmpdir) as (opened, length):
+        if plan.passes_through:
+            yield opened, length
+            return
+        info = plan.info
+        unwrapped = (info.payload_size is not None
+                     and plan.steps == ("decompress",) + (("untar",) if info.container == "tar" else ()))
+        ahead = ReadAhead((lambda: readahead.payload(info)) if unwrapped else (lambda: opened))
+        try:
+            yield ahead, length
+        finally:
+            ahead.close()
 
 
 def _origin(url: str) -> str:

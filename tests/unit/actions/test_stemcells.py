@@ -663,3 +663,25 @@ def test_a_failure_after_the_volume_strategys_template_exists_removes_everything
         stemcells.create_stemcell(ctx, raw_image, RAW_PROPS)
     assert work_left(cloud) == ([], []) and cloud.templates.made() == []
     assert "templates.discard" in cloud.methods()
+
+
+def test_the_plain_reading_of_stemcell_cloud_properties_agrees_with_the_model():
+    """create_stemcell reads what a stemcell builder writes without pydantic (stemcells._stemcell_props); it must
+    have the model's fields and read them as the model does, and leave everything else to the model."""
+    import dataclasses
+
+    from cloudstack_cpi import models
+
+    assert [f.name for f in dataclasses.fields(stemcells._StemcellProps)] == list(
+        models.StemcellCloudProperties.model_fields)
+    plain = {"name": "bosh-kvm", "version": "1.622", "hypervisor": "kvm", "disk": 5120, "os_distro": "ubuntu",
+             "extra": ["kept"]}
+    read = stemcells._stemcell_props(plain)
+    assert isinstance(read, stemcells._StemcellProps)
+    model = models.StemcellCloudProperties.model_validate(plain)
+    assert {name: getattr(read, name) for name in models.StemcellCloudProperties.model_fields} == {
+        name: getattr(model, name) for name in models.StemcellCloudProperties.model_fields}
+    converted = stemcells._stemcell_props({"name": "bosh-kvm", "disk": "5120"})  # pydantic's business
+    assert isinstance(converted, models.StemcellCloudProperties) and converted.disk == 5120
+    with pytest.raises(CloudError, match="Invalid stemcell cloud_properties: version"):
+        stemcells._stemcell_props({"version": 1.5})
