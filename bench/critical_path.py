@@ -79,21 +79,23 @@ CHAINS: dict[str, list[list[str]]] = {
     # after the attach), and must be set before the first boot (updateVirtualMachine: synchronous, no job); then
     # startVirtualMachine.  The VM's and the volume's tags (createTags) can run beside the deploy and the
     # createVolume once their answers give the ids: off the chain.
+    # Last, the deleteTags that takes the unconfirmed mark off (issue 16: what a killed call made must stay findable
+    # until the call is about to answer, so this follows everything else): on the chain, and so below.
     "create_vm (ephemeral disk)": [["deployVirtualMachine:stopped", "createVolume"], ["attachVolume"],
-                                   ["startVirtualMachine"]],
+                                   ["startVirtualMachine"], ["deleteTags"]],
     # Deploy stopped, user data with the MACs, start.  enableStaticNat is synchronous (no job) and may follow the
     # start; the VM's tags run beside the deploy: off the chain.
-    "create_vm (vip, static NAT)": [["deployVirtualMachine:stopped"], ["startVirtualMachine"]],
+    "create_vm (vip, static NAT)": [["deployVirtualMachine:stopped"], ["startVirtualMachine"], ["deleteTags"]],
     "has_vm": [],                                                       # one listVirtualMachines
     # Only the keys whose value changes are deleted (CloudStack refuses createTags of a key the resource has) and
     # must be deleted before they are created again; the display name is updateVirtualMachine, synchronous.
     "set_vm_metadata": [["deleteTags?"], ["createTags"]],
     "reboot_vm": [["rebootVirtualMachine"]],
     # createVolume; its tags can run beside it once its first answer gives the id: off the chain.
-    "create_disk": [["createVolume"]],
+    "create_disk": [["createVolume"], ["deleteTags"]],
     "attach_disk": [["attachVolume"]],                                  # to a running VM
     # createSnapshot; the snapshot's id is in its first answer, so its tags can run beside it: off the chain.
-    "snapshot_disk": [["createSnapshot"]],
+    "snapshot_disk": [["createSnapshot"], ["deleteTags"]],
     "delete_snapshot": [["deleteSnapshot"]],
     "detach_disk": [["detachVolume"]],                                  # from a running VM
     "resize_disk": [["resizeVolume"]],                                  # a detached disk that was attached (Ready)
