@@ -1,11 +1,22 @@
-"""Fault soak: the BOSH lifecycle through bin/cpi, many times, against a simulator injecting every kind of fault.
+"""Fault soak: every mutating CPI method through bin/cpi, many times, under injected faults and kill -9.
 
-Each iteration: create_vm (manual + dynamic network + vip, ephemeral disk), create_disk, attach_disk,
-snapshot_disk, delete_snapshot, detach_disk, delete_disk, delete_vm, driven like a director (failed calls
-re-run, cleanups re-run until they succeed; see tests/reliability/harness.py).  Prints calls, faults injected
-by kind, failed calls, director-style retries, contract problems and resources leaked (must be zero).
+Each iteration, driven like a director (tests/reliability/harness.py, ``Soak``): create_stemcell (the post, url and
+volume strategies in turn), create_vm (manual + dynamic network + vip, ephemeral disk; ``lbs`` joining a rule the CPI
+creates with open_firewall and an operator's rule, one rule without open_firewall, or none, in turn),
+set_vm_metadata, reboot_vm, create_disk, attach_disk, set_disk_metadata, snapshot_disk, delete_snapshot, detach_disk,
+resize_disk, update_disk, delete_disk, delete_vm, delete_stemcell.  The simulator injects 5xx, dropped connections,
+throttling, slow answers, failed jobs and lost answers; with probability ``--kill-rate`` a bin/cpi process is killed
+with SIGKILL when the simulator sees a random one of its requests (before or after acting on it).  A failed call is
+re-run as the director and an operator would; after a dead process the operator re-runs the task later.  At the
+end (faults off) every VM, volume, snapshot, template, public IP, static NAT, load balancer rule and membership,
+firewall rule, tag and file in the CPI's TMPDIR that the director does not know is a leak, traced to the call it
+appeared in and the point where that call was killed, with a command that reproduces it.
 
-    .venv/bin/python bench/fault_soak.py --iterations 20 [--workers 2] [--seed 1] [--json]
+    .venv/bin/python bench/fault_soak.py --iterations 14 [--workers 2] [--seed 1] [--kill-rate 0.1] [--json]
+    .venv/bin/python bench/fault_soak.py --workers 1 --iterations 1 --start 2 --no-faults --kill-rate 0 \\
+        --kill create_stemcell@detachvolume:after       # one chosen kill (METHOD@N or METHOD@COMMAND[#K], :before)
+    .venv/bin/python bench/fault_soak.py --workers 1 --iterations 1 --no-faults --kill-rate 0 \\
+        --fault update_disk@resizevolume:drop           # one chosen fault (METHOD@COMMAND:KIND)
 """
 
 from __future__ import annotations
@@ -23,44 +34,77 @@ sys.path.insert(0, str(ROOT))
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=20, help="lifecycles (15 methods each)")
     parser.add_argument("--workers", type=int, default=2, choices=(1, 2), help="concurrent directors")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="seeds the faults and the kills")
+    parser.add_argument("--kill-rate", type=float, default=0.1, help="chance that a bin/cpi process is killed")
+    parser.add_argument("--kill", action="append", default=[], metavar="METHOD@WHERE[:MODE]",
+                        help="kill the next call of METHOD at its WHERE-th request, or at COMMAND[#K] (repeatable)")
+    parser.add_argument("--fault", action="append", default=[], metavar="METHOD@COMMAND:KIND",
+                        help="give the next COMMAND request of the next call of METHOD the fault KIND (error, drop, "
+                             "throttle, drop_after_action, job_failure), whatever the rates (repeatable)")
+    parser.add_argument("--no-faults", action="store_true", help="inject no random faults")
+    parser.add_argument("--start", type=int, default=0, help="number of the first iteration (picks the variants)")
+    parser.add_argument("--bin-cpi", type=Path, default=ROOT / "bin" / "cpi",
+                        help="the CPI executable to soak (default: this checkout's bin/cpi)")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of text")
     args = parser.parse_args(argv)
 
-    from cloudstack_simulator import FaultConfig, Simulator
-    from tests.reliability.harness import DEFAULT_FAULTS, leaks_of, run_lifecycles, write_config
+    from tests.reliability.harness import DEFAULT_FAULTS, open_soak
 
+    faults = {} if args.no_faults else DEFAULT_FAULTS
     with tempfile.TemporaryDirectory() as tmp, \
-            Simulator(scenario="advanced", seed=args.seed, faults=FaultConfig(**DEFAULT_FAULTS)) as sim:
-        config = write_config(Path(tmp) / "cpi.json", sim.endpoint, sim.api_key, sim.secret_key)
-        figures, lifecycles = run_lifecycles(sim, config, Path(tmp), args.iterations, workers=args.workers)
-        sim.set_faults(FaultConfig())
-        faults = sim.fault_counts
-        leaks = leaks_of(sim, lifecycles)
-        mismatches = [m for lc in lifecycles for m in lc.mismatches]
-    report = {"machine": machine(), "seed": args.seed, "fault_rates": DEFAULT_FAULTS, **figures,
-              "faults_injected": faults, "faults_total": sum(faults.values()),
-              "leaks": {k: v for k, v in leaks.items() if v}, "leaked": sum(len(v) for v in leaks.values()),
-              "mismatches": mismatches}
+            open_soak(Path(tmp), seed=args.seed, workers=args.workers, faults=faults, kill_rate=args.kill_rate,
+                      kills=tuple(args.kill), bin_cpi=args.bin_cpi, scripted=tuple(args.fault)) as soak:
+        soak.run(args.iterations, start=args.start)
+        report = soak.report()
+    report = {"machine": machine(), "seed": args.seed, "workers": args.workers, "kill_rate": args.kill_rate,
+              **report, "leaks": [leak.as_dict() for leak in report["leaks"]]}
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, default=str))
     else:
-        print(f"fault soak: {figures['iterations']}/{args.iterations} lifecycles in {figures['seconds']} s "
-              f"({args.workers} directors, seed {args.seed}; {machine()})")
-        print(f"  bin/cpi calls:        {figures['calls']}")
-        print(f"  failed calls:         {figures['failed_calls']}  {figures['failures_by_method']}")
-        print(f"  director retries:     {figures['director_retries']}  (gave up: {figures['gave_up']})")
-        print(f"  error types:          {figures['error_types']}")
-        print(f"  faults injected:      {sum(faults.values())}  {faults}")
-        print(f"  contract problems:    {len(figures['problems'])}")
-        for problem in figures["problems"][:10]:
-            print(f"    {problem}")
-        print(f"  false success claims: {len(mismatches)}")
-        print(f"  resources leaked:     {report['leaked']}  {report['leaks']}")
-    ok = not report["leaked"] and not figures["problems"] and not mismatches and not figures["gave_up"]
+        print_report(report, args)
+    ok = not (report["leaked"] or report["problems"] or report["mismatches"] or report["gave_up"])
     return 0 if ok else 1
+
+
+def print_report(report: dict, args) -> None:
+    modes = report["kill_modes"]
+    print(f"fault soak: {report['iterations']}/{args.iterations} lifecycles in {report['seconds']} s "
+          f"({args.workers} directors, seed {args.seed}, kill rate {args.kill_rate}; {report['machine']})")
+    print(f"  bin/cpi calls:        {report['calls']}  {report['calls_by_method']}")
+    print(f"  faults injected:      {report['faults_total']}  {report['faults_injected']}")
+    print(f"  kills (SIGKILL):      {report['kills']}  {report['kills_by_method']}  (before the request acted "
+          f"{modes.get('before', 0)}, after {modes.get('after', 0)}; {report['kill_points_not_reached']} kill points "
+          f"not reached: the call ended first)")
+    print(f"  failed calls:         {report['failed_calls']}  {report['failures_by_method']}")
+    print(f"  error types:          {report['error_types']}")
+    print(f"  director retries:     {report['director_retries']}  (re-runs after a kill, time passed: "
+          f"{report['time_passes']})")
+    print(f"  failures after kills: {len(report['failed_after_kill'])}")
+    for text in report["failed_after_kill"][:10]:
+        print(f"    {text}")
+    print(f"  gave up:              {len(report['gave_up'])}")
+    for text in report["gave_up"][:10]:
+        print(f"    {text}")
+    print(f"  contract problems:    {len(report['problems'])}")
+    for problem in report["problems"][:10]:
+        print(f"    {problem}")
+    print(f"  false success claims: {len(report['mismatches'])}")
+    for text in report["mismatches"][:10]:
+        print(f"    {text}")
+    print(f"  files left beside stemcell images (the director removes the directory): "
+          f"{len(report['stemcell_dir_files'])}")
+    print(f"  resources leaked:     {report['leaked']}  {report['leaks_by_kind']}")
+    for finding in report["findings"]:
+        label = f"documented ({finding['documented']})" if finding["documented"] else "NOT DOCUMENTED"
+        print(f"    {finding['count']} x {finding['kind']}: {finding['where']}  [{label}]")
+        for example in finding["examples"]:
+            print(f"        {example[:200]}")
+        for line in finding["log"]:
+            print(f"        log: {line[:200]}")
+        if finding["reproduce"]:
+            print(f"        reproduce: {finding['reproduce']}")
 
 
 if __name__ == "__main__":
