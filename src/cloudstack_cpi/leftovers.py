@@ -18,7 +18,7 @@ from . import lookups
 from .cloudstack.errors import CloudStackError
 
 if TYPE_CHECKING:
-    from .context import CallContext
+    from .log import Logger
 
 MARGIN = 600  # seconds beyond the added-up timeouts: API deadlines, retries and pauses between the steps
 
@@ -34,16 +34,16 @@ class _Dated(Protocol):
 T = TypeVar("T", bound=_Dated)
 
 
-def sweep(ctx: CallContext, kind: str, listing: Callable[[], Iterable[T]], older_than: float,
+def sweep(log: Logger, kind: str, listing: Callable[[], Iterable[T]], older_than: float,
           remove: Callable[[T], object]) -> None:
     """Remove every ``kind`` that ``listing`` answers (the unconfirmed ones) created more than ``older_than``
     seconds ago.  Best effort: a failure is logged and the call goes on (the next one tries again)."""
     try:
         stale = [item for item in listing() if lookups.older_than(item.created, older_than, time.time())]
     except CloudStackError as err:
-        ctx.log.warning(f"Looking for {kind}s left by killed calls: {err}")
+        log.warning(f"Looking for {kind}s left by killed calls: {err}")
         return
     for item in stale:
-        ctx.log.warning(f"{kind} '{item.id}' (created {item.created}) was made by a call that never answered "
+        log.warning(f"{kind} '{item.id}' (created {item.created}) was made by a call that never answered "
                         f"(killed?) more than {older_than:g} s ago: removing it")
         remove(item)

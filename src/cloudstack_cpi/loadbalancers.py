@@ -152,6 +152,10 @@ def join(ctx: CallContext, vm_id: str, targets: list[Target], record: Record) ->
         lb = target.lb
         for attempt in (1, 2):
             rule = _ensure_rule(ctx, target, record)
+            if lb.open_firewall:
+                # Also for a rule that exists: a create_vm killed between making the rule and opening the port
+                # left a rule whose port is closed, and every later member would answer success without it.
+                _open_firewall(ctx, target, rule.id, record)
             try:
                 rules.assign(rule, vm_id)
                 break
@@ -194,8 +198,6 @@ def _ensure_rule(ctx: CallContext, target: Target, record: Record) -> LoadBalanc
     ctx.log.info(f"Created load balancer rule '{lb.name}' ({lb.public_port}->{lb.private_port}, {lb.algorithm}) "
                  f"on {target.address.address}")
     _tag(ctx, "LoadBalancer", rule.id, {})
-    if lb.open_firewall:
-        _open_firewall(ctx, target, rule.id, record)
     return rule
 
 

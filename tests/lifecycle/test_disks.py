@@ -171,3 +171,19 @@ def test_zone_locality_and_missing_resources(advanced):
     error = advanced.error("create_disk", 20_480, {"disk_offering": "disk-10"}, None)
     assert error["type"] == CLOUD_ERROR and "fixed size of 10 GiB" in error["message"]
     advanced.assert_nothing_left()
+
+
+def test_a_lost_resize_is_not_taken_for_an_earlier_one(advanced):
+    """Found by the fault soak (bench/fault_soak.py --fault update_disk@resizevolume:drop): when update_disk's
+    resizeVolume lost its answer, the job recovered for it (the newest resize job on the volume, listAsyncJobs) was
+    resize_disk's earlier one, and update_disk answered success with the disk at its old size.  A job found after a
+    lost answer must have done what this call asked; else the outcome is unknown and the call fails (an operator's
+    re-run, or the director's next deploy, does it again)."""
+    disk = advanced.cpi.ok("create_disk", 1024, {}, None)
+    advanced.cpi.ok("resize_disk", disk, 2048)
+    advanced.sim.script_fault("resizeVolume", "drop")  # the connection drops: did the server get it?
+    error = advanced.error("update_disk", disk, 3072, {})
+    assert error["type"] == CLOUD_ERROR and "did not do what this call asked" in error["message"]
+    assert advanced.volume(disk)["size"] == 2 * GIB
+    assert advanced.cpi.ok("update_disk", disk, 3072, {}) is None  # the director's retry
+    assert advanced.volume(disk)["size"] == 3 * GIB

@@ -74,3 +74,17 @@ def test_missing_public_ip_is_refused_before_anything_exists(cpi, simulator):
         result.error["message"]
     assert not [command for command, _ in simulator.request_log if not command.startswith(("list", "query"))]
     assert leftovers(simulator) == EMPTY
+
+
+def test_a_rule_whose_port_a_killed_call_never_opened_gets_it_opened_by_the_next_member(cpi, simulator):
+    """Found by the fault soak (bench/fault_soak.py --kill create_vm@createtags#3:after): a create_vm killed between
+    making the rule and opening its port left a CPI rule with the port closed, and every later member joined it and
+    answered success with the port still closed.  open_firewall now holds for an existing rule too."""
+    stemcell = template_id(simulator)
+    create_member(cpi, stemcell, "10.1.0.70", "agent-1")
+    [port] = firewall(simulator)
+    Api(simulator).call("deleteFirewallRule", id=port["id"])  # what the killed call never made
+    assert firewall(simulator) == []
+    create_member(cpi, stemcell, "10.1.0.71", "agent-2")
+    [port] = firewall(simulator)
+    assert (port["startport"], port["ipaddress"]) == (80, "203.0.113.11")

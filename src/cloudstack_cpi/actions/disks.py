@@ -54,8 +54,9 @@ def create_disk(ctx: CallContext, size: int, cloud_properties: dict, vm_cid: str
     cs, cloud = ctx.config.cloudstack, ctx.cloud
     what = f"Creating disk of {size} MiB"
     # Disks of create_disk calls killed before they answered: the director never learned of them.
-    leftovers.sweep(ctx, "Volume", cloud.volumes.unconfirmed, create_disk_bound(cs.timeout),
-                    lambda volume: cloud.volumes.discard(volume.id) if not volume.vm_id else None)
+    leftovers.sweep(ctx.log, "Volume", lambda: [v for v in cloud.volumes.unconfirmed() if v.name.startswith(NAME_PREFIX)
+                                            and not v.vm_id], create_disk_bound(cs.timeout),
+                    lambda volume: cloud.volumes.discard(volume.id))
     with cloud_step(what):
         zone_id, zone_name = _disk_zone(ctx, vm_cid, what)
         offering = lookups.pick(cloud.catalogue.disk_offerings(), wanted_offering(props, cs), kind="Disk offering")

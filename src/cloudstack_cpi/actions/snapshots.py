@@ -31,7 +31,8 @@ def snapshot_disk(ctx: CallContext, disk_cid: str, metadata: dict | None = None)
     what = f"Snapshotting disk '{disk_cid}'"
     timeout = ctx.config.cloudstack.timeout
     # Snapshots of snapshot_disk calls killed before they answered: the director never learned of them.
-    leftovers.sweep(ctx, "Snapshot", ctx.cloud.snapshots.unconfirmed,
+    leftovers.sweep(ctx.log, "Snapshot", lambda: [s for s in ctx.cloud.snapshots.unconfirmed()
+                                              if s.name.startswith(NAME_PREFIX)],
                     timeout.snapshot_volume + 2 * timeout.global_ + leftovers.MARGIN,
                     lambda snapshot: ctx.cloud.snapshots.discard(snapshot.id))
     with cloud_step(what):

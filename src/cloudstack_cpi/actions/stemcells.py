@@ -151,7 +151,7 @@ def _create(ctx: CallContext, image_path: str, props, env, zones: list[Zone], av
     waiter = templates.Waiter(cloud.templates, log, timeout=cs.timeout.poll_template, sleep=cloud.sleep,
                               clock=cloud.clock)
     # Templates of create_stemcell calls killed before they answered: the director never learned of them.
-    leftovers.sweep(ctx, "Template", cloud.templates.unconfirmed, create_stemcell_bound(cs.timeout),
+    leftovers.sweep(ctx.log, "Template", cloud.templates.unconfirmed, create_stemcell_bound(cs.timeout),
                     lambda template: cloud.templates.discard(template.id))
     new = _new_template(ctx, naming, ostype, templates.template_tags(naming, ctx.director_uuid, env))
     made = _Made()
@@ -168,6 +168,7 @@ def _create(ctx: CallContext, image_path: str, props, env, zones: list[Zone], av
         source = zones[0]
         waiter.wait(template_id, source.id, what="Waiting for the template", zone_name=source.name)
         templates.copy_to(waiter, template_id, source, zones[1:])
+        upload_volume.cleanup(cloud, work)  # the volume strategy's work volume and snapshot go first
         cloud.tags.confirm("Template", template_id)  # the last step: ready everywhere, handed over now
     except BaseException as exc:
         half_made = made.template_id or work.template_id
@@ -176,7 +177,7 @@ def _create(ctx: CallContext, image_path: str, props, env, zones: list[Zone], av
             cloud.templates.discard(half_made)
         raise
     finally:
-        upload_volume.cleanup(cloud, work)
+        upload_volume.cleanup(cloud, work)  # after a failure (after success there is nothing left to remove)
     log.info(f"Stemcell template {template_id} ({naming.name}) is ready")
     return template_id
 

@@ -71,7 +71,7 @@ def create_vm(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networ
     with _breadcrumb(f"Creating VM for agent '{agent_id}'"):
         plan = _plan(ctx, agent_id, stemcell_cid, cloud_properties or {}, networks, disk_cids or [], env or {})
         # VMs of create_vm calls killed before they answered: the director never learned of them.
-        leftovers.sweep(ctx, "VM", ctx.cloud.vms.unconfirmed, create_vm_bound(ctx.config.cloudstack.timeout),
+        leftovers.sweep(ctx.log, "VM", ctx.cloud.vms.unconfirmed, create_vm_bound(ctx.config.cloudstack.timeout),
                         lambda vm: cleanup.remove(ctx, f"VM {vm.id}", lambda: delete_vm(ctx, vm.id)))
         vm_id, answered = _Build(ctx, plan).run()
     ctx.log.info(f"Created VM '{vm_id}' ({plan.vm_name}) for agent '{agent_id}' in zone '{plan.zone.name}'")
@@ -785,10 +785,13 @@ class _Build:
         public_ip = self.plan.public_ip
         if self.nat_attempted and self.vm_ids and public_ip:  # (nat_attempted: there is a public IP)
             steps.append((f"static NAT of {public_ip.address}", partial(self._undo_static_nat, public_ip)))
-        for vm_id in reversed(self.vm_ids):
-            steps.append((f"VM {vm_id}", partial(_destroy, ctx, vm_id, expunge=True)))
+        # The ephemeral volume before its VM: a call killed in between then leaves the VM, which carries the
+        # unconfirmed mark and takes its volumes along when the next create_vm removes it; the other way round the
+        # volume was left with nothing to find it by (the fault soak's create_vm@destroyvirtualmachine:after).
         for volume_id in self.volume_ids:
             steps.append((f"volume {volume_id}", partial(_delete_volume, ctx, volume_id)))
+        for vm_id in reversed(self.vm_ids):
+            steps.append((f"VM {vm_id}", partial(_destroy, ctx, vm_id, expunge=True)))
         for group_id in self.created_groups:
             steps.append((f"affinity group {group_id}", partial(cloud.affinity.delete_unused, group_id)))
         # Each step looks before it acts, so repeating one after a failed or lost mutation is safe.

@@ -534,12 +534,15 @@ class Client:
                     resource_id=job.get("jobinstanceid"),
                 )
 
-    def run_job(self, command: str, *, timeout: float, what: str, **params: Any) -> dict:
+    def run_job(self, command: str, *, timeout: float, what: str, ours: Callable[[dict], bool] | None = None,
+                **params: Any) -> dict:
         """Start an async command and wait for it; errors carry the new resource's id when it has one.
 
         When the answer to the start is lost, the job it may have started is looked for (``pending_job``) and
         waited for as if it had been answered: looking at the resource instead would see it unchanged while the
-        job still runs."""
+        job still runs.  The newest job of the command on the resource may be an earlier call's (a resize to
+        another size, an attach to another VM): ``ours`` tells from its result whether it did what this call
+        asked; when it did not, the outcome is unknown and the error says so (the caller's retry decides)."""
         try:
             started = self.call(command, **params)
         except CloudStackError as err:
@@ -547,7 +550,12 @@ class Client:
             if found is None:
                 raise
             self.log.info(f"The answer to {command} was lost; its job {found['jobid']} was found and is awaited")
-            started = {"jobid": found["jobid"]}
+            result = self.finish_job({"jobid": found["jobid"]}, command=command, timeout=timeout, what=what)
+            if ours is not None and not ours(result):
+                raise CloudStackError(command, f"{err.errortext}; the job found afterwards ({found['jobid']}) did "
+                                               "not do what this call asked: an earlier call's", kind="transport",
+                                      outcome_unknown=True) from None
+            return result
         return self.finish_job(started, command=command, timeout=timeout, what=what)
 
     def finish_job(self, started: dict, *, command: str, timeout: float, what: str) -> dict:

@@ -139,9 +139,11 @@ class Gateway:
         answer = self.client.call(command, **params)
         return Pending(self.client, command, answer, timeout, what, parse)
 
-    def run(self, command: str, *, timeout: float, what: str, **params: Any) -> dict:
-        """Send an async command and wait for its job; a lost answer is recovered from the job (``run_job``)."""
-        return self.client.run_job(command, timeout=timeout, what=what, **params)
+    def run(self, command: str, *, timeout: float, what: str, ours: Callable[[dict], bool] | None = None,
+            **params: Any) -> dict:
+        """Send an async command and wait for its job; a lost answer is recovered from the job (``run_job``; ``ours``
+        tells an earlier call's job of the same command on the same resource from this call's)."""
+        return self.client.run_job(command, timeout=timeout, what=what, ours=ours, **params)
 
     def delete(self, command: str, *, timeout: float, what: str, gone: Callable[[], bool], label: str,
                **params: Any) -> bool:

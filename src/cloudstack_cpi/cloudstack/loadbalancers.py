@@ -87,14 +87,14 @@ class LoadBalancers:
         """Make the VM a member of the rule."""
         self.gateway.run("assignToLoadBalancerRule", timeout=self.timeouts.global_,
                          what=f"adding VM {vm_id} to load balancer rule {rule.name}", id=rule.id,
-                         virtualmachineids=vm_id)
+                         virtualmachineids=vm_id, ours=lambda result: self._member(rule.id, vm_id))
 
     def remove(self, rule: LoadBalancerRule, vm_id: str) -> bool:
         """Take the VM out of the rule; False when it was no member any more (or the rule is gone)."""
         try:
             self.gateway.run("removeFromLoadBalancerRule", timeout=self.timeouts.global_,
                              what=f"removing VM {vm_id} from load balancer rule {rule.name}", id=rule.id,
-                             virtualmachineids=vm_id)
+                             virtualmachineids=vm_id, ours=lambda result: not self._member(rule.id, vm_id))
         except CloudStackError as err:
             if err.errorcode == 431 or (err.kind == "job" and not self._member(rule.id, vm_id)):
                 return False

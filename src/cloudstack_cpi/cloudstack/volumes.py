@@ -68,26 +68,29 @@ class Volumes:
     # -- changing
 
     def _creation(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None, tags: Mapping[str, str],
-                 kind: str = "volume") -> Creation[Volume]:
+                 kind: str = "volume", confirm: bool = True) -> Creation[Volume]:
         return Creation(
             kind=kind, name=name, command="createVolume",
             params={"name": name, "zoneid": zone_id, "diskofferingid": offering_id, "size": size_gib},
             timeout=self.timeouts.create_volume, what=f"creating volume {name}", parse=_job_volume,
             find_named=lambda: self.named(name), remove=self.delete, gone=lambda i: self.get(i) is None,
-            resource_type="Volume", tags=dict(tags), confirm=True)
+            resource_type="Volume", tags=dict(tags), confirm=confirm)
 
     def create(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None,
-               tags: Mapping[str, str]) -> Volume:
-        """A new volume named ``name`` (unique), tagged with ``tags``; nothing is left when it fails."""
+               tags: Mapping[str, str], confirm: bool = True) -> Volume:
+        """A new volume named ``name`` (unique), tagged with ``tags``; nothing is left when it fails.  Without
+        ``confirm`` it keeps the unconfirmed mark: a work volume, deleted before its call answers, so that a killed
+        call's is found (``unconfirmed``)."""
         return self.gateway.create_recoverable(self._creation(name=name, zone_id=zone_id, offering_id=offering_id,
-                                                             size_gib=size_gib, tags=tags))
+                                                             size_gib=size_gib, tags=tags, confirm=confirm))
 
     def attach(self, volume_id: str, vm_id: str) -> Volume:
         """Attach and answer the volume with its device id.  After a lost answer or a timeout the volume is looked
         at: attached to this VM with a device, the attach happened."""
         try:
             result = self.gateway.run("attachVolume", timeout=self.timeouts.attach_volume,
-                                      what=f"attaching volume {volume_id}", id=volume_id, virtualmachineid=vm_id)
+                                      what=f"attaching volume {volume_id}", id=volume_id, virtualmachineid=vm_id,
+                                      ours=lambda done: (_job_volume(done) or Volume("")).vm_id == vm_id)
         except CloudStackError as err:
             if err.kind in ("timeout", "transport"):
                 now = self.get(volume_id)
@@ -128,8 +131,13 @@ class Volumes:
 
     def resize(self, volume_id: str, *, size_gib: int | None = None, offering_id: str | None = None) -> Volume | None:
         """resizeVolume to a size (customized offerings) and/or another offering; the resized volume."""
+        def ours(result: dict) -> bool:  # after a lost answer: the resize found must be to this size and offering
+            done = _job_volume(result)
+            return done is not None and (size_gib is None or done.size_gib == size_gib) and (
+                offering_id is None or done.disk_offering_id == offering_id)
+
         result = self.gateway.run("resizeVolume", timeout=self.timeouts.resize_volume,
-                                  what=f"resizing volume {volume_id}", id=volume_id, size=size_gib,
+                                  what=f"resizing volume {volume_id}", ours=ours, id=volume_id, size=size_gib,
                                   diskofferingid=offering_id)
         return _job_volume(result)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .. import lookups
+from .. import leftovers, lookups
 from ..cloudstack.errors import CloudStackError
 from ..cloudstack.models import Volume
 from ..errors import CloudError
@@ -164,11 +164,25 @@ class WorkResources:
     template_id: str | None = None
 
 
+def remove_unconfirmed_work(cloud: Gateway, log, *, device_timeout: float) -> None:
+    """Work volumes (not attached: those are ``remove_stale_work_volumes``') and work snapshots that a create_stemcell
+    killed with SIGKILL left: they keep the unconfirmed mark until deleted, so one older than any create_stemcell can
+    run belongs to none that is still running."""
+    bound = stale_after(cloud.timeouts, device_timeout)
+    leftovers.sweep(log, "Work volume", lambda: [v for v in cloud.volumes.unconfirmed() if not v.vm_id
+                                                 and WORK_VOLUME_NAME.search(v.name)], bound,
+                    lambda volume: cloud.volumes.discard(volume.id))
+    leftovers.sweep(log, "Work snapshot", lambda: [s for s in cloud.snapshots.unconfirmed()
+                                                   if WORK_VOLUME_NAME.search(s.name)], bound,
+                    lambda snapshot: cloud.snapshots.discard(snapshot.id))
+
+
 def run(cloud: Gateway, *, log, vm: Vm, offering: DiskOffering, raw_size: int,
         raw_chunks: Callable[[], Iterable[bytes]], device_dir: str, new: NewTemplate, work: WorkResources,
         device_timeout: float = DEVICE_TIMEOUT) -> str:
     """Make the template ``new`` in ``vm``'s zone and return its id; ``work`` records what exists at every step."""
     remove_stale_work_volumes(cloud, vm, log, device_timeout=device_timeout, now=time.time())
+    remove_unconfirmed_work(cloud, log, device_timeout=device_timeout)
     size_gib = max(1, -(-raw_size // GIB))
     if not offering.customized and offering.size_gib < size_gib:
         raise CloudError(f"Disk offering '{offering.name}' ({offering.size_gib} GiB) is smaller than "
@@ -177,8 +191,9 @@ def run(cloud: Gateway, *, log, vm: Vm, offering: DiskOffering, raw_size: int,
     name = new.name + WORK_SUFFIX
     log.info(f"Creating work volume {name} ({size_gib} GiB) in zone '{vm.zone_name or vm.zone_id}'")
     try:
+        # Never handed over: it keeps the unconfirmed mark until deleted, so a killed call's is found (sweep_work)
         volume = cloud.volumes.create(name=name, zone_id=vm.zone_id, offering_id=offering.id,
-                                      size_gib=size_gib if offering.customized else None, tags={})
+                                      size_gib=size_gib if offering.customized else None, tags={}, confirm=False)
     except CloudStackError as err:
         raise CloudError(f"Creating the stemcell work volume: {err}", err.is_transient) from None
     work.volume_id = volume.id
@@ -198,7 +213,7 @@ def run(cloud: Gateway, *, log, vm: Vm, offering: DiskOffering, raw_size: int,
     write_device(device, raw_chunks(), raw_size, log)
     detach(cloud, work)
     try:
-        snapshot = cloud.snapshots.create(volume.id, name=name, tags={})
+        snapshot = cloud.snapshots.create(volume.id, name=name, tags={}, confirm=False)
     except CloudStackError as err:
         raise CloudError(f"Snapshotting the work volume {volume.id}: {err}", err.is_transient) from None
     work.snapshot_id = snapshot.id

@@ -231,7 +231,7 @@ def test_capacity_failure_on_start_removes_vm_and_ephemeral_disk(cloud, ctx, cre
     with pytest.raises(errors.VMCreationFailed) as raised:
         create(ctx, {"disk": 2048})
     assert raised.value.ok_to_retry is True
-    assert mutations(cloud)[-2:] == ["vms.destroy", "volumes.delete_detaching"]
+    assert mutations(cloud)[-2:] == ["volumes.delete_detaching", "vms.destroy"]  # the volume first: see _cleanup
     assert_nothing_left(cloud)
 
 

@@ -37,10 +37,10 @@ class FakeSnapshots(FakeService):
         return [self._out(s) for s in self.items.values() if s.volume_id == volume_id and s.name == name]
 
     @recorded
-    def create(self, volume_id: str, *, name: str, tags: Mapping[str, str]) -> Snapshot:
+    def create(self, volume_id: str, *, name: str, tags: Mapping[str, str], confirm: bool = True) -> Snapshot:
         snapshot_id = self.cloud.new_id("snap")
         self.items[snapshot_id] = Snapshot(snapshot_id, name=name, state="BackedUp", volume_id=volume_id)
-        self.cloud.tags.put("Snapshot", snapshot_id, tags)
+        self.cloud.tags.put("Snapshot", snapshot_id, {**tags, **({} if confirm else {UNCONFIRMED_TAG: UNCONFIRMED_VALUE})})
         return self._out(self.items[snapshot_id])
 
     @recorded
