@@ -148,8 +148,7 @@ def _create(ctx: CallContext, image_path: str, props, env, zones: list[Zone], av
     naming = templates.naming(props.name, props.version)
     log.info(f"Creating template {naming.name} ({hypervisor}, OS type '{ostype.description}') with the "
              f"{strategy} strategy; zones: {', '.join(z.name for z in zones)}")
-    waiter = templates.Waiter(cloud.templates, log, timeout=cs.timeout.poll_template, sleep=cloud.sleep,
-                              clock=cloud.clock)
+    waiter = templates.Waiter(cloud.templates, log, timeout=cs.timeout.poll_template)
     # Templates of create_stemcell calls killed before they answered: the director never learned of them.
     leftovers.sweep(ctx.log, "Template", cloud.templates.unconfirmed, create_stemcell_bound(cs.timeout),
                     lambda template: cloud.templates.discard(template.id))
@@ -241,8 +240,7 @@ def _url(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTemplat
                                                   zone_id=zone.id, url=url)
         made.template_id = registered.id
         # The file must stay reachable until CloudStack has all of it.
-        templates.Waiter(ctx.cloud.templates, ctx.log, timeout=cs.timeout.poll_template, sleep=ctx.cloud.sleep,
-                         clock=ctx.cloud.clock).wait(
+        templates.Waiter(ctx.cloud.templates, ctx.log, timeout=cs.timeout.poll_template).wait(
             registered.id, zone.id, what="Waiting for CloudStack to download the image", zone_name=zone.name)
 
 

@@ -19,7 +19,7 @@ tests is ``tests/unit/fake_cloud.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -144,6 +144,29 @@ class Gateway:
         """Send an async command and wait for its job; a lost answer is recovered from the job (``run_job``; ``ours``
         tells an earlier call's job of the same command on the same resource from this call's)."""
         return self.client.run_job(command, timeout=timeout, what=what, ours=ours, **params)
+
+    def poll_until(self, read: Callable[[], T], settled: Callable[[T], bool], *, timeout: float,
+                   intervals: Iterable[float] | None = None, read_first: bool = True) -> tuple[T, bool]:
+        """The one waiter for resource states (jobs have theirs in the client, ``wait_for_job``): ``read`` until
+        ``settled`` says so or ``timeout`` seconds have passed; the last value read, and whether it settled.
+        Pauses follow ``intervals`` (default: the client's job polling, soon at first, then a fraction of the time
+        waited), never past the timeout; ``read_first=False`` pauses before the first read."""
+        started = self.clock()
+        pauses = iter(intervals) if intervals is not None else None
+        if not read_first:
+            self.sleep(self._pause(pauses, 0.0, timeout))
+        while True:
+            value = read()
+            waited = self.clock() - started
+            if settled(value):
+                return value, True
+            if waited >= timeout:
+                return value, False
+            self.sleep(self._pause(pauses, waited, timeout))
+
+    def _pause(self, pauses: Iterator[float] | None, waited: float, timeout: float) -> float:
+        planned = next(pauses) if pauses is not None else self.client.poll.interval(waited)
+        return max(0.0, min(planned, timeout - waited))
 
     def delete(self, command: str, *, timeout: float, what: str, gone: Callable[[], bool], label: str,
                **params: Any) -> bool:

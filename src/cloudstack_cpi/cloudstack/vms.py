@@ -138,14 +138,10 @@ class Vms:
     def settled(self, vm_id: str) -> Vm | None:
         """Poll the VM until it leaves ``TRANSITIONAL_STATES`` or reboot_vm's timeout has passed: the VM as last
         seen (still transitional after the timeout), or None once it is gone."""
-        client, timeout = self.client, self.timeouts.reboot_vm
-        started = client.clock()
-        while True:
-            waited = client.clock() - started
-            client.sleep(client.poll.interval(waited))
-            vm = self.get(vm_id)
-            if vm is None or vm.state not in TRANSITIONAL_STATES or client.clock() - started >= timeout:
-                return vm
+        vm, _ = self.gateway.poll_until(lambda: self.get(vm_id),
+                                        lambda vm: vm is None or vm.state not in TRANSITIONAL_STATES,
+                                        timeout=self.timeouts.reboot_vm, read_first=False)
+        return vm
 
     def unconfirmed(self) -> list[Vm]:
         """VMs still marked as never handed over (``gateway.UNCONFIRMED_TAG``), not gone, checked here again (a

@@ -8,9 +8,8 @@ template is called and labelled, and how long and how visibly the CPI waits for 
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +82,7 @@ def template_tags(naming_: Naming, director_uuid: str | None, env: Mapping[str, 
 class Waiter:
     """Polls a template's row in one zone until it is ready, failed, gone or out of time.
 
-    Intervals grow (``first``, times ``factor``, capped at ``cap``) so short
+    It is ``Gateway.poll_until`` with intervals that grow (``first``, times ``factor``, capped at ``cap``) so short
     uploads finish promptly and long downloads cost few calls.  Status changes
     are logged, at most one line per ``log_every`` seconds (and always the last).
     """
@@ -95,36 +94,40 @@ class Waiter:
     factor: float = 1.5
     cap: float = 10.0
     log_every: float = 10.0
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.monotonic
 
     def wait(self, template_id: str, zone_id: str, *, what: str, zone_name: str = "") -> Template:
-        started = self.clock()
-        interval = self.first
-        last_status, last_logged = None, None
+        clock = self.templates.gateway.clock  # the gateway's waiter, its clock and pauses
+        started = clock()
         where = zone_name or zone_id
+        shown: dict[str, Any] = {"status": None, "at": None}  # the last status logged, and when
+
+        def settled(row: Template | None) -> bool:
+            if row is None or row.ready or row.failed:
+                return True
+            now = clock()
+            if row.status != shown["status"] and (shown["at"] is None or now - shown["at"] >= self.log_every):
+                self.log.info(f"{what}: template {template_id} in zone '{where}': {row.status or 'no status yet'}")
+                shown.update(status=row.status, at=now)
+            return False
+
+        row, _ = self.templates.gateway.poll_until(lambda: self.templates.in_zone(template_id, zone_id),
+                                                      settled, timeout=self.timeout, intervals=self._intervals())
+        if row is None:
+            raise CloudError(f"{what}: template {template_id} disappeared from zone '{where}' "
+                             f"(last status: {shown['status'] or 'none'})")
+        if row.ready:
+            self.log.info(f"{what}: template {template_id} is ready in zone '{where}' "
+                          f"after {clock() - started:.1f} s")
+            return row
+        if row.failed:
+            raise CloudError(f"{what}: CloudStack reports for template {template_id} in zone '{where}': {row.status}")
+        raise CloudError(f"{what}: template {template_id} not ready in zone '{where}' within "
+                         f"{self.timeout:g} s (cloudstack.timeout.poll_template); last status: {row.status or 'none'}")
+
+    def _intervals(self) -> Iterator[float]:
+        interval = self.first
         while True:
-            row = self.templates.in_zone(template_id, zone_id)
-            now = self.clock()
-            if row is None:
-                raise CloudError(f"{what}: template {template_id} disappeared from zone '{where}' "
-                                 f"(last status: {last_status or 'none'})")
-            status = row.status
-            if row.ready:
-                self.log.info(f"{what}: template {template_id} is ready in zone '{where}' "
-                              f"after {now - started:.1f} s")
-                return row
-            if row.failed:
-                raise CloudError(f"{what}: CloudStack reports for template {template_id} in zone '{where}': {status}")
-            if status != last_status and (last_logged is None or now - last_logged >= self.log_every):
-                self.log.info(f"{what}: template {template_id} in zone '{where}': {status or 'no status yet'}")
-                last_logged = now
-                last_status = status
-            if now - started >= self.timeout:
-                raise CloudError(f"{what}: template {template_id} not ready in zone '{where}' within "
-                                 f"{self.timeout:g} s (cloudstack.timeout.poll_template); "
-                                 f"last status: {status or 'none'}")
-            self.sleep(max(0.0, min(interval, self.timeout - (now - started))))
+            yield interval
             interval = min(self.cap, interval * self.factor)
 
 

@@ -214,7 +214,7 @@ def test_compressed_uploads_say_so():
 
 
 def waiter(cloud, timeout=100.0) -> templates.Waiter:
-    return templates.Waiter(cloud.templates, cloud.log, timeout=timeout, sleep=cloud.sleep, clock=cloud.clock)
+    return templates.Waiter(cloud.templates, cloud.log, timeout=timeout)
 
 
 def test_wait_until_download_complete_logging_progress(cloud):

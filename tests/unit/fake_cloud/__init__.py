@@ -60,6 +60,11 @@ class FakeService:
     def __init__(self, cloud: FakeGateway) -> None:
         self.cloud = cloud
 
+    @property
+    def gateway(self) -> FakeGateway:
+        """As the real services have it: the gateway they belong to (its waiter, clock and pauses)."""
+        return self.cloud
+
 
 @dataclass
 class _Client:
