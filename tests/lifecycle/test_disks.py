@@ -12,6 +12,7 @@ import pytest
 
 from cloudstack_cpi.cloudstack.client import Client
 from cloudstack_cpi.log import Logger
+from tests.simulator.helpers import Api
 
 GIB = 1024 ** 3
 NOT_SUPPORTED = "Bosh::Clouds::NotSupported"
@@ -179,8 +180,11 @@ def test_a_lost_resize_is_not_taken_for_an_earlier_one(advanced):
     resize_disk's earlier one, and update_disk answered success with the disk at its old size.  A job found after a
     lost answer must have done what this call asked; else the outcome is unknown and the call fails (an operator's
     re-run, or the director's next deploy, does it again)."""
-    disk = advanced.cpi.ok("create_disk", 1024, {}, None)
-    advanced.cpi.ok("resize_disk", disk, 2048)
+    api = Api(advanced.sim)  # the disk and the earlier resize (resize_disk's, say) made directly: a job to mistake
+    zone = api.zone("zone-1")["id"]
+    disk = api.acall("createVolume", zoneid=zone, name="bosh-disk-lost-resize",
+                     diskofferingid=api.disk_offering("shared.custom")["id"], size=1)["volume"]["id"]
+    api.acall("resizeVolume", id=disk, size=2)
     advanced.sim.script_fault("resizeVolume", "drop")  # the connection drops: did the server get it?
     error = advanced.error("update_disk", disk, 3072, {})
     assert error["type"] == CLOUD_ERROR and "did not do what this call asked" in error["message"]
