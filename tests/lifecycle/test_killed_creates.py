@@ -32,7 +32,7 @@ DYNAMIC = {"default": {"type": "dynamic", "dns": ["10.1.0.1"], "default": ["dns"
 def sim():
     from cloudstack_simulator import Simulator
 
-    with Simulator(scenario="advanced", job_seconds=0.03) as simulator:
+    with Simulator(scenario="advanced", job_seconds=0.05) as simulator:
         yield simulator
 
 
