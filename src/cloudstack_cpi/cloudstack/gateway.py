@@ -14,7 +14,7 @@ raw answer.  Each operation owns what the caller should not have to know:
 
 Services are built on first use, so a call pays only for the modules it needs
 (``has_vm`` loads the VM service and nothing else).  The one fake for unit
-tests is ``tests/unit/fake_cloud.py``.
+tests is ``tests/unit/fake_cloud/`` (kept equal to this by ``tests/unit/test_fake_cloud.py``).
 """
 
 from __future__ import annotations
