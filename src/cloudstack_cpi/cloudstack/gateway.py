@@ -368,6 +368,11 @@ class Pending(Generic[T]):
         return self._result  # type: ignore[return-value]
 
 
+def no_result(result: dict) -> None:
+    """The ``parse`` of a command whose job answers nothing worth keeping (createTags, copyTemplate)."""
+    return None
+
+
 def _looks_gone(gone: Callable[[], bool]) -> bool:
     try:
         return gone()

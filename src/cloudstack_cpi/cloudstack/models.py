@@ -24,7 +24,8 @@ GONE_VOLUME_STATES = frozenset({"Destroy", "Destroying", "Expunging", "Expunged"
 GONE_SNAPSHOT_STATES = frozenset({"Destroying", "Destroyed"})
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A field as text, "" when absent (also for the models that live beside their services)."""
     return "" if value is None else str(value)
 
 
@@ -43,7 +44,8 @@ def _number(value: Any) -> int | None:
         return None
 
 
-def _no_tags() -> Mapping[str, str]:
+def no_tags() -> Mapping[str, str]:
+    """The default of a model's ``tags`` (a dataclass default must be made by a factory)."""
     return NO_TAGS
 
 
@@ -52,13 +54,13 @@ def tags_of(row: Mapping[str, Any]) -> Mapping[str, str]:
     listed = row.get("tags") or []
     if not listed:
         return NO_TAGS
-    return MappingProxyType({str(t["key"]): _text(t.get("value")) for t in listed
+    return MappingProxyType({str(t["key"]): text(t.get("value")) for t in listed
                              if isinstance(t, dict) and "key" in t})
 
 
 def _tag_words(value: Any) -> frozenset[str]:
     """An offering's storage tags (``"ssd,fast"``), lower-cased, as CloudStack compares them."""
-    return frozenset(part.strip().lower() for part in _text(value).split(",") if part.strip())
+    return frozenset(part.strip().lower() for part in text(value).split(",") if part.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,8 @@ class Zone:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Zone:
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")) or _text(row.get("id")),
-                   network_type=_text(row.get("networktype")) or "Advanced",
+        return cls(id=text(row.get("id")), name=text(row.get("name")) or text(row.get("id")),
+                   network_type=text(row.get("networktype")) or "Advanced",
                    security_groups_enabled=_flag(row.get("securitygroupsenabled")))
 
     @property
@@ -91,7 +93,7 @@ class ServiceOffering:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> ServiceOffering:
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")), customized=_flag(row.get("iscustomized")),
+        return cls(id=text(row.get("id")), name=text(row.get("name")), customized=_flag(row.get("iscustomized")),
                    cpus=_number(row.get("cpunumber")), memory_mib=_number(row.get("memory")))
 
 
@@ -108,9 +110,9 @@ class DiskOffering:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> DiskOffering:
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")), customized=_flag(row.get("iscustomized")),
+        return cls(id=text(row.get("id")), name=text(row.get("name")), customized=_flag(row.get("iscustomized")),
                    size_gib=_number(row.get("disksize")) or 0,
-                   storage_type=(_text(row.get("storagetype")).strip().lower() or "shared"),
+                   storage_type=(text(row.get("storagetype")).strip().lower() or "shared"),
                    storage_tags=_tag_words(row.get("tags")))
 
     def moves_in_place_to(self, other: DiskOffering) -> bool:
@@ -135,16 +137,16 @@ class Volume:
     vm_id: str | None = None               # the VM it is attached to
     device_id: int | None = None
     created: str = ""
-    tags: Mapping[str, str] = field(default_factory=_no_tags, compare=False)
+    tags: Mapping[str, str] = field(default_factory=no_tags, compare=False)
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Volume:
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")), type=_text(row.get("type")) or "DATADISK",
-                   state=_text(row.get("state")), zone_id=_text(row.get("zoneid")),
-                   zone_name=_text(row.get("zonename")) or _text(row.get("zoneid")),
+        return cls(id=text(row.get("id")), name=text(row.get("name")), type=text(row.get("type")) or "DATADISK",
+                   state=text(row.get("state")), zone_id=text(row.get("zoneid")),
+                   zone_name=text(row.get("zonename")) or text(row.get("zoneid")),
                    size_bytes=_number(row.get("size")) or 0, disk_offering_id=_opt(row.get("diskofferingid")),
                    vm_id=_opt(row.get("virtualmachineid")), device_id=_number(row.get("deviceid")),
-                   created=_text(row.get("created")), tags=tags_of(row))
+                   created=text(row.get("created")), tags=tags_of(row))
 
     @property
     def size_gib(self) -> int:
@@ -163,12 +165,12 @@ class Snapshot:
     state: str = ""
     volume_id: str = ""
     created: str = ""
-    tags: Mapping[str, str] = field(default_factory=_no_tags, compare=False)
+    tags: Mapping[str, str] = field(default_factory=no_tags, compare=False)
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Snapshot:
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")), state=_text(row.get("state")),
-                   volume_id=_text(row.get("volumeid")), created=_text(row.get("created")), tags=tags_of(row))
+        return cls(id=text(row.get("id")), name=text(row.get("name")), state=text(row.get("state")),
+                   volume_id=text(row.get("volumeid")), created=text(row.get("created")), tags=tags_of(row))
 
     @property
     def gone(self) -> bool:
@@ -182,7 +184,7 @@ class Tag:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Tag:
-        return cls(key=_text(row.get("key")), value=_text(row.get("value")))
+        return cls(key=text(row.get("key")), value=text(row.get("value")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +198,7 @@ class KeyPair:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> KeyPair:
-        return cls(name=_text(row.get("name")), fingerprint=_text(row.get("fingerprint")))
+        return cls(name=text(row.get("name")), fingerprint=text(row.get("fingerprint")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +208,7 @@ class OsType:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> OsType:
-        return cls(id=_text(row.get("id")), description=_text(row.get("description")))
+        return cls(id=text(row.get("id")), description=text(row.get("description")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,9 +224,9 @@ class Nic:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Nic:
-        return cls(id=_text(row.get("id")), network_id=_text(row.get("networkid")), ip=_text(row.get("ipaddress")),
-                   netmask=_text(row.get("netmask")), gateway=_text(row.get("gateway")),
-                   mac=_text(row.get("macaddress")), device_id=_number(row.get("deviceid")) or 0,
+        return cls(id=text(row.get("id")), network_id=text(row.get("networkid")), ip=text(row.get("ipaddress")),
+                   netmask=text(row.get("netmask")), gateway=text(row.get("gateway")),
+                   mac=text(row.get("macaddress")), device_id=_number(row.get("deviceid")) or 0,
                    is_default=_flag(row.get("isdefault")))
 
 
@@ -240,19 +242,19 @@ class Vm:
     template_id: str = ""
     created: str = ""
     # VM settings such as rootDiskController
-    details: Mapping[str, str] = field(default_factory=_no_tags, compare=False)
+    details: Mapping[str, str] = field(default_factory=no_tags, compare=False)
     nics: tuple[Nic, ...] = ()
-    tags: Mapping[str, str] = field(default_factory=_no_tags, compare=False)
+    tags: Mapping[str, str] = field(default_factory=no_tags, compare=False)
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Vm:
         details = row.get("details")
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")), display_name=_text(row.get("displayname")),
-                   state=_text(row.get("state")), zone_id=_text(row.get("zoneid")),
-                   zone_name=_text(row.get("zonename")) or _text(row.get("zoneid")),
-                   hypervisor=_opt(row.get("hypervisor")), template_id=_text(row.get("templateid")),
-                   created=_text(row.get("created")),
-                   details=MappingProxyType({str(k): _text(v) for k, v in details.items()})
+        return cls(id=text(row.get("id")), name=text(row.get("name")), display_name=text(row.get("displayname")),
+                   state=text(row.get("state")), zone_id=text(row.get("zoneid")),
+                   zone_name=text(row.get("zonename")) or text(row.get("zoneid")),
+                   hypervisor=_opt(row.get("hypervisor")), template_id=text(row.get("templateid")),
+                   created=text(row.get("created")),
+                   details=MappingProxyType({str(k): text(v) for k, v in details.items()})
                    if isinstance(details, dict) else NO_TAGS,
                    nics=tuple(Nic.from_api(nic) for nic in row.get("nic") or [] if isinstance(nic, dict)),
                    tags=tags_of(row))
@@ -264,7 +266,7 @@ class Vm:
 
 def _words(value: Any) -> tuple[str, ...]:
     """A comma-separated answer field (``cidrlist``) as its parts, blanks dropped."""
-    return tuple(part.strip() for part in _text(value).split(",") if part.strip())
+    return tuple(part.strip() for part in text(value).split(",") if part.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +278,7 @@ class Network:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Network:
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")), zone_id=_text(row.get("zoneid")),
+        return cls(id=text(row.get("id")), name=text(row.get("name")), zone_id=text(row.get("zoneid")),
                    can_deploy=row.get("canusefordeploy", True) is not False
                    and str(row.get("canusefordeploy", "true")).lower() != "false")
 
@@ -288,7 +290,7 @@ class SecurityGroup:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> SecurityGroup:
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")))
+        return cls(id=text(row.get("id")), name=text(row.get("name")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,9 +307,9 @@ class PublicIp:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> PublicIp:
-        return cls(id=_text(row.get("id")), address=_text(row.get("ipaddress")), zone_id=_text(row.get("zoneid")),
+        return cls(id=text(row.get("id")), address=text(row.get("ipaddress")), zone_id=text(row.get("zoneid")),
                    network_id=_opt(row.get("associatednetworkid")),
-                   network_name=_text(row.get("associatednetworkname")),
+                   network_name=text(row.get("associatednetworkname")),
                    static_nat=_flag(row.get("isstaticnat")), vm_id=_opt(row.get("virtualmachineid")))
 
 
@@ -321,12 +323,12 @@ class FirewallRule:
     start_port: int | None = None
     end_port: int | None = None
     cidrs: tuple[str, ...] = ()            # cidrlist
-    tags: Mapping[str, str] = field(default_factory=_no_tags, compare=False)
+    tags: Mapping[str, str] = field(default_factory=no_tags, compare=False)
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> FirewallRule:
-        return cls(id=_text(row.get("id")), ip_id=_text(row.get("ipaddressid")),
-                   protocol=_text(row.get("protocol")).lower(), start_port=_number(row.get("startport")),
+        return cls(id=text(row.get("id")), ip_id=text(row.get("ipaddressid")),
+                   protocol=text(row.get("protocol")).lower(), start_port=_number(row.get("startport")),
                    end_port=_number(row.get("endport")), cidrs=_words(row.get("cidrlist")), tags=tags_of(row))
 
     def covers(self, port: int) -> bool:
@@ -352,14 +354,14 @@ class LoadBalancerRule:
     private_port: int | None = None
     algorithm: str = ""
     network_id: str | None = None
-    tags: Mapping[str, str] = field(default_factory=_no_tags, compare=False)
+    tags: Mapping[str, str] = field(default_factory=no_tags, compare=False)
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> LoadBalancerRule:
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")), description=_text(row.get("description")),
-                   public_ip_id=_text(row.get("publicipid")), public_ip=_text(row.get("publicip")),
+        return cls(id=text(row.get("id")), name=text(row.get("name")), description=text(row.get("description")),
+                   public_ip_id=text(row.get("publicipid")), public_ip=text(row.get("publicip")),
                    public_port=_number(row.get("publicport")), private_port=_number(row.get("privateport")),
-                   algorithm=_text(row.get("algorithm")), network_id=_opt(row.get("networkid")), tags=tags_of(row))
+                   algorithm=text(row.get("algorithm")), network_id=_opt(row.get("networkid")), tags=tags_of(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,5 +374,5 @@ class AffinityGroup:
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> AffinityGroup:
         members = row.get("virtualmachineIds") or ()
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")), type=_text(row.get("type")),
+        return cls(id=text(row.get("id")), name=text(row.get("name")), type=text(row.get("type")),
                    vm_ids=tuple(str(vm) for vm in members) if isinstance(members, (list, tuple)) else _words(members))

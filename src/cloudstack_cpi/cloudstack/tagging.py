@@ -74,12 +74,12 @@ class Tagging:
 
     def start(self, resource_type: str, resource_id: str | None, tags: Mapping[str, str]) -> Pending[None]:
         """createTags not waited for (so that it runs beside another job); nothing is sent for no tags."""
-        from .gateway import Pending
+        from .gateway import Pending, no_result
 
         what = f"tagging {resource_type} {resource_id}"
         if not tags:
-            return Pending(self.client, "createTags", {}, self.timeout, what, _nothing)
-        return self.gateway.start("createTags", timeout=self.timeout, what=what, parse=_nothing,
+            return Pending(self.client, "createTags", {}, self.timeout, what, no_result)
+        return self.gateway.start("createTags", timeout=self.timeout, what=what, parse=no_result,
                                   resourceids=resource_id, resourcetype=resource_type, tags=dict(tags))
 
     def listed(self, resource_type: str, resource_id: str) -> dict[str, str]:
@@ -133,6 +133,3 @@ class Tagging:
                 return
             raise
 
-
-def _nothing(result: dict) -> None:
-    return None

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import CloudStackError
-from .gateway import Creation
-from .models import NO_TAGS, tags_of
+from .gateway import Creation, no_result
+from .models import no_tags, tags_of, text
 
 if TYPE_CHECKING:
     from .gateway import Gateway, Pending
@@ -38,14 +38,6 @@ FAILED_STATUS = re.compile(r"error|fail|abandon|invalid|corrupt|not supported|un
 def status_failed(status: str | None) -> bool:
     """Whether a template row's status says the secondary storage gave up."""
     return bool(status and status != READY_STATUS and FAILED_STATUS.search(status))
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _no_tags() -> Mapping[str, str]:
-    return NO_TAGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +54,15 @@ class Template:
     hypervisor: str = ""
     format: str = ""
     created: str = ""
-    tags: Mapping[str, str] = field(default_factory=_no_tags, compare=False)
+    tags: Mapping[str, str] = field(default_factory=no_tags, compare=False)
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Template:
-        return cls(id=_text(row.get("id")), name=_text(row.get("name")), display_text=_text(row.get("displaytext")),
-                   zone_id=_text(row.get("zoneid")), zone_name=_text(row.get("zonename")) or _text(row.get("zoneid")),
-                   status=_text(row.get("status")), is_ready=row.get("isready") is True,
-                   hypervisor=_text(row.get("hypervisor")), format=_text(row.get("format")),
-                   created=_text(row.get("created")), tags=tags_of(row))
+        return cls(id=text(row.get("id")), name=text(row.get("name")), display_text=text(row.get("displaytext")),
+                   zone_id=text(row.get("zoneid")), zone_name=text(row.get("zonename")) or text(row.get("zoneid")),
+                   status=text(row.get("status")), is_ready=row.get("isready") is True,
+                   hypervisor=text(row.get("hypervisor")), format=text(row.get("format")),
+                   created=text(row.get("created")), tags=tags_of(row))
 
     @property
     def ready(self) -> bool:
@@ -144,10 +136,6 @@ def _job_template(result: dict) -> Template | None:
     if isinstance(row, list):
         row = row[0] if row else {}
     return Template.from_api(row) if isinstance(row, dict) and row.get("id") else None
-
-
-def _nothing(result: dict) -> None:
-    return None
 
 
 def _gone(err: CloudStackError) -> bool:
@@ -256,7 +244,7 @@ class Templates:
     def start_copy(self, template_id: str, *, source_zone_id: str, zone_id: str, what: str) -> Pending[None]:
         """copyTemplate into one zone, not waited for (copies to several zones run side by side); the copy is
         usable once the zone's row is ready, which ``in_zone`` shows."""
-        return self.gateway.start("copyTemplate", timeout=self.timeouts.poll_template, what=what, parse=_nothing,
+        return self.gateway.start("copyTemplate", timeout=self.timeouts.poll_template, what=what, parse=no_result,
                                   id=template_id, sourcezoneid=source_zone_id, destzoneid=zone_id)
 
     # -- deleting
