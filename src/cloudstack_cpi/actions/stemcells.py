@@ -204,7 +204,7 @@ def _post(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTempla
     upload = ctx.cloud.templates.request_upload(new, image_format=plan.format, hypervisor=hypervisor,
                                                 zone_id=zone.id)
     made.template_id = upload.id
-    session = upload_post.upload_session(ctx.cloud)
+    session = ctx.cloud.upload_session()
     try:
         upload_post.post(upload, plan, image_path, f"{naming.name}.{plan.extension}", session=session, log=ctx.log,
                          timeout=(cs.timeout.http_connect, max(cs.timeout.http_read, 300.0)),

@@ -312,6 +312,13 @@ class Client:
     def close(self) -> None:
         self.session.close()
 
+    def new_session(self) -> ConfiguredSession:
+        """A session of its own (for requests to other URLs: a template's upload slot) that trusts what this client
+        trusts: the configured CA file, the default bundle, or nothing; never the environment's bundle."""
+        verify = self.session.verify
+        assert verify is not None  # ConfiguredSession's: a CA file, or False
+        return ConfiguredSession(verify)
+
     # -- the choke point ---------------------------------------------------
 
     def call(self, command: str, **params: Any) -> dict:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .addresses import Addresses
     from .affinity import Affinity
     from .catalogue import Catalogue
-    from .client import Client
+    from .client import Client, ConfiguredSession
     from .loadbalancers import LoadBalancers
     from .networks import Networks
     from .snapshots import Snapshots
@@ -207,6 +207,10 @@ class Gateway:
                 log.error(f"Could not clean up {label} ({err}); delete it by hand")
                 return False
         return False
+
+    def upload_session(self) -> ConfiguredSession:
+        """An HTTP session for sending bytes to CloudStack outside the API (an upload slot), with the API's trust."""
+        return self.client.new_session()
 
     def sleep(self, seconds: float) -> None:
         self.client.sleep(seconds)

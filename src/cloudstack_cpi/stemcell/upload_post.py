@@ -23,8 +23,6 @@ from .progress import ProgressMeter
 from .readahead import ReadAhead
 
 if TYPE_CHECKING:
-    from ..cloudstack.client import Client
-    from ..cloudstack.gateway import Gateway
     from ..cloudstack.templates import TemplateUpload
 
 CONTENT_TYPES = {"gzip": "application/x-gzip", "bzip2": "application/x-bzip"}
@@ -100,21 +98,6 @@ def _origin(url: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
-
-
-def upload_session(cloud: Gateway | Client) -> requests.Session:
-    """A session that trusts what the API client trusts: the configured CA file, the default bundle, or nothing.
-
-    A plain ``requests.Session`` would let REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
-    from the environment override the configuration on every request.
-    """
-    from ..cloudstack.client import ConfiguredSession
-    from ..cloudstack.gateway import Gateway
-
-    client = cloud.client if isinstance(cloud, Gateway) else cloud
-    verify = client.session.verify
-    assert verify is not None  # the client's own ConfiguredSession: a CA file, or False
-    return ConfiguredSession(verify)
 
 
 def tmpdir_for(image_path: str) -> str:

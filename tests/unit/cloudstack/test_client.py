@@ -21,7 +21,6 @@ from cloudstack_cpi.cloudstack.client import (
 from cloudstack_cpi.cloudstack.errors import CloudStackError
 from cloudstack_cpi.cloudstack.signing import sign
 from cloudstack_cpi.log import Logger
-from cloudstack_cpi.stemcell import upload_post
 
 URL = "http://cs.test/client/api"
 
@@ -367,7 +366,7 @@ def test_the_environments_ca_bundle_never_replaces_the_configured_trust(monkeypa
                              (Client(URL, "k", "secret-1", log=log, verify=False), False),
                              (Client(URL, "k", "secret-1", log=log, ca_cert=pem), None)):
         expected = client.session.verify if expected is None else expected
-        for session in (client.session, upload_post.upload_session(client)):
+        for session in (client.session, client.new_session()):
             settings = session.merge_environment_settings("https://cs.test/client/api", {}, None, None, None)
             assert settings["verify"] == expected
             assert settings["proxies"]["https"] == "http://proxy.test:3128"  # proxies still come from the environment

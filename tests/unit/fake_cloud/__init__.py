@@ -16,7 +16,6 @@ import io
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from cloudstack_cpi import schema
@@ -68,13 +67,12 @@ class FakeService:
 
 @dataclass
 class _Client:
-    """What the real Gateway's generic parts use of a client: the log and the pauses (never slept); and the TLS
-    trust of its session, which the post strategy's upload session copies (``upload_post.upload_session``)."""
+    """What the real Gateway's generic parts use of a client: the log and the pauses (never slept); and a session
+    for the post strategy's upload (``Gateway.upload_session``)."""
 
     log: Logger
     sleeps: list[float] = field(default_factory=list)
     now: float = 0.0
-    session: Any = field(default_factory=lambda: SimpleNamespace(verify=True))
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -82,6 +80,11 @@ class _Client:
 
     def clock(self) -> float:
         return self.now
+
+    def new_session(self) -> Any:
+        import requests
+
+        return requests.Session()
 
 
 class FakeGateway(Gateway):
