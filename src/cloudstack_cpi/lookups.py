@@ -9,31 +9,37 @@ decided here: the gateway answers None and the action chooses the BOSH error.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .errors import CloudError
 
-T = TypeVar("T")
 
-def field_of(item: Any, name: str) -> Any:
-    """A field of a gateway model (None when the model has no such field)."""
-    return getattr(item, name, None)
+class _Named(Protocol):
+    """What operators choose among: a gateway model with an id and a name."""
 
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Named)
 
 def pick(items: Iterable[T], wanted: str, *, kind: str, where: str = "") -> T:
     """The item whose id is ``wanted``, else the one item with that name; a CloudError listing what exists."""
     items = list(items)
     for item in items:
-        if field_of(item, "id") == wanted:
+        if item.id == wanted:
             return item
-    matches = [item for item in items if field_of(item, "name") == wanted]
+    matches = [item for item in items if item.name == wanted]
     if len(matches) == 1:
         return matches[0]
     location = f" in {where}" if where else ""
     if len(matches) > 1:
-        ids = ", ".join(str(field_of(item, "id")) for item in matches)
+        ids = ", ".join(item.id for item in matches)
         raise CloudError(f"{kind} '{wanted}' is ambiguous{location}: several have that name ({ids}); use the id")
-    available = sorted({str(field_of(item, "name")) for item in items if field_of(item, "name")})
+    available = sorted({item.name for item in items if item.name})
     listing = ", ".join(available[:20]) + (" ..." if len(available) > 20 else "") if available else "none"
     raise CloudError(f"{kind} '{wanted}' not found{location} (available: {listing})")
 
@@ -45,9 +51,9 @@ def only_named(items: Iterable[T], name: str, *, kind: str) -> T | None:
     match substrings, and MySQL compares case-insensitively), so the answer is filtered again here; two
     exact matches mean the name does not say which resource is meant, which is an error, never a choice.
     """
-    matches = [item for item in items if field_of(item, "name") == name]
+    matches = [item for item in items if item.name == name]
     if len(matches) > 1:
-        ids = ", ".join(sorted(str(field_of(item, "id")) for item in matches))
+        ids = ", ".join(sorted(item.id for item in matches))
         raise CloudError(f"{kind} name '{name}' is ambiguous: {len(matches)} have exactly that name ({ids})")
     return matches[0] if matches else None
 
@@ -67,7 +73,7 @@ def gib(size_mib: int) -> int:
 
 def first(items: Iterable[T], **match: Any) -> T | None:
     for item in items:
-        if all(field_of(item, k) == v for k, v in match.items()):
+        if all(getattr(item, k) == v for k, v in match.items()):
             return item
     return None
 
