@@ -6,12 +6,10 @@ Reads only; ``validate`` and ``cloudstack.project`` use them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import CloudStackError
-
-if TYPE_CHECKING:
-    from .gateway import Gateway
+from .gateway import Service
 
 # listAccounts' accounttype of root (1), domain (2) and resource domain (4) admins: AccountManager.isAdmin.
 ADMIN_ACCOUNT_TYPES = frozenset({"1", "2", "4"})
@@ -41,10 +39,7 @@ class Project:
         return cls(id=str(row.get("id")), name=str(row.get("name") or ""), state=str(row.get("state") or "Active"))
 
 
-class Account:
-    def __init__(self, gateway: Gateway) -> None:
-        self.client = gateway.client
-
+class Account(Service):
     def capabilities(self) -> Capabilities:
         return Capabilities.from_api(self.client.call("listCapabilities").get("capability") or {})
 

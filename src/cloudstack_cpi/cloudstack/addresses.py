@@ -15,23 +15,15 @@ Rules owned here:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from .errors import CloudStackError
+from .gateway import Service
 from .models import FirewallRule, PublicIp
-
-if TYPE_CHECKING:
-    from .gateway import Gateway
 
 CONFLICT = 537                    # NETWORK_RULE_CONFLICT_ERROR: a rule for that port and CIDR exists
 
 
-class Addresses:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.client = gateway.client
-        self.timeouts = gateway.timeouts
-
+class Addresses(Service):
     # -- public IPs
 
     def allocated(self, zone_id: str) -> list[PublicIp]:

@@ -9,24 +9,14 @@ Rules owned here:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .errors import CloudStackError
+from .gateway import Service
 from .models import AffinityGroup
 
-if TYPE_CHECKING:
-    from .gateway import Gateway
 
-
-class Affinity:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.client = gateway.client
-        self.timeouts = gateway.timeouts
-
+class Affinity(Service):
     def get(self, group_id: str) -> AffinityGroup | None:
-        row = self.client.find("listAffinityGroups", id=group_id)
-        return AffinityGroup.from_api(row) if row else None
+        return self._one("listAffinityGroups", AffinityGroup.from_api, group_id)
 
     def named(self, name: str) -> list[AffinityGroup]:
         """Every group named exactly ``name``."""

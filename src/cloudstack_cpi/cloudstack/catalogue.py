@@ -6,18 +6,11 @@ Reads only (safe to repeat).  Choosing one item by what an operator wrote is
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from .gateway import Service
 from .models import DiskOffering, KeyPair, OsType, ServiceOffering, Zone
 
-if TYPE_CHECKING:
-    from .gateway import Gateway
 
-
-class Catalogue:
-    def __init__(self, gateway: Gateway) -> None:
-        self.client = gateway.client
-
+class Catalogue(Service):
     def zones(self) -> list[Zone]:
         return [Zone.from_api(row) for row in self.client.list("listZones")]
 

@@ -19,7 +19,7 @@ tests is ``tests/unit/fake_cloud/`` (kept equal to this by ``tests/unit/test_fak
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .volumes import Volumes
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 # On what a call creates, from its first tags on, until just before the call answers (``Tagging.confirm``): a
 # resource that still carries it was never handed to the caller.  A process killed with SIGKILL cleans up nothing;
@@ -312,6 +313,31 @@ class Gateway:
             raise CloudStackError(creation.command, f"answered without a {creation.kind} and {len(found)} are "
                                                     f"named {creation.name}", kind="transport")
         return found[0]
+
+
+class Service:
+    """What every per-resource service has: its gateway, the client under it and the configured timeouts; and the
+    two readings they share."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.client = gateway.client
+        self.timeouts = gateway.timeouts
+
+    def _one(self, command: str, parse: Callable[[dict], M], resource_id: str, **params: Any) -> M | None:
+        """The resource with this id as a model; None when CloudStack does not know the id (431) or the model says
+        it is ``gone`` (being destroyed or expunged)."""
+        row = self.client.find(command, id=resource_id, **params)
+        found = parse(row) if row else None
+        return None if found is None or getattr(found, "gone", False) else found
+
+    def _tagged(self, command: str, parse: Callable[[dict], M], tags: Mapping[str, str], **params: Any) -> list[M]:
+        """Every resource carrying all of ``tags``, not gone, the tags checked here again: a server that ignored
+        the tag filter must not make a caller act on other resources."""
+        rows = self.client.list_all(command, tags=dict(tags), listall=True, **params)
+        found = [parse(row) for row in rows]
+        return [item for item in found if not getattr(item, "gone", False)
+                and all(item.tags.get(key) == value for key, value in tags.items())]  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

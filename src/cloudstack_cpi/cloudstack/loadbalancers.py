@@ -16,26 +16,17 @@ Rules owned here:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from .errors import CloudStackError
+from .gateway import Service
 from .models import LoadBalancerRule
 
-if TYPE_CHECKING:
-    from .gateway import Gateway
 
-
-class LoadBalancers:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.client = gateway.client
-        self.timeouts = gateway.timeouts
-
+class LoadBalancers(Service):
     # -- reading
 
     def get(self, rule_id: str) -> LoadBalancerRule | None:
-        row = self.client.find("listLoadBalancerRules", id=rule_id)
-        return LoadBalancerRule.from_api(row) if row else None
+        return self._one("listLoadBalancerRules", LoadBalancerRule.from_api, rule_id)
 
     def on_ip(self, ip_id: str) -> list[LoadBalancerRule]:
         """The rules listening on the public IP."""

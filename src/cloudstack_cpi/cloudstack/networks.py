@@ -6,18 +6,11 @@ which network a BOSH network becomes is ``cloudstack_cpi.networks``'.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from .gateway import Service
 from .models import Network, SecurityGroup
 
-if TYPE_CHECKING:
-    from .gateway import Gateway
 
-
-class Networks:
-    def __init__(self, gateway: Gateway) -> None:
-        self.client = gateway.client
-
+class Networks(Service):
     def in_zone(self, zone_id: str) -> list[Network]:
         """The guest networks the account may deploy to in the zone."""
         return [Network.from_api(row) for row in self.client.list_all("listNetworks", zoneid=zone_id)]

@@ -6,13 +6,9 @@ Gone: an unknown id (431) or a snapshot being destroyed.  Delete is idempotent.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
-from .gateway import Creation
+from .gateway import Creation, Service
 from .models import Snapshot
-
-if TYPE_CHECKING:
-    from .gateway import Gateway
 
 
 def _job_snapshot(result: dict) -> Snapshot | None:
@@ -20,25 +16,16 @@ def _job_snapshot(result: dict) -> Snapshot | None:
     return Snapshot.from_api(row) if row.get("id") else None
 
 
-class Snapshots:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.client = gateway.client
-        self.timeouts = gateway.timeouts
-
+class Snapshots(Service):
     def get(self, snapshot_id: str) -> Snapshot | None:
-        row = self.client.find("listSnapshots", id=snapshot_id)
-        snapshot = Snapshot.from_api(row) if row else None
-        return None if snapshot is None or snapshot.gone else snapshot
+        return self._one("listSnapshots", Snapshot.from_api, snapshot_id)
 
     def unconfirmed(self) -> list[Snapshot]:
         """Snapshots still marked as never handed over (``gateway.UNCONFIRMED_TAG``), checked here again: a server
         that ignored the tag filter must not make a caller act on other snapshots."""
         from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
 
-        rows = self.client.list_all("listSnapshots", tags={UNCONFIRMED_TAG: UNCONFIRMED_VALUE}, listall=True)
-        found = [Snapshot.from_api(row) for row in rows]
-        return [s for s in found if not s.gone and s.tags.get(UNCONFIRMED_TAG) == UNCONFIRMED_VALUE]
+        return self._tagged("listSnapshots", Snapshot.from_api, {UNCONFIRMED_TAG: UNCONFIRMED_VALUE})
 
     def named(self, volume_id: str, name: str) -> list[Snapshot]:
         rows = self.client.list("listSnapshots", volumeid=volume_id, name=name)

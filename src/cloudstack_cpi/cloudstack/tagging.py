@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import CloudStackError
+from .gateway import Service
 from .models import Tag
 
 if TYPE_CHECKING:
@@ -64,12 +65,11 @@ def plan(existing: Mapping[str, str], wanted: Mapping[str, str]) -> tuple[dict[s
     return to_delete, to_create
 
 
-class Tagging:
+class Tagging(Service):
     """createTags, deleteTags and listTags, for every resource type (``UserVm``, ``Volume``, ``Snapshot``, ...)."""
 
     def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.client = gateway.client
+        super().__init__(gateway)
         self.timeout = gateway.timeouts.global_
 
     def start(self, resource_type: str, resource_id: str | None, tags: Mapping[str, str]) -> Pending[None]:

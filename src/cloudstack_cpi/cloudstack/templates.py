@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import CloudStackError
-from .gateway import Creation, no_result
+from .gateway import Creation, Service, no_result
 from .models import no_tags, tags_of, text
 
 if TYPE_CHECKING:
-    from .gateway import Gateway, Pending
+    from .gateway import Pending
 
 READY_STATUS = "Download Complete"
 # Status texts meaning the secondary storage stopped trying (CloudStack and its SSVM word these freely).
@@ -146,12 +146,7 @@ def _gone(err: CloudStackError) -> bool:
         "unable to find" in text or "does not exist" in text or "not available" in text)
 
 
-class Templates:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.client = gateway.client
-        self.timeouts = gateway.timeouts
-
+class Templates(Service):
     # -- reading
 
     def rows(self, template_id: str) -> list[Template]:
@@ -180,11 +175,9 @@ class Templates:
         checked here again (a server that ignored the tag filter must not make a caller act on other templates)."""
         from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
 
-        rows = self.client.list_all("listTemplates", templatefilter="self", listall=True,
-                                    tags={UNCONFIRMED_TAG: UNCONFIRMED_VALUE})
-        distinct = {row.id: row for row in map(Template.from_api, rows)
-                    if row.tags.get(UNCONFIRMED_TAG) == UNCONFIRMED_VALUE}
-        return list(distinct.values())
+        rows = self._tagged("listTemplates", Template.from_api, {UNCONFIRMED_TAG: UNCONFIRMED_VALUE},
+                            templatefilter="self")
+        return list({row.id: row for row in rows}.values())
 
     def executable_by_id(self, template_id: str, zone_id: str | None = None) -> Template | None:
         """A template the account may deploy from (its own, shared, featured, public) with this id, usable in the

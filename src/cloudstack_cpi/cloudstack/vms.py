@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import CloudStackError
-from .gateway import Creation
+from .gateway import Creation, Service
 from .models import Vm
 
 if TYPE_CHECKING:
-    from .gateway import Gateway, Pending
+    from .gateway import Pending
 
 T = TypeVar("T")
 
@@ -104,19 +104,12 @@ def _job_vm(result: Mapping[str, Any]) -> Vm | None:
     return Vm.from_api(row) if row.get("id") else None
 
 
-class Vms:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.client = gateway.client
-        self.timeouts = gateway.timeouts
-
+class Vms(Service):
     # -- reading
 
     def get(self, vm_id: str) -> Vm | None:
         """The VM unless it is gone (unknown id, destroyed, being expunged)."""
-        row = self.client.find("listVirtualMachines", id=vm_id)
-        vm = Vm.from_api(row) if row else None
-        return None if vm is None or vm.gone else vm
+        return self._one("listVirtualMachines", Vm.from_api, vm_id)
 
     def named(self, name: str) -> list[Vm]:
         """Every VM named exactly ``name`` (the ``name=`` filter matches substrings)."""
@@ -148,9 +141,7 @@ class Vms:
         server that ignored the tag filter must not make a caller act on other VMs)."""
         from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
 
-        rows = self.client.list_all("listVirtualMachines", tags={UNCONFIRMED_TAG: UNCONFIRMED_VALUE}, listall=True)
-        found = [Vm.from_api(row) for row in rows]
-        return [vm for vm in found if not vm.gone and vm.tags.get(UNCONFIRMED_TAG) == UNCONFIRMED_VALUE]
+        return self._tagged("listVirtualMachines", Vm.from_api, {UNCONFIRMED_TAG: UNCONFIRMED_VALUE})
 
     # -- creating
 

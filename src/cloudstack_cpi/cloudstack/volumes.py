@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import CloudStackError
-from .gateway import Creation
+from .gateway import Creation, Service
 from .models import Volume
 
 if TYPE_CHECKING:
-    from .gateway import Gateway, Pending
+    from .gateway import Pending
 
 
 def _job_volume(result: dict) -> Volume | None:
@@ -26,19 +26,12 @@ def _job_volume(result: dict) -> Volume | None:
     return Volume.from_api(row) if row.get("id") else None
 
 
-class Volumes:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.client = gateway.client
-        self.timeouts = gateway.timeouts
-
+class Volumes(Service):
     # -- reading
 
     def get(self, volume_id: str) -> Volume | None:
         """The volume unless it is gone (unknown id, destroyed, being expunged)."""
-        row = self.client.find("listVolumes", id=volume_id)
-        volume = Volume.from_api(row) if row else None
-        return None if volume is None or volume.gone else volume
+        return self._one("listVolumes", Volume.from_api, volume_id)
 
     def of_vm(self, vm_id: str, *, data_only: bool = False) -> list[Volume]:
         """The volumes attached to the VM (its root volume too unless ``data_only``)."""
@@ -49,9 +42,7 @@ class Volumes:
     def tagged(self, tags: Mapping[str, str]) -> list[Volume]:
         """Volumes carrying all of ``tags`` and not gone, checked here again: a server that ignored the tag filter
         must not make a caller act on other volumes."""
-        rows = self.client.list_all("listVolumes", tags=dict(tags), listall=True)
-        found = [Volume.from_api(row) for row in rows]
-        return [v for v in found if not v.gone and all(v.tags.get(k) == val for k, val in tags.items())]
+        return self._tagged("listVolumes", Volume.from_api, tags)
 
     def unconfirmed(self) -> list[Volume]:
         """Volumes still marked as never handed over (``gateway.UNCONFIRMED_TAG``): made by a call that did not
