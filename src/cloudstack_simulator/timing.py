@@ -14,6 +14,7 @@ REALISTIC: dict[str, float] = {
     "deployVirtualMachine": 30.0,
     "deployVirtualMachine:stopped": 1.0,
     "startVirtualMachine": 20.0,
+    "startVirtualMachine:first": 29.0,
     "stopVirtualMachine": 10.0,
     "rebootVirtualMachine": 8.0,
     "destroyVirtualMachine": 12.0,

@@ -299,3 +299,20 @@ def test_the_user_data_limit_is_the_real_global_setting():
         with pytest.raises(ApiError) as e:
             api.deploy(userdata=base64.b64encode(b"x" * 2000).decode())  # 2668 chars
         assert e.value.errortext == "User data has exceeded configurable max length : 2048"
+
+
+def test_requested_macs_are_checked_before_the_job(api):
+    """A requested MAC (``macaddress`` for the default NIC, ``iptonetworklist[n].mac``) must be a valid MAC
+    (DeployVMCmd.getMacAddress: "Mac address is not valid: "), unicast ("Mac address is not unicast: "), and not
+    another NIC's in the same network (NetworkModelImpl.checkRequestedIpAddresses: "The requested Mac address is
+    already taken! "): all 431 from DeployVMCmd.create, so no VM exists."""
+    vm = api.deploy(macaddress="0e:00:00:00:00:01")
+    assert vm["nic"][0]["macaddress"] == "0e:00:00:00:00:01"
+    for mac, text in (("0e:00:00:00:00:01", "The requested Mac address is already taken! 0e:00:00:00:00:01"),
+                      ("01:00:00:00:00:02", "Mac address is not unicast: 01:00:00:00:00:02"),
+                      ("0e:00:00:00:00", "Mac address is not valid: 0e:00:00:00:00")):
+        before = len(api.call("listVirtualMachines").get("virtualmachine", []))
+        with pytest.raises(ApiError) as e:
+            api.deploy(macaddress=mac)
+        assert e.value.errorcode == 431 and e.value.errortext == text
+        assert len(api.call("listVirtualMachines").get("virtualmachine", [])) == before

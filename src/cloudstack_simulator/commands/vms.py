@@ -233,10 +233,15 @@ def deploy_virtual_machine(ctx):
         if net["id"] in seen:
             raise param_error(f"Network id={net['id']} is specified more than once")
         seen.add(net["id"])
-        if mac and (not _MAC_RE.match(mac) or int(mac[:2], 16) & 1):
+        # DeployVMCmd.getMacAddress / getIpAddressesFromIpMap, then NetworkModelImpl.checkRequestedIpAddresses: a MAC
+        # another NIC of the same network has is refused (other networks are not looked at), all in create().
+        if mac and not _MAC_RE.match(mac):
             raise param_error(f"Mac address is not valid: {mac}")
-        if mac and any(n["macaddress"] == mac.lower() for v in st.vms.values() for n in v["_nics"]):
-            raise param_error(f"Mac address {mac} is already in use")
+        if mac and int(mac[:2], 16) & 1:
+            raise param_error(f"Mac address is not unicast: {mac}")
+        if mac and any(n["macaddress"] == mac.lower() and n["networkid"] == net["id"]
+                       for v in st.vms.values() for n in v["_nics"]):
+            raise param_error(f"The requested Mac address is already taken! {mac}")
 
     # security groups
     secgroups = []
@@ -364,7 +369,9 @@ def deploy_virtual_machine(ctx):
         vm["state"] = "Running" if startvm else "Stopped"
         for vol in (root, data):
             if vol is not None:
-                vol["state"] = "Ready"
+                # A stopped deploy creates no volume on primary storage: they stay Allocated until the first start
+                # (DeployVMCmd.execute starts nothing with startvm=false; VolumeOrchestrator.prepare creates them).
+                vol["state"] = "Ready" if startvm else "Allocated"
                 vol["vmstate"] = vm["state"]
         if data is not None:
             attach_device(st, data, vm)
@@ -465,18 +472,23 @@ def start_virtual_machine(ctx):
         vm["state"] = "Starting"
         if ok:
             vm["_consumes"] = True
+        # The first start of a VM deployed stopped creates its Allocated volumes on primary storage (the ROOT
+        # volume from the template): the deploy's own work, timed as such ("first").
+        allocated = [v for v in st.volumes.values() if v.get("virtualmachineid") == vm_id and v["state"] == "Allocated"]
 
         def complete():
             if not ok:
                 raise capacity_error(vm)
             vm["state"] = "Running"
+            for vol in allocated:
+                vol["state"] = "Ready"
             _set_vmstate_on_volumes(st, vm)
             return {"virtualmachine": render_vm(st, vm)}
 
         def rollback():
             vm["state"] = prev
             vm["_consumes"] = False
-        return complete, rollback, None
+        return complete, rollback, "first" if allocated else None
     return ctx.submit_checked(checks, instancetype="VirtualMachine", instanceid=vm_id)
 
 
