@@ -99,6 +99,28 @@ def disk_hint(volume_id: str, device_id: int, hypervisor: str | None,
     return {"path": path, "volume_id": str(device_id)}
 
 
+DEPLOYED_DATA_DISK_ID = 1  # VolumeOrchestrator.allocateRawVolume: a deploy's DATADISK is device 1
+
+
+def deployed_data_disk_hint(hypervisor: str | None) -> dict:
+    """The agent setting for the data disk a started deploy makes (the ephemeral disk), written before the disk
+    exists, so without its volume UUID (which the KVM by-id link needs).
+
+    It is device 1, and present from the VM's first boot: libvirt defines it right after the root disk (device 0),
+    so the guest probes it second, on the root disk's bus (LibvirtComputingResource.createVbd: a data disk is
+    virtio unless the root disk is on SCSI), and it stays second across restarts, as CloudStack lists a VM's disks
+    by device id and persistent disks get 2 and up.  On KVM and VMware the hint is ``/dev/sdb``: bosh-agent's
+    mapped resolver tries a ``/dev/sdX`` path as ``/dev/xvdX``, ``/dev/vdX`` and ``/dev/sdX`` in turn
+    (infrastructure/devicepathresolver/mapped_device_path_resolver.go), which covers virtio (``vdb``) and
+    virtio-scsi or VMware's SCSI (``sdb``); on XenServer ``/dev/xvdb`` (userdevice 1).
+    """
+    if hypervisor_family(hypervisor) == XEN:
+        path = f"/dev/xvd{device_letter(DEPLOYED_DATA_DISK_ID, hypervisor)}"
+    else:
+        path = f"/dev/sd{device_letter(DEPLOYED_DATA_DISK_ID, hypervisor)}"
+    return {"path": path, "volume_id": str(DEPLOYED_DATA_DISK_ID)}
+
+
 def longest_hint(hypervisor: str | None) -> dict:
     """A hint at least as long as any real one for this hypervisor: sizes the draft agent settings."""
     if hypervisor_family(hypervisor) == KVM:

@@ -25,7 +25,7 @@ Everything here is pure except ``resolve``, which looks names up.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -185,14 +185,39 @@ def check_zone(zone: Zone, order: list[BoshNetwork]) -> None:
         )
 
 
-def deploy_networks(placement: Placement, order: list[BoshNetwork]) -> DeployNetworks:
-    """Where the deploy puts the NICs (in ``order``: eth0 first) and which security groups it joins."""
+def deploy_networks(placement: Placement, order: list[BoshNetwork],
+                    macs: Mapping[str, str] | None = None) -> DeployNetworks:
+    """Where the deploy puts the NICs (in ``order``: eth0 first), with the MACs chosen for them (``macs`` by BOSH
+    network name, if any), and which security groups it joins."""
     groups = tuple(placement.security_group_ids)
+    chosen = macs or {}
     if placement.basic:
         only = order[0]
-        return DeployNetworks(ip=only.ip if only.type == MANUAL else None, security_group_ids=groups)
-    nics = tuple(NicRequest(placement.network_ids[n.name], n.ip if n.type == MANUAL else None) for n in order)
+        return DeployNetworks(ip=only.ip if only.type == MANUAL else None, mac=chosen.get(only.name),
+                              security_group_ids=groups)
+    nics = tuple(NicRequest(placement.network_ids[n.name], n.ip if n.type == MANUAL else None, chosen.get(n.name))
+                 for n in order)
     return DeployNetworks(nics=nics, security_group_ids=groups)
+
+
+def choose_macs(order: list[BoshNetwork], random_bytes: Callable[[int], bytes]) -> dict[str, str]:
+    """A MAC address for each NIC-bearing network, by name: unicast and locally administered (the first octet's two
+    low bits 1 and 0), so no vendor's address, and outside CloudStack's own ``02:00:..`` guest range (the first
+    octet is never 02), so no address CloudStack hands out by itself later."""
+    macs: dict[str, str] = {}
+    for network in order:
+        raw = bytearray(random_bytes(6))
+        raw[0] = (raw[0] & 0xFC) | 0x02
+        if raw[0] == 0x02:
+            raw[0] = 0x06
+        macs[network.name] = ":".join(f"{octet:02x}" for octet in raw)
+    return macs
+
+
+def chosen_nics(order: list[BoshNetwork], macs: Mapping[str, str]) -> dict[str, Nic]:
+    """The NICs a started deploy will give the VM, as far as they are known before it: their chosen MACs (a manual
+    network's address is the director's; a dynamic one's is CloudStack's, learnt by the agent over DHCP)."""
+    return {n.name: Nic(f"chosen-{n.name}", mac=macs[n.name]) for n in order}
 
 
 def match_nics(placement: Placement, order: list[BoshNetwork], vm_nics: Iterable[Nic]) -> dict[str, Nic]:

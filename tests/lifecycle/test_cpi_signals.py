@@ -55,8 +55,9 @@ def _settled_inventory(sim) -> dict:
     return sim.inventory()
 
 
+# SIGINT once the deploy made its VM and data disk (create_vm lists the disk to tag it), during the deploy's job.
 @pytest.mark.parametrize("signum, command", [(signal.SIGTERM, "deployVirtualMachine"),
-                                             (signal.SIGINT, "createVolume")], ids=["SIGTERM-deploy", "SIGINT-volume"])
+                                             (signal.SIGINT, "createTags")], ids=["SIGTERM-deploy", "SIGINT-tags"])
 def test_create_vm_stopped_by_a_signal_answers_and_leaves_nothing(slow_simulator, tmp_path, signum, command):
     payload = request("create_vm", "agent-sig", existing_stemcell(slow_simulator),
                       {"compute_offering": "small", "disk": 1024}, NETWORKS, [], {})

@@ -26,14 +26,15 @@ NETWORKS = {"default": {"type": "manual", "ip": IP, "netmask": "255.255.255.0", 
 CREATE_TIMEOUT = 60  # seconds: the age after which a VM left by create_vm may be removed
 
 
-def unmark(sim, vm_id: str) -> None:
-    """Take the unconfirmed mark off the VM in the simulator's state, once the jobs the killed call had started
-    (its createTags among them) have ended: one ending later would put the mark back."""
+def untag(sim, vm_id: str, *, only_the_mark: bool = False) -> None:
+    """Take the VM's tags (or only the unconfirmed mark) off in the simulator's state, once the jobs the killed call
+    had started (its createTags among them) have ended: one ending later would put them back."""
     deadline = time.monotonic() + 30
     while sim.state.jobs.has_pending() and time.monotonic() < deadline:
         time.sleep(0.02)
     with sim.state.lock:
-        sim.state.tags = [t for t in sim.state.tags if not (t["resourceid"] == vm_id and t["key"] == "cpi_unconfirmed")]
+        sim.state.tags = [t for t in sim.state.tags if not (
+            t["resourceid"] == vm_id and (t["key"] == "cpi_unconfirmed" or not only_the_mark))]
 
 
 def age(sim, vm_id: str) -> None:
@@ -76,11 +77,12 @@ def _kill_after_deploy(sim, tmp_path) -> str:
 
 
 def test_the_next_create_vm_removes_what_a_killed_one_left_and_takes_the_ip(sim, tmp_path):
-    """The rule for a VM killed before its first tags (the unconfirmed mark) went on: the kill may land just after
-    them, and then the next create_vm's sweep of marked VMs removes it first (tests/lifecycle/test_killed_creates.py);
-    the mark is taken off here so that this test always sees the holder rule."""
+    """The rule for a VM killed before its first tags (the unconfirmed mark among them) went on: the kill may land
+    just after them, and then the next create_vm's sweep of marked VMs removes it first
+    (tests/lifecycle/test_killed_creates.py); the tags are taken off here so that this test always sees the holder
+    rule.  The VM runs (deployed started, in one job) and has no tags at all, which no VM create_vm answered has."""
     left = _kill_after_deploy(sim, tmp_path)
-    unmark(sim, left)
+    untag(sim, left)
     age(sim, left)  # older than the create timeout: no create_vm can still be working on it
     cpi = Cpi(_config(sim, tmp_path), tmp_path)
     vm_id, networks = cpi.ok("create_vm", "agent-again", existing_stemcell(sim), {"compute_offering": "small", "disk": 1024},
@@ -96,7 +98,8 @@ def test_a_vm_too_young_or_known_to_the_director_is_left_alone(sim, tmp_path):
     arguments = ("agent-again", existing_stemcell(sim), {"compute_offering": "small"}, NETWORKS, [], {})
     young = cpi.call("create_vm", *arguments)  # another create_vm could still be working on it
     assert young.error is not None and left in sim.inventory()["virtualmachines"]
-    unmark(sim, left)  # the director knows it: its create_vm answered (so the mark went), and it got its metadata
+    untag(sim, left, only_the_mark=True)  # the director knows it: its create_vm answered (so the mark went), and
+    # it got its metadata
     cpi.ok("set_vm_metadata", left, {"deployment": "d", "job": "j", "index": "0"})
     age(sim, left)
     known = cpi.call("create_vm", *arguments)
@@ -118,6 +121,8 @@ def _vm(**overrides) -> dict:
     (_vm(state="Error"), True),
     (_vm(tags=[]), True),                                               # killed before its tags
     (_vm(state="Running"), False),                                      # create_vm answered, or nearly
+    (_vm(state="Running", tags=[]), True),                              # deployed started, killed before its tags
+    (_vm(state="Running", tags=[{"key": "cpi_unconfirmed", "value": "true"}]), True),   # never handed over
     (_vm(state="Destroyed"), False),
     (_vm(created="2027-01-15T07:58:00+0000"), False),                   # younger than the timeout
     (_vm(name="web-1"), False),                                         # not named by this CPI

@@ -7,10 +7,11 @@ import dataclasses
 import time
 from datetime import UTC, datetime
 
-from cloudstack_cpi import leftovers
-from cloudstack_cpi.actions import disks, snapshots
+from cloudstack_cpi import leftovers, tags
+from cloudstack_cpi.actions import disks, snapshots, vms
 from cloudstack_cpi.cloudstack.errors import CloudStackError
 from cloudstack_cpi.cloudstack.gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
+from cloudstack_cpi.cloudstack.models import Vm
 
 MARK = {UNCONFIRMED_TAG: UNCONFIRMED_VALUE}
 
@@ -67,3 +68,36 @@ def test_snapshot_disk_removes_the_unconfirmed_snapshots_of_killed_calls(cloud, 
                                                                  created=created_ago(age))
     new = snapshots.snapshot_disk(ctx, disk, {})
     assert killed not in cloud.snapshots.items and {young, work, new} <= set(cloud.snapshots.items)
+
+
+def test_create_vm_removes_a_killed_calls_vm_with_the_data_disk_its_deploy_made(cloud, ctx):
+    """A create_vm killed after its VM's first tags but before the data disk its started deploy made got any (the
+    disk has only CloudStack's name, DATA-<n>): the next create_vm removes the marked VM and every data volume
+    attached to it, which are all create_vm's own (it attaches no persistent disk).  Destroying the VM alone would
+    leave that disk detached with nothing to find it by (VolumeOrchestrator.cleanupVolumes detaches data volumes
+    when a VM is expunged)."""
+    bound = vms.create_vm_bound(ctx.config.cloudstack.timeout)
+    killed, handed_over = (cloud.vms.add(created=created_ago(bound + 60)) for _ in range(2))
+    cloud.tags.put("UserVm", killed, MARK)
+    disk = cloud.volumes.add(vm=killed, device_id=1, name="DATA-7")
+    persistent = cloud.volumes.add(vm=handed_over, device_id=1, name="bosh-disk-1")
+    stemcell = cloud.templates.add("bosh-stemcell", zones=("z1",))
+    vm_id, _ = vms.create_vm(ctx, "agent-1", stemcell, {"compute_offering": "small"},
+                             {"default": {"type": "manual", "ip": "10.1.0.10", "netmask": "255.255.255.0",
+                                          "gateway": "10.1.0.1", "cloud_properties": {"name": "bosh-isolated"}}},
+                             [], {})
+    assert killed not in cloud.vms.items and disk not in cloud.volumes.items
+    assert {handed_over, vm_id} <= set(cloud.vms.items) and persistent in cloud.volumes.items
+
+
+def test_a_running_vm_holding_an_ip_is_abandoned_only_while_it_carries_the_mark():
+    """A VM deployed started runs before its create_vm answers, and the mark comes off before the answer: a
+    Running VM with the mark was never handed over (removable once older than the create_vm timeout); one
+    without it may be the director's, whatever its other tags."""
+    base = Vm("vm-1", name="vm-0f8fad5b-d9cb-469f-a165-70867728950e", state="Running", created=created_ago(7200))
+    marked = dataclasses.replace(base, tags={**MARK, tags.DIRECTOR_KEY: "d-1"})
+    assert vms.abandoned_by_create_vm(marked, "d-1", 3600, time.time())
+    assert not vms.abandoned_by_create_vm(dataclasses.replace(base, tags={tags.DIRECTOR_KEY: "d-1"}), "d-1", 3600,
+                                          time.time())
+    assert not vms.abandoned_by_create_vm(dataclasses.replace(marked, created=created_ago(60)), "d-1", 3600,
+                                          time.time())

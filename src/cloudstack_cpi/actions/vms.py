@@ -6,14 +6,20 @@ IP, key pair, the user data size) without creating anything, so configuration
 mistakes cost nothing.  ``_Build`` then creates, remembering each resource so
 that a failure removes them all before the error goes back to the director.
 
-The VM is deployed stopped: its NICs' MAC addresses (and the addresses
-CloudStack picked for dynamic networks) go into the agent settings, which are
-set as user data before the first boot.
+The VM comes from one deploy job (issue 17): the CPI chooses its NICs' MAC
+addresses, writes them into the agent settings, and deploys it started with
+those settings as user data and the ephemeral disk as the deploy's own data
+disk; only the tags run beside the job.  A cloud that refuses the chosen MACs
+(or the data disk) gets the VM the other way: deployed stopped, its user data
+set once CloudStack chose the MACs and the ephemeral volume is attached, then
+started (also in a basic zone with a static IP, where CloudStack drops a
+requested MAC).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +30,7 @@ from .. import cleanup, disk_hints, errors, leftovers, lookups, tags
 from ..cloudstack.errors import CloudStackError
 from ..cloudstack.gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
 from ..cloudstack.models import Vm
-from ..cloudstack.vms import TRANSITIONAL_STATES, ComputeSize, Deployment, expunge_refused
+from ..cloudstack.vms import TRANSITIONAL_STATES, ComputeSize, DataDisk, Deployment, expunge_refused
 from ..lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -45,6 +51,7 @@ else:
     uuid = lazy_import("uuid")
 
 DEFAULT_CPU_SPEED = 2000           # MHz, for customized offerings when cpu_speed is not given
+MAC_TRIES = 3                      # deploys with newly chosen MACs after CloudStack refused the chosen ones as in use
 DISPLAY_NAME_MAX = 255
 _DISPLAY_NAME_BAD = re.compile(r"[^A-Za-z0-9 ._:/@+-]+")
 _NOT_EXPUNGED = (
@@ -72,7 +79,7 @@ def create_vm(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networ
         plan = _plan(ctx, agent_id, stemcell_cid, cloud_properties or {}, networks, disk_cids or [], env or {})
         # VMs of create_vm calls killed before they answered: the director never learned of them.
         leftovers.sweep(ctx.log, "VM", ctx.cloud.vms.unconfirmed, create_vm_bound(ctx.config.cloudstack.timeout),
-                        lambda vm: cleanup.remove(ctx, f"VM {vm.id}", lambda: delete_vm(ctx, vm.id)))
+                        lambda vm: cleanup.remove(ctx, f"VM {vm.id}", partial(_remove_leftover, ctx, vm.id)))
         vm_id, answered = _Build(ctx, plan).run()
     ctx.log.info(f"Created VM '{vm_id}' ({plan.vm_name}) for agent '{agent_id}' in zone '{plan.zone.name}'")
     return [vm_id, answered]  # v1 callers get vm_id: rpc.answer_for_version
@@ -250,6 +257,22 @@ def _resources(vm_resources: dict) -> tuple[int, int, int]:
     return values[0], values[1], values[2]
 
 
+def _mac_refused(err: CloudStackError) -> bool:
+    """CloudStack's refusal of a chosen MAC address (in use, or not one it accepts), before any VM exists."""
+    return "mac address" in err.errortext.lower()
+
+
+def _data_disk_refused(err: CloudStackError) -> bool:
+    """A refusal of the data disk a started deploy asks for (the disk offering or its size), before any VM exists:
+    createVolume and attachVolume may still take it."""
+    text = err.errortext.lower()
+    return "root" not in text and ("disk offering" in text or "diskoffering" in text or "size" in text)
+
+
+def _user_data_refused(err: CloudStackError) -> bool:
+    return err.errorcode == 431 and "user data" in err.errortext.lower()
+
+
 def _is_ephemeral(volume: Volume) -> bool:
     return volume.tags.get(tags.ROLE_KEY) == tags.ROLE_EPHEMERAL
 
@@ -341,6 +364,28 @@ def _detach_volume(ctx: CallContext, volume_id: str) -> None:
 def _ephemeral_volumes(cloud: Gateway, vm_id: str) -> list[Volume]:
     """The VM's ephemeral volumes by their tag, attached or not, even when the VM is gone."""
     return [v for v in cloud.volumes.tagged({tags.VM_KEY: vm_id}) if _is_ephemeral(v)]
+
+
+def _remove_with_data_volumes(ctx: CallContext, vm_id: str, remove_vm: Callable[[], object]) -> None:
+    """Remove a VM the director never learnt of (``remove_vm``) with every data volume attached to it.
+
+    They are all create_vm's own, since create_vm attaches no persistent disk: the ephemeral disk, even one a
+    started deploy made whose tags never went on.  Each goes before the VM where CloudStack lets it (a call killed
+    in between leaves the VM, which still carries the unconfirmed mark and is removed by the next create_vm with
+    what is attached to it, while a volume left alone would have nothing to find it by: the fault soak's
+    create_vm@destroyvirtualmachine:after); one CloudStack refuses to detach (a VM left in state Error by a failed
+    deploy) once the VM is gone, as destroying it detaches it.
+    """
+    kept: list[Volume] = []
+    for volume in ctx.cloud.volumes.of_vm(vm_id, data_only=True):
+        try:
+            ctx.cloud.volumes.delete_detaching(volume)
+        except CloudStackError as err:
+            ctx.log.info(f"Volume '{volume.id}' of VM '{vm_id}' goes after the VM: {err}")
+            kept.append(volume)
+    remove_vm()
+    for volume in kept:
+        _delete_volume(ctx, volume.id)
 
 
 def _delete_volume(ctx: CallContext, volume_id: str) -> None:
@@ -551,18 +596,26 @@ def abandoned_by_create_vm(vm: Vm | Mapping[str, Any], director_uuid: str | None
     * named vm-<uuid4>, as only this CPI names VMs;
     * tagged with no director, or with this one, and with nothing but create_vm's own tags: a VM the director
       registered gets its metadata from set_vm_metadata right after create_vm answers;
-    * not Running: create_vm answers only once its VM runs, so a VM the director ever learned of was Running
-      (an operator who stops one by hand leaves its metadata, which the previous rule sees);
+    * not Running, unless it carries no tags at all or still the unconfirmed mark: create_vm answers only once its
+      VM runs, so a VM the director ever learned of was Running (an operator who stops one by hand leaves its
+      metadata, which the previous rule sees); a VM deployed started runs before its call answers, but its first
+      tags go on at once, and the mark comes off only as the call's last step, leaving the others;
     * created longer ago than the create_vm timeout, so no create_vm can still be working on it.
     """
     if not isinstance(vm, Vm):
         vm = Vm.from_api(vm)
-    if not _CPI_VM_NAME.match(vm.name) or vm.state in ("Running", "Destroyed", "Expunging"):
-        return False
     marks = vm.tags
+    if not _CPI_VM_NAME.match(vm.name) or vm.state in ("Destroyed", "Expunging") or \
+            (vm.state == "Running" and marks and marks.get(UNCONFIRMED_TAG) != UNCONFIRMED_VALUE):
+        return False
     if set(marks) - _CREATE_VM_TAGS or marks.get(tags.DIRECTOR_KEY, director_uuid) != director_uuid:
         return False
     return lookups.older_than(vm.created, create_timeout, now)
+
+
+def _remove_leftover(ctx: CallContext, vm_id: str) -> None:
+    """Remove the VM of a create_vm that never answered, as delete_vm does, with its data volumes."""
+    _remove_with_data_volumes(ctx, vm_id, partial(delete_vm, ctx, vm_id))
 
 
 def _remove_abandoned_holders(ctx: CallContext, plan: _Plan) -> bool:
@@ -587,7 +640,7 @@ def _remove_abandoned_holders(ctx: CallContext, plan: _Plan) -> bool:
             continue
         ctx.log.warning(f"IP {', '.join(held)} is held by VM '{vm.id}' ({vm.name}, {vm.state}, "
                         f"created {vm.created}), left by a create_vm that did not finish: removing it")
-        delete_vm(ctx, vm.id)
+        _remove_leftover(ctx, vm.id)
         removed = True
     return removed
 
@@ -620,12 +673,61 @@ class _Build:
             raise
 
     def _create(self) -> tuple[str, dict]:
+        group_ids = [self._affinity_group(name, kind, existing) for name, kind, existing in self.plan.affinity]
+        started = self._create_started(group_ids)
+        return started if started is not None else self._create_stopped(group_ids)
+
+    def _create_started(self, group_ids: list[str]) -> tuple[str, dict] | None:
+        """The VM in one job (issue 17): deployed started, with its user data, on NICs whose MACs this call chose
+        and wrote into the agent settings, with the ephemeral disk made by the deploy (device 1).  The tags go on
+        beside the job.  None, having made nothing, when the cloud refuses what only this way asks for (chosen
+        MACs, a data disk with the deploy): the caller takes the stopped way then."""
         plan, cloud = self.plan, self.cloud
-        group_ids = [self._affinity_group(name, kind, existing) for name, kind, existing in plan.affinity]
+        if plan.placement.basic and plan.order[0].type == nets.MANUAL:
+            # A basic zone's one NIC takes its static IP as ``ipaddress``, and UserVmManagerImpl drops a
+            # ``macaddress`` given beside it (the NicProfile is rebuilt from the addresses alone).
+            return None
+        deploying = None
+        for attempt in range(1, MAC_TRIES + 1):
+            macs = nets.choose_macs(plan.order, os.urandom)
+            encoded = self._encoded(nets.chosen_nics(plan.order, macs), self._deployed_disk_hint())
+            try:
+                deploying = self._start_deploy(self._deployment(group_ids, macs=macs, user_data=encoded))
+                break
+            except CloudStackError as err:
+                if err.resource_id or err.outcome_unknown or err.errorcode != 431:
+                    raise
+                if _mac_refused(err) and attempt < MAC_TRIES:
+                    self.ctx.log.info(f"CloudStack refused the chosen MAC addresses ({err.errortext}): choosing others")
+                    continue
+                if _mac_refused(err) or _data_disk_refused(err):
+                    self.ctx.log.warning(f"CloudStack refused a VM deployed in one job ({err.errortext}): deploying "
+                                         "it stopped, then setting its user data and starting it")
+                    return None
+                raise
+        assert deploying is not None  # the loop either broke with it or left the method
+        vm_id = deploying.resource_id or self._deployed(deploying).id
+        tagging = [cloud.tags.start("UserVm", vm_id, self._vm_tags())]
+        if plan.ephemeral_offering:
+            volume_id = self._deployed_data_disk(vm_id)
+            tagging.append(cloud.tags.start("Volume", volume_id, self._volume_tags(vm_id)))
+        vm = self._deployed(deploying)
+        for tags_job in tagging:
+            tags_job.wait()
+        nics = nets.match_nics(plan.placement, plan.order, vm.nics)
+        if any(nics[name].mac.lower() != mac for name, mac in macs.items()):
+            vm = self._fix_macs(vm, nics)
+        _require_running(self.ctx, vm_id, vm)
+        return self._finish(vm_id, nics)
+
+    def _create_stopped(self, group_ids: list[str]) -> tuple[str, dict]:
+        """The VM deployed stopped, its user data set once its NICs (and the ephemeral volume) exist, then started:
+        for clouds that refuse the one-job way."""
+        plan, cloud = self.plan, self.cloud
         # The deploy, the ephemeral volume and the tags of both are independent jobs once the VM's id is known
         # (deployVirtualMachine answers it with its job id): they run side by side, and only attaching the
         # volume waits for both (issue 17: they were waited for one after another).
-        deploying = self._start_deploy(group_ids)
+        deploying = self._start_deploy(self._deployment(group_ids))
         # A server that answered no id at once: the VM comes with the job's result.
         vm_id = deploying.resource_id or self._deployed(deploying).id
         creating = self._start_ephemeral(plan.ephemeral_offering) if plan.ephemeral_offering else None
@@ -639,10 +741,13 @@ class _Build:
             started.wait()
         nics = nets.match_nics(plan.placement, plan.order, vm.nics)
         ephemeral = self._attach_ephemeral(vm) if creating is not None else None
-        encoded = agent_settings.encode(_settings(self.ctx, plan, nics, ephemeral))
-        agent_settings.check_size(encoded, self.cs.user_data_limit)
-        self._set_user_data(vm_id, encoded)
+        self._set_user_data(vm_id, self._encoded(nics, ephemeral))
         _require_running(self.ctx, vm_id, cloud.vms.start(vm_id))
+        return self._finish(vm_id, nics)
+
+    def _finish(self, vm_id: str, nics: Mapping[str, Nic]) -> tuple[str, dict]:
+        """What comes after the VM runs: its public IP, its load balancers, then taking the unconfirmed mark off."""
+        plan, cloud = self.plan, self.cloud
         if plan.public_ip:
             self._static_nat(vm_id, plan.public_ip)
         if plan.lb_targets:
@@ -682,24 +787,72 @@ class _Build:
         self.ctx.log.info(f"Created affinity group '{name}' ({kind})")
         return group.id
 
-    def _start_deploy(self, group_ids: list[str]) -> Pending[Vm]:
+    def _deployment(self, group_ids: list[str], *, macs: Mapping[str, str] | None = None,
+                    user_data: str | None = None) -> Deployment:
+        """The deploy: stopped, or (with ``user_data``) started on NICs with the chosen ``macs`` and with the
+        ephemeral disk made beside the root disk."""
+        plan = self.plan
+        data_disk = None
+        if user_data is not None and plan.ephemeral_offering is not None:
+            data_disk = DataDisk(plan.ephemeral_offering.id, plan.ephemeral_size_gib)
+        return Deployment(
+            name=plan.vm_name, zone_id=plan.zone.id, template_id=plan.template.id, offering_id=plan.offering.id,
+            networks=nets.deploy_networks(plan.placement, plan.order, macs), key_pair=plan.keypair,
+            affinity_group_ids=tuple(group_ids), size=plan.size,
+            root_disk_gib=lookups.gib(plan.props.root_disk_size) if plan.props.root_disk_size else None,
+            user_data=user_data, data_disk=data_disk)
+
+    def _start_deploy(self, deployment: Deployment) -> Pending[Vm]:
         """The deploy, not waited for; every VM it may have made is recorded for cleanup."""
         plan = self.plan
-        deployment = Deployment(
-            name=plan.vm_name, zone_id=plan.zone.id, template_id=plan.template.id, offering_id=plan.offering.id,
-            networks=nets.deploy_networks(plan.placement, plan.order), key_pair=plan.keypair,
-            affinity_group_ids=tuple(group_ids), size=plan.size,
-            root_disk_gib=lookups.gib(plan.props.root_disk_size) if plan.props.root_disk_size else None)
-        self.ctx.log.info(f"Deploying VM {plan.vm_name} (offering '{plan.offering.name}', "
+        how = "started" if deployment.started else "stopped"
+        self.ctx.log.info(f"Deploying VM {plan.vm_name} {how} (offering '{plan.offering.name}', "
                           f"template '{plan.template.name}', zone '{plan.zone.name}')")
         try:
-            return self.cloud.vms.start_deploy(deployment, made=self._vm_made)
+            try:
+                return self.cloud.vms.start_deploy(deployment, made=self._vm_made)
+            except CloudStackError as err:
+                # A refusal before any VM exists may be a manual IP still held by the VM of a create_vm that was
+                # killed (kill -9: no cleanup ran).  Such a VM is removed and the deploy made once more.
+                if err.resource_id or err.outcome_unknown or not _remove_abandoned_holders(self.ctx, plan):
+                    raise
+                return self.cloud.vms.start_deploy(deployment, made=self._vm_made)
         except CloudStackError as err:
-            # A refusal before any VM exists may be a manual IP still held by the VM of a create_vm that was
-            # killed (kill -9: no cleanup ran).  Such a VM is removed and the deploy made once more.
-            if err.resource_id or err.outcome_unknown or not _remove_abandoned_holders(self.ctx, plan):
-                raise
-            return self.cloud.vms.start_deploy(deployment, made=self._vm_made)
+            if deployment.user_data is not None and _user_data_refused(err):
+                raise self._user_data_error(deployment.user_data, err) from None
+            raise
+
+    def _encoded(self, nics: Mapping[str, Nic], ephemeral: dict | None) -> str:
+        """The agent settings as user data, checked against the configured limit."""
+        encoded = agent_settings.encode(_settings(self.ctx, self.plan, nics, ephemeral))
+        agent_settings.check_size(encoded, self.cs.user_data_limit)
+        return encoded
+
+    def _deployed_disk_hint(self) -> dict | None:
+        """Where the agent finds the ephemeral disk a started deploy makes (device 1), before it exists."""
+        if self.plan.ephemeral_offering is None:
+            return None
+        return disk_hints.deployed_data_disk_hint(self.plan.hypervisor)
+
+    def _deployed_data_disk(self, vm_id: str) -> str:
+        """The data disk the deploy made for the ephemeral disk: allocated with the VM, before the deploy's job runs
+        (DeployVMCmd.create), so it is listed at once; recorded for cleanup."""
+        volumes = self.cloud.volumes.of_vm(vm_id, data_only=True)
+        if len(volumes) != 1:
+            raise errors.CloudError(f"VM '{vm_id}' was deployed with a disk offering for its ephemeral disk but has "
+                                    f"{len(volumes)} data volumes")
+        self._volume_made(volumes[0].id)
+        return volumes[0].id
+
+    def _fix_macs(self, vm: Vm, nics: Mapping[str, Nic]) -> Vm:
+        """A cloud that took the deploy but not the chosen MACs (one whose deployVirtualMachine ignores them) booted
+        the VM with agent settings naming MACs it does not have: the settings are set again with the real ones and
+        the VM rebooted, so the agent reads them."""
+        self.ctx.log.warning(f"VM '{vm.id}' did not get the MAC addresses chosen for it: setting its agent settings "
+                             "again with the ones CloudStack gave and rebooting it")
+        self._set_user_data(vm.id, self._encoded(nics, self._deployed_disk_hint()))
+        rebooted = self.cloud.vms.reboot(vm)
+        return rebooted if rebooted is not None else vm
 
     def _deployed(self, deploying: Pending[Vm]) -> Vm:
         """The deployed VM, once the deploy's job is done (waited for once; later calls answer the same VM)."""
@@ -746,13 +899,15 @@ class _Build:
         try:
             self.cloud.vms.set_user_data(vm_id, encoded)
         except CloudStackError as err:
-            if err.errorcode == 431 and "user data" in err.errortext.lower():
-                raise errors.CloudError(
-                    f"CloudStack refused the agent settings ({len(encoded)} bytes of base64): {err.errortext}; "
-                    f"cloudstack.user_data_limit ({self.cs.user_data_limit}) must not exceed the cloud's "
-                    "vm.userdata.max.length"
-                ) from None
+            if _user_data_refused(err):
+                raise self._user_data_error(encoded, err) from None
             raise
+
+    def _user_data_error(self, encoded: str, err: CloudStackError) -> errors.CloudError:
+        return errors.CloudError(
+            f"CloudStack refused the agent settings ({len(encoded)} bytes of base64): {err.errortext}; "
+            f"cloudstack.user_data_limit ({self.cs.user_data_limit}) must not exceed the cloud's "
+            "vm.userdata.max.length")
 
     def _static_nat(self, vm_id: str, public_ip: PublicIp) -> None:
         addresses = self.cloud.addresses
@@ -785,13 +940,13 @@ class _Build:
         public_ip = self.plan.public_ip
         if self.nat_attempted and self.vm_ids and public_ip:  # (nat_attempted: there is a public IP)
             steps.append((f"static NAT of {public_ip.address}", partial(self._undo_static_nat, public_ip)))
-        # The ephemeral volume before its VM: a call killed in between then leaves the VM, which carries the
-        # unconfirmed mark and takes its volumes along when the next create_vm removes it; the other way round the
-        # volume was left with nothing to find it by (the fault soak's create_vm@destroyvirtualmachine:after).
+        # Each VM with its data volumes, all of them this call's (_remove_with_data_volumes: the volumes first), then
+        # an ephemeral volume that was never attached.
+        for vm_id in reversed(self.vm_ids):
+            steps.append((f"VM {vm_id}", partial(_remove_with_data_volumes, ctx, vm_id,
+                                                 partial(_destroy, ctx, vm_id, expunge=True))))
         for volume_id in self.volume_ids:
             steps.append((f"volume {volume_id}", partial(_delete_volume, ctx, volume_id)))
-        for vm_id in reversed(self.vm_ids):
-            steps.append((f"VM {vm_id}", partial(_destroy, ctx, vm_id, expunge=True)))
         for group_id in self.created_groups:
             steps.append((f"affinity group {group_id}", partial(cloud.affinity.delete_unused, group_id)))
         # Each step looks before it acts, so repeating one after a failed or lost mutation is safe.

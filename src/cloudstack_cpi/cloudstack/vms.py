@@ -3,9 +3,10 @@
 Rules owned here:
 - gone: an unknown id (431) or a VM destroyed or being expunged (``GONE_VM_STATES``) is None;
 - deploy: the VM carries its unique name from its creation on, and the deploy is started without waiting for its
-  job (create_vm runs the ephemeral volume and the tags beside it).  Every VM it may have made is reported as soon
-  as it is known: the id its answer names; after a lost answer, or an interruption (SIGTERM, SIGINT) while asking,
-  every VM with its name.  A job result naming no VM is recovered by the name (``Gateway.start_named``);
+  job (create_vm runs the tags, and when it deploys stopped the ephemeral volume, beside it).  Every VM it may
+  have made is reported as soon as it is known: the id its answer names; after a lost answer, or an interruption
+  (SIGTERM, SIGINT) while asking, every VM with its name.  A job result naming no VM is recovered by the name
+  (``Gateway.start_named``);
 - timeouts: the deploy and a new VM's first start ``create_vm``; reboot, start of an existing VM and waiting for
   a VM to settle ``reboot_vm``; destroy ``delete_vm``;
 - destroy is idempotent: a VM gone before the job (431), or seen gone after the job's refusal or a lost answer,
@@ -43,20 +44,38 @@ def expunge_refused(err: CloudStackError) -> bool:
 
 @dataclass(frozen=True)
 class NicRequest:
-    """One NIC of a deploy in an advanced zone: its guest network and, for a manual network, its fixed IP."""
+    """One NIC of a deploy in an advanced zone: its guest network and, for a manual network, its fixed IP; ``mac``
+    when the caller chose the NIC's MAC address."""
 
     network_id: str
     ip: str | None = None
+    mac: str | None = None
 
 
 @dataclass(frozen=True)
 class DeployNetworks:
     """Where a deploy puts the VM's NICs: ``nics`` in advanced zones (eth0 first: the first is the default NIC),
-    ``ip`` (the one NIC's fixed IP, if any) in basic zones, where the zone's one guest network is never named."""
+    ``ip`` and ``mac`` (the one NIC's fixed IP and chosen MAC, if any) in basic zones, where the zone's one guest
+    network is never named."""
 
     nics: tuple[NicRequest, ...] = ()
     ip: str | None = None
+    mac: str | None = None
     security_group_ids: tuple[str, ...] = ()
+
+    def macs(self) -> tuple[str, ...]:
+        """The chosen MAC addresses, in NIC order (empty when CloudStack chooses them)."""
+        chosen = [nic.mac for nic in self.nics] if self.nics else [self.mac]
+        return tuple(mac for mac in chosen if mac)
+
+
+@dataclass(frozen=True)
+class DataDisk:
+    """A data disk the deploy itself makes (``diskofferingid``): CloudStack creates it with the VM and attaches it
+    as device 1.  ``size_gib`` for a customized offering only."""
+
+    offering_id: str
+    size_gib: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +89,12 @@ class ComputeSize:
 
 @dataclass(frozen=True)
 class Deployment:
-    """What a deploy asks for.  The VM is deployed stopped (its user data is set before its first boot)."""
+    """What a deploy asks for.
+
+    Started (``user_data`` given): one job deploys and boots the VM with its user data, on NICs whose MACs the
+    caller chose, with ``data_disk`` made beside its root disk.  Stopped (no ``user_data``): the VM is only
+    allocated; the caller sets its user data and starts it.
+    """
 
     name: str                              # unique: the handle after a lost answer
     zone_id: str
@@ -81,19 +105,32 @@ class Deployment:
     affinity_group_ids: tuple[str, ...] = ()
     size: ComputeSize | None = None        # customized offerings only
     root_disk_gib: int | None = None
+    user_data: str | None = None           # base64; given: deployed started
+    data_disk: DataDisk | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.user_data is not None
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
             "name": self.name, "displayname": self.name, "zoneid": self.zone_id, "templateid": self.template_id,
-            "serviceofferingid": self.offering_id, "startvm": False, "keypair": self.key_pair,
+            "serviceofferingid": self.offering_id, "startvm": self.started, "keypair": self.key_pair,
             "affinitygroupids": list(self.affinity_group_ids) or None, "rootdisksize": self.root_disk_gib,
             "details": {"cpuNumber": self.size.cpus, "cpuSpeed": self.size.cpu_speed_mhz,
                         "memory": self.size.memory_mib} if self.size else None,
+            "userdata": self.user_data,
         }
+        if self.data_disk is not None:
+            params["diskofferingid"] = self.data_disk.offering_id
+            params["size"] = self.data_disk.size_gib
         if self.networks.nics:
-            params["iptonetworklist"] = [{"networkid": nic.network_id, "ip": nic.ip} for nic in self.networks.nics]
+            params["iptonetworklist"] = [{"networkid": nic.network_id, "ip": nic.ip, "mac": nic.mac}
+                                         for nic in self.networks.nics]
         if self.networks.ip:
             params["ipaddress"] = self.networks.ip
+        if self.networks.mac:
+            params["macaddress"] = self.networks.mac
         if self.networks.security_group_ids:
             params["securitygroupids"] = list(self.networks.security_group_ids)
         return params
@@ -156,7 +193,8 @@ class Vms(Service):
             gone=lambda vm_id: self.get(vm_id) is None, resource_type="UserVm", tags={}), made=made)
 
     def start(self, vm_id: str) -> Vm | None:
-        """Boot a VM a deploy left stopped, waited for (create_vm's timeout); the VM as the job answered it."""
+        """Boot a VM deployed stopped, waited for (create_vm's timeout: its first start creates its volumes); the VM
+        as the job answered it."""
         result = self.gateway.run("startVirtualMachine", timeout=self.timeouts.create_vm,
                                   what=f"starting VM {vm_id}", id=vm_id)
         return _job_vm(result)

@@ -77,14 +77,51 @@ def assert_nothing_left(cloud):
 # -- create_vm: the happy path --------------------------------------------------------------------------------
 
 
-def test_create_vm_deploys_stopped_sets_user_data_then_starts(cloud, ctx, create):
+def test_create_vm_deploys_started_in_one_job(cloud, ctx, create):
+    """One deploy job makes, boots and configures the VM (issue 17): NICs with MACs chosen here and written into the
+    agent settings it boots with, the ephemeral disk made by the deploy (DeployVMCmd ``diskofferingid``/``size``:
+    a DATADISK at device 1, VolumeOrchestrator.allocateRawVolume), the tags beside the job.  Nothing is waited for
+    one after another but the deploy and taking the unconfirmed mark off."""
     vm_id, networks = create(ctx, {"disk": 3000, "root_disk_size": 15_000})
     (deployment,) = deployments(cloud)
+    assert deployment.started and deployment.root_disk_gib == 15 and deployment.key_pair == "bosh"
+    assert deployment.data_disk.offering_id == "off-custom" and deployment.data_disk.size_gib == 3
+    (nic,) = deployment.networks.nics
+    assert (nic.network_id, nic.ip) == ("net-iso", "10.1.0.10")
+    first_octet = int(nic.mac[:2], 16)
+    assert first_octet & 0x03 == 0x02 and first_octet != 0x02  # unicast, locally administered, not CloudStack's 02:
+    assert mutations(cloud) == ["vms.start_deploy", "tags.start", "tags.start", "tags.confirm"]
+    assert networks == NETWORKS
+    vm = cloud.vms.items[vm_id]
+    assert vm.state == "Running" and vm.nics[0].mac == nic.mac
+    settings = user_data(cloud, vm_id)
+    assert settings["agent_id"] == "agent-1" and settings["vm"]["name"] == deployment.name
+    assert settings["networks"]["default"]["mac"] == nic.mac
+    assert settings["disks"]["ephemeral"] == {"path": "/dev/sdb", "volume_id": "1"}
+    (volume_id,) = cloud.volumes.data_volumes()
+    volume = cloud.volumes.items[volume_id]
+    assert volume.vm_id == vm_id and volume.device_id == 1 and volume.size_gib == 3
+    assert cloud.tags.of("Volume", volume_id) == {tags.ROLE_KEY: tags.ROLE_EPHEMERAL, tags.VM_KEY: vm_id,
+                                                  tags.DIRECTOR_KEY: "director-uuid-1"}
+    assert cloud.tags.of("UserVm", vm_id) == {tags.AGENT_KEY: "agent-1", tags.DIRECTOR_KEY: "director-uuid-1"}
+    log = cloud.log_text
+    assert MBUS_PASSWORD not in log and "env-password-hash" not in log and cloud.vms.user_data[vm_id] not in log
+
+
+def test_create_vm_deploys_stopped_sets_user_data_then_starts_when_chosen_macs_are_refused(cloud, ctx, create):
+    """A cloud that refuses every chosen MAC (MAC_TRIES times) gets the VM the other way: deployed stopped, its
+    user data set once its NICs (and the ephemeral volume, attached) exist, then started."""
+    cloud.vms.refuse_macs(vms.MAC_TRIES)
+    vm_id, networks = create(ctx, {"disk": 3000, "root_disk_size": 15_000})
+    assert "refused a VM deployed in one job" in cloud.log_text
+    *refused, deployment = deployments(cloud)
+    assert len(refused) == vms.MAC_TRIES and not deployment.started and deployment.data_disk is None
+    assert len({r.networks.nics[0].mac for r in refused}) == vms.MAC_TRIES  # chosen again after each refusal
     assert deployment.name.startswith("vm-") and deployment.offering_id == "so-small" and deployment.zone_id == "z1"
     assert deployment.key_pair == "bosh" and deployment.root_disk_gib == 15 and deployment.size is None
     assert deployment.networks.nics == (NicRequest("net-iso", "10.1.0.10"),)
     # The ephemeral volume and the tags start beside the deploy; the user data is set before the first boot.
-    made = mutations(cloud)
+    made = mutations(cloud)[vms.MAC_TRIES:]
     assert made[:5] == ["vms.start_deploy", "volumes.start_create", "tags.start", "tags.start", "volumes.attach"]
     assert made.index("vms.set_user_data") < made.index("vms.start")
     assert networks == NETWORKS
@@ -103,6 +140,55 @@ def test_create_vm_deploys_stopped_sets_user_data_then_starts(cloud, ctx, create
     assert cloud.tags.of("UserVm", vm_id) == {tags.AGENT_KEY: "agent-1", tags.DIRECTOR_KEY: "director-uuid-1"}
     log = cloud.log_text
     assert MBUS_PASSWORD not in log and "env-password-hash" not in log and cloud.vms.user_data[vm_id] not in log
+
+
+def test_a_chosen_mac_in_use_is_chosen_again(cloud, ctx, create):
+    """CloudStack refuses a requested MAC another NIC of the network has, before any VM exists
+    (NetworkModelImpl.checkRequestedIpAddresses: "The requested Mac address is already taken!", 431 from
+    DeployVMCmd.create): other MACs are chosen and the VM still comes in one job."""
+    cloud.vms.refuse_macs(1)
+    vm_id, _ = create(ctx)
+    refused, deployment = deployments(cloud)
+    assert deployment.started and refused.networks.nics[0].mac != deployment.networks.nics[0].mac
+    assert user_data(cloud, vm_id)["networks"]["default"]["mac"] == deployment.networks.nics[0].mac
+    assert "refused the chosen MAC addresses" in cloud.log_text and "vms.start" not in cloud.methods()
+
+
+def test_a_refused_data_disk_in_the_deploy_falls_back_to_the_stopped_way(cloud, ctx, create):
+    """A cloud that refuses the deploy's data disk (a disk offering it will not use that way) before any VM exists
+    gets the VM deployed stopped, with the ephemeral disk created and attached on its own."""
+    cloud.vms.refuse_data_disk = "Disk offering off-custom requires size parameter."
+    vm_id, _ = create(ctx, {"disk": 2048})
+    _, deployment = deployments(cloud)
+    assert not deployment.started and deployment.data_disk is None
+    assert {"volumes.start_create", "volumes.attach", "vms.set_user_data", "vms.start"} <= set(cloud.methods())
+    assert user_data(cloud, vm_id)["disks"]["ephemeral"]["path"].startswith("/dev/disk/by-id/virtio-")
+
+
+def test_a_cloud_that_ignores_the_chosen_macs_gets_the_real_ones_and_a_reboot(cloud, ctx, create):
+    """A deployVirtualMachine that takes ``iptonetworklist[].mac`` without using it (a CloudStack older than the
+    parameter: unknown map fields are ignored) boots the VM with settings naming a MAC it lacks, which the agent
+    refuses ("No device found for network ... with MAC address", bosh-agent settings/service.go): the settings are
+    set again with the MACs CloudStack gave, and the VM rebooted so that its agent reads them."""
+    cloud.vms.ignores_macs = True
+    vm_id, _ = create(ctx)
+    vm = cloud.vms.items[vm_id]
+    assert user_data(cloud, vm_id)["networks"]["default"]["mac"] == vm.nics[0].mac
+    assert mutations(cloud).index("vms.set_user_data") < mutations(cloud).index("vms.reboot")
+    assert "did not get the MAC addresses chosen for it" in cloud.log_text and vm.state == "Running"
+
+
+def test_dynamic_networks_boot_without_the_address_cloudstack_picks(cloud, ctx, create):
+    """In one job the agent settings are written before CloudStack picks a dynamic network's address: they name
+    its MAC only, and the agent takes the address by DHCP (bosh-agent settings/service.go resolveNetwork fills a
+    dynamic network's IP from the interface); create_vm answers the director the address CloudStack picked."""
+    networks = {"default": {"type": "dynamic", "dns": ["10.1.0.2"], "default": ["dns", "gateway"],
+                            "cloud_properties": {"name": "bosh-isolated"}}}
+    vm_id, answered = create(ctx, networks=networks)
+    setting = user_data(cloud, vm_id)["networks"]["default"]
+    assert setting["use_dhcp"] is True and "ip" not in setting
+    assert setting["mac"] == cloud.vms.items[vm_id].nics[0].mac
+    assert answered["default"]["ip"] == cloud.vms.items[vm_id].nics[0].ip
 
 
 def test_create_vm_v1_answers_the_bare_cid(cloud, make_ctx, create):
@@ -165,7 +251,7 @@ def test_vip_moves_static_nat_from_the_previous_vm(cloud, ctx, create):
     vm_id, _ = create(ctx, networks={**NETWORKS, "public": VIP})
     made = mutations(cloud)
     assert made.index("addresses.disable_static_nat") + 1 == made.index("addresses.enable_static_nat")
-    assert made.index("vms.start") < made.index("addresses.disable_static_nat")
+    assert made.index("vms.start_deploy") < made.index("addresses.disable_static_nat")
     ip = cloud.addresses.by_address("203.0.113.10")
     assert ip.static_nat and ip.vm_id == vm_id
     (enable,) = cloud.called("addresses.enable_static_nat")
@@ -227,6 +313,7 @@ def test_capacity_failure_of_deploy_is_retryable_and_destroys_the_vm_record(clou
 
 
 def test_capacity_failure_on_start_removes_vm_and_ephemeral_disk(cloud, ctx, create):
+    cloud.vms.refuse_macs(vms.MAC_TRIES)  # the stopped way
     cloud.fail("vms.start", job_failure("startVirtualMachine", "Insufficient capacity", code=533))
     with pytest.raises(errors.VMCreationFailed) as raised:
         create(ctx, {"disk": 2048})
@@ -235,7 +322,22 @@ def test_capacity_failure_on_start_removes_vm_and_ephemeral_disk(cloud, ctx, cre
     assert_nothing_left(cloud)
 
 
+def test_a_failed_started_deploy_is_removed_with_the_data_disk_it_made(cloud, ctx, create):
+    """A started deploy whose job fails (no capacity) leaves its VM in state Error with the deploy's data disk
+    attached, which CloudStack will not detach from a VM in that state (VolumeApiServiceImpl.detachVolumeFromVM:
+    "Please specify a VM that is either running or stopped."): the VM goes first, then the disk its destroy
+    detached."""
+    cloud.vms.fail_after_deploy(job_failure("deployVirtualMachine", "Insufficient capacity", code=533))
+    with pytest.raises(errors.VMCreationFailed) as raised:
+        create(ctx, {"disk": 2048})
+    assert raised.value.ok_to_retry is True and "could not remove" not in raised.value.message
+    assert mutations(cloud)[-3:] == ["volumes.delete_detaching", "vms.destroy", "volumes.delete_detaching"]
+    assert "goes after the VM" in cloud.log_text
+    assert_nothing_left(cloud)
+
+
 def test_attach_failure_removes_volume_and_vm(cloud, ctx, create):
+    cloud.vms.refuse_macs(vms.MAC_TRIES)  # the stopped way
     cloud.fail("volumes.attach", job_failure("attachVolume", "The specified VM already has the maximum number of "
                                                              "data disks (6). Please specify another VM.", code=431))
     with pytest.raises(errors.CloudError) as raised:
@@ -253,7 +355,7 @@ def test_static_nat_failure_undoes_everything(cloud, ctx, create):
 
 
 def test_failure_deletes_the_affinity_group_it_created(cloud, ctx, create):
-    cloud.fail("vms.start", job_failure("startVirtualMachine", "internal error"))
+    cloud.vms.fail_after_deploy(job_failure("deployVirtualMachine", "internal error"))
     with pytest.raises(errors.VMCreationFailed):
         create(ctx, {"affinity_group": "my-group"})
     assert cloud.affinity.items == {}
@@ -263,7 +365,7 @@ def test_failure_deletes_the_affinity_group_it_created(cloud, ctx, create):
 
 def test_failure_keeps_an_affinity_group_it_did_not_create(cloud, ctx, create):
     group_id = cloud.affinity.add("my-group")
-    cloud.fail("vms.start", job_failure("startVirtualMachine", "internal error"))
+    cloud.vms.fail_after_deploy(job_failure("deployVirtualMachine", "internal error"))
     with pytest.raises(errors.VMCreationFailed):
         create(ctx, {"affinity_group": "my-group"})
     assert list(cloud.affinity.items) == [group_id] and "affinity.delete_unused" not in cloud.methods()
@@ -282,6 +384,7 @@ def test_lost_deploy_answer_destroys_the_vm_found_by_name(cloud, ctx, create):
 
 
 def test_start_job_timeout_is_retryable_and_cleans_up(cloud, ctx, create):
+    cloud.vms.refuse_macs(vms.MAC_TRIES)  # the stopped way
     cloud.fail("vms.start", CloudStackError("startVirtualMachine", "starting VM x did not finish within 0.01s",
                                             kind="timeout", jobid="job-3"))
     with pytest.raises(errors.VMCreationFailed, match="did not finish within 0.01s") as raised:
@@ -298,16 +401,22 @@ def test_vm_that_does_not_reach_running_is_retryable_and_cleaned_up(cloud, ctx, 
     assert_nothing_left(cloud)
 
 
-def test_user_data_refused_by_the_cloud_explains_the_setting(cloud, ctx, create):
-    cloud.fail("vms.set_user_data", api_error("updateVirtualMachine",
-                                              "User data has exceeded configurable max length : 4096", code=431))
+@pytest.mark.parametrize("way", ["started", "stopped"])
+def test_user_data_refused_by_the_cloud_explains_the_setting(cloud, ctx, create, way):
+    """The deploy that carries the user data (started), or the update that sets it (stopped), is refused."""
+    refusal = "User data has exceeded configurable max length : 4096"
+    if way == "started":
+        cloud.fail("vms.start_deploy", api_error("deployVirtualMachine", refusal, code=431))
+    else:
+        cloud.vms.refuse_macs(vms.MAC_TRIES)
+        cloud.fail("vms.set_user_data", api_error("updateVirtualMachine", refusal, code=431))
     with pytest.raises(errors.CloudError, match="must not exceed the cloud's vm.userdata.max.length"):
         create(ctx)
     assert_nothing_left(cloud)
 
 
 def test_cleanup_failure_is_reported_with_the_leftover(cloud, ctx, create):
-    cloud.fail("vms.start", job_failure("startVirtualMachine", "no capacity", code=533))
+    cloud.vms.fail_after_deploy(job_failure("deployVirtualMachine", "no capacity", code=533))
     cloud.fail("vms.destroy", job_failure("destroyVirtualMachine", "stuck"), times=None)
     with pytest.raises(errors.VMCreationFailed) as raised:
         create(ctx)
@@ -318,6 +427,7 @@ def test_cleanup_failure_is_reported_with_the_leftover(cloud, ctx, create):
 
 def test_lost_ephemeral_volume_answer_removes_the_volume_found_by_name(cloud, ctx, create):
     """The gateway reports the volume a lost createVolume answer made, found by its name; create_vm removes it."""
+    cloud.vms.refuse_macs(vms.MAC_TRIES)  # the stopped way: the ephemeral volume is created on its own
     cloud.volumes.fail_after_create(CloudStackError("createVolume", "no answer (read timed out)", kind="transport",
                                                     outcome_unknown=True))
     with pytest.raises(errors.VMCreationFailed) as raised:

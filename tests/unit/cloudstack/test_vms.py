@@ -63,6 +63,31 @@ def test_a_deploy_asks_for_a_stopped_vm_with_its_nics_key_pair_root_disk_and_aff
     assert gateway.affinity.get(group.id).vm_ids == (vm.id,)
 
 
+def test_a_started_deploy_carries_user_data_chosen_macs_and_its_data_disk(sim, gateway, arranged):
+    """One deploy job for create_vm (issue 17): ``startvm`` true with ``userdata`` (DeployVMCmd), the NIC's MAC
+    chosen in ``iptonetworklist[0].mac`` (DeployVMCmd.getIpToNetworkMap, CloudStack 4.11's listApis), and
+    ``diskofferingid``/``size`` making a DATADISK of a customized offering beside the root disk, at device 1
+    (VolumeOrchestrator.allocateRawVolume) and listed with the VM as soon as the deploy is answered (allocated in
+    DeployVMCmd.create, before the job)."""
+    from cloudstack_cpi.cloudstack.vms import DataDisk
+
+    wanted = deployment(arranged, "vm-deploy-started", user_data="eyJhZ2VudF9pZCI6ICJhIn0=",
+                        networks=DeployNetworks(nics=(NicRequest(arranged.network, "10.1.0.78", "0e:11:22:33:44:55"),)),
+                        data_disk=DataDisk(arranged.custom_offering, 3))
+    sim.clear_request_log()
+    deploying = gateway.vms.start_deploy(wanted, made=lambda vm_id: None)
+    assert deploying.resource_id
+    (data,) = gateway.volumes.of_vm(deploying.resource_id, data_only=True)
+    vm = deploying.wait()
+    (params,) = sent(sim, "deployvirtualmachine")
+    assert params["startvm"] == "true" and params["userdata"] == "eyJhZ2VudF9pZCI6ICJhIn0="
+    assert params["iptonetworklist[0].mac"] == "0e:11:22:33:44:55" and params["size"] == "3"
+    assert vm.state == "Running" and [nic.mac for nic in vm.nics] == ["0e:11:22:33:44:55"]
+    assert data.device_id == 1 and data.size_gib == 3 and data.disk_offering_id == arranged.custom_offering
+    assert gateway.client.call("getVirtualMachineUserData", virtualmachineid=vm.id)["virtualmachineuserdata"][
+        "userdata"] == "eyJhZ2VudF9pZCI6ICJhIn0="
+
+
 def test_a_customized_offering_gets_the_size_as_details(sim, gateway, arranged):
     with sim.state.lock:
         custom = next(o["id"] for o in sim.state.service_offerings.values() if o["name"] == "custom")

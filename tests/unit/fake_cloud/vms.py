@@ -41,6 +41,9 @@ class FakeVms(FakeService):
         self.boot_state = "Running"                # the state start and reboot leave a VM in
         self.arrives_at: dict[str, str] = {}       # VM id -> the state ``settled`` finds a moving VM in
         self._after_deploy: list[CloudStackError] = []
+        self._mac_refusals: list[str] = []
+        self.ignores_macs = False                   # a cloud whose deploy takes chosen MACs without using them
+        self.refuse_data_disk = ""                  # refuse a deploy's data disk with this text (431), before any VM
 
     # -- arranging
 
@@ -96,21 +99,39 @@ class FakeVms(FakeService):
             self._set(vm_id, state=self.arrives_at.pop(vm_id))
         return self.get.__wrapped__(self, vm_id)  # type: ignore[attr-defined]
 
+    def refuse_macs(self, times: int, text: str = "The requested Mac address is already taken! {mac}") -> None:
+        """The next ``times`` deploys with chosen MACs are refused before any VM exists, as CloudStack refuses a MAC
+        another NIC of the network has (NetworkModelImpl.checkRequestedIpAddresses: 431, in DeployVMCmd.create)."""
+        self._mac_refusals = [text] * times
+
     @recorded
     def start_deploy(self, deployment, *, made: Callable[[str], object]) -> _Deploying:
+        chosen = deployment.networks.macs()
+        if chosen and self._mac_refusals:
+            raise api_error("deployVirtualMachine", self._mac_refusals.pop(0).format(mac=chosen[0]))
+        if deployment.data_disk is not None and self.refuse_data_disk:
+            raise api_error("deployVirtualMachine", self.refuse_data_disk)
         vm_id = self.cloud.new_id("vm")
         requested = deployment.networks.nics or (None,)
         nics = tuple(
             Nic(f"nic-{vm_id[:7]}-{i}", network_id=nic.network_id if nic else "guest",
                 ip=(nic.ip if nic else deployment.networks.ip) or f"10.0.{i}.50", netmask="255.255.255.0",
-                gateway=f"10.0.{i}.1", mac=f"02:00:00:00:{len(self.items):02x}:{i:02x}", device_id=i,
-                is_default=i == 0)
+                gateway=f"10.0.{i}.1",
+                mac=(None if self.ignores_macs else (nic.mac if nic else deployment.networks.mac))
+                or f"02:00:00:00:{len(self.items):02x}:{i:02x}",
+                device_id=i, is_default=i == 0)
             for i, nic in enumerate(requested))
-        self.items[vm_id] = Vm(vm_id, name=deployment.name, display_name=deployment.name, state="Stopped",
+        state = self.boot_state if deployment.started else "Stopped"
+        self.items[vm_id] = Vm(vm_id, name=deployment.name, display_name=deployment.name, state=state,
                                zone_id=deployment.zone_id, zone_name=self.cloud.catalogue.zone(deployment.zone_id).name,
                                hypervisor="KVM", template_id=deployment.template_id, nics=nics)
+        if deployment.started:
+            self.user_data[vm_id] = deployment.user_data
         self.cloud.volumes.add(zone=deployment.zone_id, vm=vm_id, device_id=0, volume_type="ROOT", offering=None,
                                gib=deployment.root_disk_gib or 5)
+        if deployment.data_disk is not None:  # named as CloudStack names it: DATA-<the VM's internal number>
+            self.cloud.volumes.add(zone=deployment.zone_id, vm=vm_id, device_id=1, name=f"DATA-{len(self.items)}",
+                                   offering=deployment.data_disk.offering_id, gib=deployment.data_disk.size_gib or 10)
         self.cloud.affinity.join(deployment.affinity_group_ids, vm_id)
         made(vm_id)
         if self._after_deploy:

@@ -159,6 +159,10 @@ class FakeVolumes(FakeService):
     @recorded
     def detach(self, volume: Volume) -> None:
         current = self.items.get(volume.id)
+        vm = self.cloud.vms.items.get(current.vm_id) if current is not None and current.vm_id else None
+        if vm is not None and vm.state not in ("Running", "Stopped", "Destroyed"):
+            # VolumeApiServiceImpl.detachVolumeFromVM: a VM in any other state (Error after a failed deploy) keeps it
+            raise api_error("detachVolume", "Please specify a VM that is either running or stopped.")
         if current is not None:
             self._unplug(current)
             self.items[volume.id] = dataclasses.replace(current, vm_id=None, device_id=None)
