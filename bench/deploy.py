@@ -49,9 +49,9 @@ FIRST_IP = 100              # instance i gets 10.1.0.(100 + i) on bosh-isolated
 # One call's unavoidable jobs in this deploy (as critical_path.CHAINS, with the variants these calls meet): stages
 # run one after another, the jobs of a stage side by side.
 CALL_CHAINS: dict[str, list[list[str]]] = {
-    "create_vm": [["deployVirtualMachine:stopped", "createVolume"], ["attachVolume:stopped"], ["startVirtualMachine"]],
+    "create_vm": [["deployVirtualMachine"], ["deleteTags"]],
     "set_vm_metadata": [["createTags"]],
-    "create_disk": [["createVolume"]],
+    "create_disk": [["createVolume"], ["deleteTags"]],
     "attach_disk": [["attachVolume:running"]],
     "detach_disk": [["detachVolume:running"]],
     "delete_vm": [["destroyVirtualMachine:expunge"]],

@@ -70,3 +70,30 @@ def test_kvm_migration_hint_finds_the_new_disk_while_running_and_after_a_restart
     assert agent_model.agent_resolve(NEW, hint, guest.files()) == f"/dev/{guest.names[NEW]}"
     ephemeral = disk_hints.disk_hint(EPHEMERAL, 1, "KVM")
     assert agent_model.agent_resolve(None, ephemeral, guest.files()) == "/dev/vdb"
+
+
+def test_the_deployed_data_disk_is_device_1_named_before_it_exists():
+    """The ephemeral disk a started deploy makes: device 1 (VolumeOrchestrator.allocateRawVolume), hinted without
+    its volume UUID: ``/dev/sdb``, which bosh-agent's mapped resolver tries as /dev/xvdb, /dev/vdb, /dev/sdb
+    (mapped_device_path_resolver.go), except on XenServer, whose PV driver names userdevice 1 ``xvdb``."""
+    for hypervisor, path in (("KVM", "/dev/sdb"), ("VMware", "/dev/sdb"), ("XenServer", "/dev/xvdb"),
+                             ("Simulator", "/dev/sdb")):
+        assert disk_hints.deployed_data_disk_hint(hypervisor) == {"path": path, "volume_id": "1"}
+        assert len(path) <= len(disk_hints.longest_hint(hypervisor)["path"])
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_the_deployed_data_disk_hint_finds_it_after_persistent_disks_come_and_go(restart):
+    """Booted with the VM, the ephemeral disk is the guest's second virtio disk; persistent disks are hot-plugged
+    after it (devices 2 and 4) and one is unplugged; with or without a restart (disks laid out by device id) the
+    agent still resolves /dev/sdb to it (tests/agent_model.py models bosh-agent's virtio resolver)."""
+    guest = agent_model.KvmGuest()
+    guest.boot({ROOT: 0, EPHEMERAL: 1})
+    guest.hotplug(OLD, 2)
+    guest.hotplug(NEW, 4)
+    guest.unplug(OLD)
+    if restart:
+        guest.restart()
+    hint = disk_hints.deployed_data_disk_hint("KVM")
+    assert guest.names[EPHEMERAL] == "vdb"
+    assert agent_model.agent_resolve(None, hint, guest.files()) == "/dev/vdb"

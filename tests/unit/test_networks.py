@@ -293,3 +293,21 @@ def test_match_nics_in_basic_zone_by_position_and_missing_nic_is_an_error():
     assert nets.match_nics(nets.Placement(basic=True), order, [nic])["main"] is nic
     with pytest.raises(CloudError, match="no NIC on the CloudStack network of BOSH network 'main'"):
         nets.match_nics(nets.Placement(basic=False, network_ids={"main": "other"}), order, [nic])
+
+
+def test_chosen_macs_are_unicast_locally_administered_and_never_cloudstacks_own_range():
+    """A MAC with the multicast bit CloudStack refuses (DeployVMCmd: "Mac address is not unicast"); a vendor's
+    (globally administered) MAC could be a real device's; CloudStack gives guest NICs 02:00:.. addresses itself
+    (NetworkModel.getNextAvailableMacAddressInNetwork), so a chosen MAC never starts with 02."""
+    order = nets.nic_order(nets.parse({
+        "a": {"type": "manual", "ip": "10.0.0.5", "netmask": "255.255.255.0", "gateway": "10.0.0.1",
+              "default": ["dns", "gateway"]},
+        "b": {"type": "dynamic"}}))
+    for first in (0x00, 0x01, 0x02, 0x03, 0xff, 0xfe):
+        macs = nets.choose_macs(order, lambda n, first=first: bytes([first, 0, 0x12, 0x34, 0x56, 0x78]))
+        assert set(macs) == {"a", "b"}
+        for mac in macs.values():
+            octet = int(mac[:2], 16)
+            assert octet & 0x01 == 0 and octet & 0x02 and octet != 0x02 and mac.endswith(":00:12:34:56:78")
+    assert nets.deploy_networks(nets.Placement(False, {"a": "n1", "b": "n2"}), order, {"a": "0e:00:00:00:00:01"}) \
+        .nics[0].mac == "0e:00:00:00:00:01"
