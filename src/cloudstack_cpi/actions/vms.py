@@ -77,9 +77,6 @@ def create_vm(ctx: CallContext, agent_id, stemcell_cid, cloud_properties, networ
     """
     with _breadcrumb(f"Creating VM for agent '{agent_id}'"):
         plan = _plan(ctx, agent_id, stemcell_cid, cloud_properties or {}, networks, disk_cids or [], env or {})
-        # VMs of create_vm calls killed before they answered: the director never learned of them.
-        leftovers.sweep(ctx.log, "VM", ctx.cloud.vms.unconfirmed, create_vm_bound(ctx.config.cloudstack.timeout),
-                        lambda vm: cleanup.remove(ctx, f"VM {vm.id}", partial(_remove_leftover, ctx, vm.id)))
         vm_id, answered = _Build(ctx, plan).run()
     ctx.log.info(f"Created VM '{vm_id}' ({plan.vm_name}) for agent '{agent_id}' in zone '{plan.zone.name}'")
     return [vm_id, answered]  # v1 callers get vm_id: rpc.answer_for_version
@@ -613,6 +610,13 @@ def abandoned_by_create_vm(vm: Vm | Mapping[str, Any], director_uuid: str | None
     return lookups.older_than(vm.created, create_timeout, now)
 
 
+def _sweep_killed_calls(ctx: CallContext) -> None:
+    """Remove the VMs of create_vm calls killed before they answered (the director never learned of them): run while
+    this call's deploy job runs, so that neither the listing nor a removal's jobs come before it."""
+    leftovers.sweep(ctx.log, "VM", ctx.cloud.vms.unconfirmed, create_vm_bound(ctx.config.cloudstack.timeout),
+                    lambda vm: cleanup.remove(ctx, f"VM {vm.id}", partial(_remove_leftover, ctx, vm.id)))
+
+
 def _remove_leftover(ctx: CallContext, vm_id: str) -> None:
     """Remove the VM of a create_vm that never answered, as delete_vm does, with its data volumes."""
     _remove_with_data_volumes(ctx, vm_id, partial(delete_vm, ctx, vm_id))
@@ -711,6 +715,7 @@ class _Build:
         if plan.ephemeral_offering:
             volume_id = self._deployed_data_disk(vm_id)
             tagging.append(cloud.tags.start("Volume", volume_id, self._volume_tags(vm_id)))
+        _sweep_killed_calls(self.ctx)
         vm = self._deployed(deploying)
         for tags_job in tagging:
             tags_job.wait()
@@ -734,6 +739,7 @@ class _Build:
         tagging = [cloud.tags.start("UserVm", vm_id, self._vm_tags())]
         if creating is not None:
             tagging.append(cloud.tags.start("Volume", self.volume_id, self._volume_tags(vm_id)))
+        _sweep_killed_calls(self.ctx)
         vm = self._deployed(deploying)
         if creating is not None:
             creating.wait()
