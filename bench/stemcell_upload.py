@@ -443,9 +443,9 @@ def run_shell_comparison(args, size: int) -> int:
           f"(whole bin/cpi call; all: {_list(cpi_runs)})")
     if split:
         before, post, after = (median([p[k] for p in split]) for k in ("before", "post", "after"))
-        print(f"  of which: {before:.2f} s before the POST (process start, imports, API calls, detection), "
-              f"{post:.2f} s the POST ({root_size / MIB / post:.0f} MiB/s: decompress, untar, send), "
-              f"{after:.2f} s after it (Download Complete, tags, exit)")
+        print(f"  of which: {before:.2f} s before the POST (process start, imports, API calls, detection; root.img "
+              f"decompresses from after the imports on), {post:.2f} s the POST (the rest of the decompression, "
+              f"send), {after:.2f} s after it (Download Complete, tags, exit)")
     print(f"ratio cpi/shell: {ratio:.2f}x  (target >= {RATIO_TARGET}x; whole call vs whole pipeline)")
     if split:
         print(f"  the CPI's POST alone vs the whole pipeline: {shell_time / post:.2f}x (not the target: the director "

@@ -41,12 +41,10 @@ def create_stemcell(ctx: CallContext, image_path: str, cloud_properties: dict, e
 
     label = f"'{props.name or 'stemcell'} {props.version or ''}'".replace(" '", "'")
     try:
-        available = ctx.cloud.catalogue.zones()
-        zones = _stemcell_zones(available, ctx.config.cloudstack)
         light = props.template_id or props.template_name or props.light_template
         if light:
-            return _light(ctx, light, zones)
-        return _create(ctx, image_path, props, env, zones, available)
+            return _light(ctx, light, _stemcell_zones(ctx.cloud.catalogue.zones(), ctx.config.cloudstack))
+        return _create(ctx, image_path, props, env)
     except ImageError as err:
         raise CloudError(f"Creating stemcell {label}: image {err}") from None
     except CloudStackError as err:
@@ -134,14 +132,62 @@ class _Made:
     template_id: str | None = None
 
 
-def _create(ctx: CallContext, image_path: str, props, env, zones: list[Zone], available: list[Zone]) -> str:
+def _create(ctx: CallContext, image_path: str, props, env) -> str:
+    """Check the zones, the hypervisor and the image, then make the template (``_make``).
+
+    With the post strategy, a payload sent as it is (a tgz's root.img) is decompressed from as early as its plan is
+    known (``upload_post.reading_ahead``), so that the requests before the POST wait for CloudStack beside it: as
+    soon as the client exists when the stemcell names its hypervisor (stemcell.MF does; ``_early_plan``), else once
+    the zone's hypervisors are listed.  Not before the client: building it imports requests, and a thread
+    decompressing beside the imports took the CPU they needed (bench/README.md, "Stemcell uploads")."""
+    cs = ctx.config.cloudstack
+    strategy = choose_strategy(cs.stemcell)
+    cloud = ctx.cloud
+    with contextlib.ExitStack() as reading:
+        early = _early_plan(image_path, props) if strategy == "post" else None
+        ahead = _read_ahead(reading, early) if early is not None else None
+        available = cloud.catalogue.zones()
+        zones = _stemcell_zones(available, cs)
+        hypervisor = _hypervisor(cloud, ctx.log, props.hypervisor, zones)
+        info = _detect(image_path, props, ctx.log, detected=early.info if early is not None else None)
+        plan = None if strategy == "volume" else early or _plan(info, hypervisor)
+        if strategy == "post" and early is None:
+            ahead = _read_ahead(reading, plan)
+        return _make(ctx, image_path, props, env, zones, available, strategy, hypervisor, info, plan, ahead)
+
+
+def _early_plan(image_path: str, props):
+    """The post strategy's plan for the image, before the zones are listed: for the read-ahead only.  None when the
+    stemcell names no hypervisor, when telling the disk format would take a pass over a compressed image (which
+    ``_detect`` makes after the zones' checks, as before), or when anything is amiss: the checks after the zones'
+    report it, in their order (a zone's error first)."""
+    if not props.hypervisor:
+        return None
+    from ..stemcell import convert, image
+
+    try:
+        info = image.detect(image_path)
+        if not info.resolved:
+            return None
+        image.check_usable(info, props.disk_format)
+        return convert.plan_upload(info, templates.cloudstack_hypervisor(props.hypervisor))
+    except (image.ImageError, CloudError):
+        return None
+
+
+def _read_ahead(stack: contextlib.ExitStack, plan):
+    """``upload_post.reading_ahead(plan)``, closed with ``stack``."""
+    from ..stemcell import upload_post
+
+    return stack.enter_context(upload_post.reading_ahead(plan))
+
+
+def _make(ctx: CallContext, image_path: str, props, env, zones: list[Zone], available: list[Zone], strategy: str,
+          hypervisor: str, info, plan, ahead) -> str:
     from ..stemcell import upload_volume
 
     cs = ctx.config.cloudstack
     cloud, log = ctx.cloud, ctx.log
-    strategy = choose_strategy(cs.stemcell)
-    hypervisor = _hypervisor(cloud, log, props.hypervisor, zones)
-    info = _detect(image_path, props, log)
     ostype = ostypes.choose(cloud.catalogue.os_types(), configured=cs.stemcell.os_type,
                             os_distro=props.os_distro, os_type=props.os_type, architecture=props.architecture,
                             stemcell_name=props.name)
@@ -158,10 +204,10 @@ def _create(ctx: CallContext, image_path: str, props, env, zones: list[Zone], av
     try:
         if strategy == "volume":
             zones = _volume(ctx, image_path, info, hypervisor, new, zones, available, made, work)
+        elif strategy == "post":
+            _post(ctx, image_path, plan, hypervisor, naming, new, zones[0], made, ahead)
         else:
-            plan = _plan(info, hypervisor)
-            upload = _post if strategy == "post" else _url
-            upload(ctx, image_path, plan, hypervisor, naming, new, zones[0], made)
+            _url(ctx, image_path, plan, hypervisor, naming, new, zones[0], made)
         template_id = made.template_id
         assert template_id is not None  # every strategy records the template it made, or raises
         source = zones[0]
@@ -197,7 +243,8 @@ def create_stemcell_bound(timeout) -> float:
     return 3 * timeout.poll_template + 2 * timeout.global_ + leftovers.MARGIN
 
 
-def _post(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTemplate, zone: Zone, made: _Made) -> None:
+def _post(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTemplate, zone: Zone, made: _Made,
+          ahead) -> None:
     from ..stemcell import upload_post
 
     cs = ctx.config.cloudstack
@@ -208,7 +255,7 @@ def _post(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTempla
     try:
         upload_post.post(upload, plan, image_path, f"{naming.name}.{plan.extension}", session=session, log=ctx.log,
                          timeout=(cs.timeout.http_connect, max(cs.timeout.http_read, 300.0)),
-                         tmpdir=upload_post.tmpdir_for(image_path))
+                         tmpdir=upload_post.tmpdir_for(image_path), ahead=ahead)
     finally:
         session.close()
 
@@ -323,10 +370,11 @@ def _zone_hypervisors(cloud: Gateway, log, zone: Zone) -> list[str] | None:
         raise
 
 
-def _detect(image_path: str, props, log):
+def _detect(image_path: str, props, log, *, detected=None):
+    """The image's ImageInfo, resolved and checked; ``detected``: what ``_early_plan`` found (the same file)."""
     from ..stemcell import image as image_module
 
-    info = image_module.detect(image_path)
+    info = detected or image_module.detect(image_path)
     if not info.resolved:
         log.info(f"Reading {image_path} once to tell a fixed VHD from a raw disk inside the {info.compression} stream")
         info = info.resolve()

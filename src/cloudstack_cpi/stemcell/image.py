@@ -35,7 +35,6 @@ import io
 import os
 import struct
 import tarfile
-import xml.etree.ElementTree as ElementTree
 import zlib
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -501,6 +500,9 @@ def _ova_info(info: ImageInfo, ovf: tuple[tarfile.TarInfo, bytes],
 
 
 def _check_ovf(path: str, name: str, ovf_bytes: bytes) -> None:
+    # Imported here: only an OVA needs XML, and every create_stemcell imports this module before its upload.
+    import xml.etree.ElementTree as ElementTree
+
     try:
         root = ElementTree.fromstring(ovf_bytes)
     except ElementTree.ParseError as error:

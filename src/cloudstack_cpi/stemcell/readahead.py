@@ -1,20 +1,22 @@
 """Reading a stemcell image ahead of the POST that sends it.
 
-A compressed image's upload is bound by decompression (zlib: ~150 MiB/s on one core).  ``ReadAhead`` produces
+A compressed image's upload is bound by decompression (zlib: ~150-200 MiB/s on one core).  ``ReadAhead`` produces
 the chunks in a thread while the previous ones are sent: zlib and the socket both drop the GIL, so decompressing
-and sending share the cores instead of taking turns, with at most ``QUEUE_CHUNKS`` chunks held.  ``payload``
-decompresses a gzip image's payload with zlib in long calls (the gzip module makes 128 KiB steps with Python
-between them, and tarfile's stream mode joins and slices 10 KiB records into every read).
+and sending share the cores instead of taking turns, with at most ``QUEUE_CHUNKS`` chunks held once the POST reads
+them, and up to a head start before (``upload_post.reading_ahead``: from before the requests that make the upload
+slot).  ``payload`` decompresses a gzip image's payload with zlib directly (the gzip module makes 128 KiB steps
+with Python between them, and tarfile's stream mode joins and slices 10 KiB records into every read).
 
 Tried and dropped (bench/README.md, "Stemcell uploads"): starting detection and decompression at the start of the
 call, spooled to a temporary file, so the POST finds most of the payload ready.  The POST got shorter (0.36 to
 0.23 s at 45 MiB) but what came before it longer by as much or more: on two cores shared with the simulator and
-other work, the decompressing thread took the CPU the imports and API calls needed.
+other work, the decompressing thread took the CPU the imports and API calls needed.  The head start begins once
+requests is imported instead.
 """
 
 from __future__ import annotations
 
-import queue
+import collections
 import tarfile
 import threading
 import zlib
@@ -30,14 +32,25 @@ QUEUE_CHUNKS = 2  # chunks (up to GZIP_STEP each) decompressed ahead of the sock
 
 class ReadAhead:
     """Iterate the chunks ``produce()`` yields, in a thread, at most ``depth`` chunks ahead of the consumer; their
-    exceptions come out of ``next`` after every chunk before them."""
+    exceptions come out of ``next`` after every chunk before them.
+
+    Until the consumer asks for its first chunk the thread may get further ahead, up to ``head_start`` bytes: made
+    before the upload slot exists, it decompresses while the main thread waits for CloudStack (``upload_post.
+    reading_ahead``).  From the first ``next`` on the usual ``depth`` holds again, so a slow upload does not keep
+    the head start's memory for its whole length.
+    """
 
     _END = object()
 
-    def __init__(self, produce: Callable[[], Iterable[bytes]], *, depth: int = QUEUE_CHUNKS):
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
+    def __init__(self, produce: Callable[[], Iterable[bytes]], *, depth: int = QUEUE_CHUNKS, head_start: int = 0):
+        self._items: collections.deque = collections.deque()
+        self._held = 0          # bytes in ``_items``
+        self._depth = depth
+        self._head_start = head_start
+        self._consuming = False
+        self._stopped = False
         self._done = False
+        self._ready = threading.Condition()
         self._thread = threading.Thread(target=self._produce, args=(produce,), name="read-ahead", daemon=True)
         self._thread.start()
 
@@ -56,14 +69,21 @@ class ReadAhead:
             if close:
                 close()
 
+    def _full(self) -> bool:
+        if len(self._items) < self._depth:
+            return False
+        return self._consuming or self._held >= self._head_start
+
     def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        with self._ready:
+            while self._full() and not self._stopped:
+                self._ready.wait()
+            if self._stopped:
+                return False
+            self._items.append(item)
+            self._held += len(item) if isinstance(item, (bytes, bytearray, memoryview)) else 0
+            self._ready.notify_all()
+            return True
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -71,7 +91,13 @@ class ReadAhead:
     def __next__(self) -> bytes:
         if self._done:
             raise StopIteration
-        item = self._queue.get()
+        with self._ready:
+            self._consuming = True
+            while not self._items:
+                self._ready.wait()
+            item = self._items.popleft()
+            self._held -= len(item) if isinstance(item, (bytes, bytearray, memoryview)) else 0
+            self._ready.notify_all()
         if item is self._END:
             self._done = True
             raise StopIteration
@@ -83,7 +109,11 @@ class ReadAhead:
     def close(self) -> None:
         """Stop the thread and wait for it (it closes what it read from)."""
         self._done = True
-        self._stop.set()
+        with self._ready:
+            self._stopped = True
+            self._items.clear()
+            self._held = 0
+            self._ready.notify_all()
         self._thread.join()
 
 
@@ -92,18 +122,22 @@ class _Failure:
         self.exc = exc
 
 
-GZIP_READ = 2 << 20  # compressed bytes per read
-GZIP_STEP = 4 << 20  # decompressed bytes per zlib call: few, long calls, so the GIL is rarely asked for
+# Compressed bytes per read, and decompressed bytes per zlib call at most: ~0.6 MiB chunks for a root disk (2.3x).
+# Measured at 45 MiB (bench/README.md): 2 MiB reads in 4 MiB steps, which ask for the GIL less often, were no faster
+# with the switch interval ``upload_post.reading_ahead`` sets, and held ~10 MiB more at the peak (58 MiB against
+# 48 with a full head start; the target is 64).
+GZIP_READ = 256 << 10
+GZIP_STEP = 1 << 20
 
 
 def payload(info: ImageInfo) -> Iterator[bytes]:
     """``image.iter_payload(info)``'s bytes, in chunks of up to ``GZIP_STEP``.
 
-    A gzip image is decompressed here with zlib in long calls: through the gzip module (128 KiB reads, Python
-    between each) the thread wanted the GIL every ~1 ms and slowed the main thread's imports and API calls as much
-    as it helped.  The errors are the gzip module's (``Compressed file ended before the end-of-stream marker was
-    reached``, zlib's own) and tarfile's (``unexpected end of data``), under ``image._image_errors``' wording; a
-    member whose header block does not name it (a sparse or changed file) goes the usual way.
+    A gzip image is decompressed here with zlib: through the gzip module (128 KiB reads, Python between each) the
+    thread wanted the GIL every ~1 ms and slowed the main thread's imports and API calls as much as it helped.  The
+    errors are the gzip module's (``Compressed file ended before the end-of-stream marker was reached``, zlib's own)
+    and tarfile's (``unexpected end of data``), under ``image._image_errors``' wording; a member whose header block
+    does not name it (a sparse or changed file) goes the usual way.
     """
     from . import image
 
@@ -118,8 +152,9 @@ def payload(info: ImageInfo) -> Iterator[bytes]:
     with image._image_errors(info.path, "reading"), open(info.path, "rb", buffering=0) as file:
         pieces = _gunzip(file)
         head = _take(pieces, offset)
-        if info.container == "tar" and not image._header_names(head[-tarfile.BLOCKSIZE:], info.member or "",
-                                                              remaining):
+        # The member's header block is the one just before it (``head`` runs on past the member's start).
+        if info.container == "tar" and not image._header_names(head[offset - tarfile.BLOCKSIZE:offset],
+                                                              info.member or "", remaining):
             pieces.close()
             yield from image.iter_payload(info, CHUNK_SIZE)
             return

@@ -7,13 +7,12 @@ template is called and labelled, and how long and how visibly the CPI waits for 
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import tags as tags_module
 from ..cloudstack.errors import CloudStackError
 from ..errors import CloudError
 
@@ -59,7 +58,7 @@ def naming(stemcell_name: str | None, version: str | None, unique: str | None = 
     """
     stemcell_name = (stemcell_name or "stemcell").strip() or "stemcell"
     version = str(version if version is not None else "0").strip() or "0"
-    unique = unique or uuid.uuid4().hex[:8]
+    unique = unique or os.urandom(4).hex()  # what uuid4().hex[:8] was, without importing uuid and platform
     base = _UNSAFE.sub("-", f"{stemcell_name}-{version}").strip("-") or "stemcell"
     base = base[: MAX_NAME - len(unique) - 1].rstrip("-")
     return Naming(f"{base}-{unique}", f"{stemcell_name} {version}", stemcell_name, version)
@@ -67,6 +66,9 @@ def naming(stemcell_name: str | None, version: str | None, unique: str | None = 
 
 def template_tags(naming_: Naming, director_uuid: str | None, env: Mapping[str, Any] | None) -> dict[str, str]:
     """The template's tags: the director's tags (API v3 ``env.tags``) and the CPI's own keys, which win."""
+    # Imported here: ``tags`` brings the gateway's models, which create_stemcell loads after its read-ahead started.
+    from .. import tags as tags_module
+
     wanted: dict[str, Any] = {}
     extra = (env or {}).get("tags") if isinstance(env, Mapping) else None
     if isinstance(extra, Mapping):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import requests
@@ -25,6 +26,11 @@ from .readahead import ReadAhead
 if TYPE_CHECKING:
     from ..cloudstack.templates import TemplateUpload
 
+# Bytes of a payload decompressed ahead of its POST at most (``reading_ahead``), held in memory.  At 45 MiB on 2 cores
+# shared with the simulator the thread had made 13-18 MiB when the POST started (~0.15 s later); with 16 MiB held
+# the process peaks at ~48 MiB, where the target is 64 (issue 17; bench/stemcell_upload.py).
+HEAD_START = 16 << 20
+SWITCH_INTERVAL = 0.001  # seconds: the GIL's switch interval while the head start runs (``reading_ahead``)
 CONTENT_TYPES = {"gzip": "application/x-gzip", "bzip2": "application/x-bzip"}
 
 
@@ -36,9 +42,12 @@ def content_type(plan: convert.UploadPlan) -> str:
 
 def post(upload: TemplateUpload, plan: convert.UploadPlan, image_path: str, filename: str, *,
          session: requests.Session, log, timeout: tuple[float, float], tmpdir: str | None = None,
-         progress_interval: float = 5.0, clock: Callable[[], float] | None = None) -> None:
-    """Stream the planned bytes to ``postURL``; raise CloudError with the server's answer on failure."""
-    with _upload_stream(image_path, plan, tmpdir) as (stream, length):
+         progress_interval: float = 5.0, clock: Callable[[], float] | None = None,
+         ahead: ReadAhead | None = None) -> None:
+    """Stream the planned bytes to ``postURL``; raise CloudError with the server's answer on failure.
+
+    ``ahead``: the payload already being read (``reading_ahead``), closed by its owner."""
+    with _upload_stream(image_path, plan, tmpdir, ahead) as (stream, length):
         meter_args = {"clock": clock} if clock else {}
         meter = ProgressMeter(length, f"Uploading {filename}", log.info, interval=progress_interval, **meter_args)
         consumed = [False]
@@ -70,22 +79,59 @@ def post(upload: TemplateUpload, plan: convert.UploadPlan, image_path: str, file
 
 
 @contextlib.contextmanager
-def _upload_stream(image_path: str, plan: convert.UploadPlan, tmpdir: str | None):
+def reading_ahead(plan: convert.UploadPlan) -> Iterator[ReadAhead | None]:
+    """For a payload sent as it is (``decompress[, untar]``): its bytes, decompressed from now on in a thread, up to
+    ``HEAD_START`` bytes ahead of a POST that has not started yet; None for other plans (they are read once the POST
+    starts).  Closed on leaving (the thread stopped and joined), whether a POST read it or not.
+
+    The caller starts it after the imports (a thread started with the call took the CPU they needed) and before the
+    API calls that make the upload slot: those mostly wait for CloudStack (the createTags job beside the create is
+    polled 50 ms after it starts), and a compressed image's POST is bound by zlib, so every byte decompressed
+    meanwhile is time the POST does not take (bench/README.md, "Stemcell uploads").
+
+    Meanwhile the main thread runs Python (imports, answers), and the thread needs the GIL between two zlib calls:
+    with the default switch interval it waited up to 5 ms for it each time.  At 1 ms it had ~10% more ready at the
+    POST's start (45 MiB, 2 cores); the interval is put back on leaving.
+    """
+    if not _sent_as_payload(plan):
+        yield None
+        return
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    ahead = ReadAhead(lambda: readahead.payload(plan.info), head_start=HEAD_START)
+    try:
+        yield ahead
+    finally:
+        ahead.close()
+        sys.setswitchinterval(interval)
+
+
+def _sent_as_payload(plan: convert.UploadPlan) -> bool:
+    """Whether the plan sends the image's payload as it is: what ``readahead.payload`` reads, the same bytes."""
+    info = plan.info
+    return (info.payload_size is not None
+            and plan.steps == ("decompress",) + (("untar",) if info.container == "tar" else ()))
+
+
+@contextlib.contextmanager
+def _upload_stream(image_path: str, plan: convert.UploadPlan, tmpdir: str | None, ahead: ReadAhead | None = None):
     """``(stream, length)`` of the planned bytes, produced by a thread while the previous ones are sent
     (``readahead``); a pass-through file is sent as it is.  The thread is stopped and joined before what it reads is
-    closed.  A payload sent as it is (``decompress[, untar]``) comes from ``readahead.payload``, the same bytes."""
+    closed.  A payload sent as it is (``decompress[, untar]``) comes from ``readahead.payload``, the same bytes, or
+    from ``ahead`` when the caller started reading it early."""
+    if ahead is not None and _sent_as_payload(plan):
+        assert plan.info.payload_size is not None  # _sent_as_payload
+        yield ahead, plan.info.payload_size
+        return
     with convert.open_upload_stream(image_path, plan, tmpdir=tmpdir) as (opened, length):
         if plan.passes_through:
             yield opened, length
             return
-        info = plan.info
-        unwrapped = (info.payload_size is not None
-                     and plan.steps == ("decompress",) + (("untar",) if info.container == "tar" else ()))
-        ahead = ReadAhead((lambda: readahead.payload(info)) if unwrapped else (lambda: opened))
+        own = ReadAhead((lambda: readahead.payload(plan.info)) if _sent_as_payload(plan) else (lambda: opened))
         try:
-            yield ahead, length
+            yield own, length
         finally:
-            ahead.close()
+            own.close()
 
 
 def _origin(url: str) -> str:

@@ -11,9 +11,11 @@ streams to the secondary storage VM go over (mocked) HTTP here: ``responses`` st
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import re
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,9 +31,10 @@ from cloudstack_cpi.cloudstack.templates import TemplateUpload
 from cloudstack_cpi.errors import CloudError, Interrupted
 from cloudstack_cpi.log import Logger
 from cloudstack_cpi.stemcell import convert, image, ostypes, templates, upload_post, upload_url, upload_volume
+from cloudstack_cpi.stemcell.readahead import ReadAhead
 from tests.unit.fake_cloud import api_error, job_failure
 from tests.unit.fake_cloud.templates import GONE, UPLOAD_URL
-from tests.unit.stemcell.stemcell_image_builders import sample_blocks, write_raw
+from tests.unit.stemcell.stemcell_image_builders import sample_blocks, tar_of, write_raw
 
 MIB = 1 << 20
 OS_TYPES_NEW = [OsType(f"os-{i}", d) for i, d in enumerate([
@@ -448,6 +451,92 @@ def test_an_upload_slot_gone_wrong_is_reported_retryable_and_not_asked_again(clo
     assert caught.value.message == f"Creating stemcell 'bosh-kvm 1': {message}" and caught.value.ok_to_retry
     assert cloud.methods().count("templates.request_upload") == 1
     assert not {"templates.discard", "templates.delete", "templates.in_zone"} & set(cloud.methods())
+
+
+# The post strategy decompresses a tgz's root.img from before the requests that make the upload slot: they wait for
+# CloudStack meanwhile (bench/README.md, "Stemcell uploads").  The thread goes with the call, whatever ends it.
+
+
+@pytest.fixture
+def tgz_image(tmp_path) -> tuple[str, bytes]:
+    """The OpenStack/KVM stemcell layout: ``image``, a gzipped tar holding root.img (a qcow2); and root.img's bytes."""
+    root = qcow2_file(tmp_path / "root.img", 256 * 1024)
+    return str(tar_of(tmp_path / "image", {"root.img": root}, "gzip")), root.read_bytes()
+
+
+@pytest.fixture
+def read_aheads(cloud, monkeypatch) -> list[dict]:
+    """Every ``upload_post.reading_ahead`` the call opens: the gateway methods called before it, its ReadAhead."""
+    opened: list[dict] = []
+    real = upload_post.reading_ahead
+
+    @contextlib.contextmanager
+    def recording(plan):
+        with real(plan) as ahead:
+            opened.append({"after": list(cloud.methods()), "ahead": ahead, "switch": sys.getswitchinterval()})
+            yield ahead
+
+    monkeypatch.setattr(upload_post, "reading_ahead", recording)
+    return opened
+
+
+def test_a_tgz_is_read_ahead_from_before_the_zones_are_listed(cloud, ctx, tgz_image, read_aheads):
+    image_path, root = tgz_image
+    switch_interval = sys.getswitchinterval()
+    received = []
+
+    def ssvm(request):
+        received.append(b"".join(request.body))
+        return 200, {}, "upload successful."
+
+    with responses.RequestsMock() as mock:
+        mock.add_callback(responses.POST, UPLOADS, callback=ssvm)
+        cid = stemcells.create_stemcell(ctx, image_path, PROPS)
+    (opened,) = read_aheads
+    assert opened["after"] == [] and isinstance(opened["ahead"], ReadAhead)  # the stemcell names its hypervisor
+    assert not opened["ahead"]._thread.is_alive()
+    assert opened["switch"] == upload_post.SWITCH_INTERVAL and sys.getswitchinterval() == switch_interval
+    assert root in received[0] and cloud.templates.made() == [cid]
+    (slot,) = cloud.called("templates.request_upload")
+    assert slot["image_format"] == "QCOW2" and "steps: decompress, untar" in cloud.log_text
+
+
+def test_without_a_hypervisor_the_tgz_is_read_ahead_once_the_zone_has_told_it(cloud, ctx, tgz_image, read_aheads,
+                                                                              ssvm):
+    props = {key: value for key, value in PROPS.items() if key != "hypervisor"}
+    stemcells.create_stemcell(ctx, tgz_image[0], props)
+    (opened,) = read_aheads
+    assert opened["after"] == ["catalogue.zones", "catalogue.hypervisors"]
+    assert not opened["ahead"]._thread.is_alive()
+
+
+def test_a_call_failing_before_its_post_stops_the_read_ahead(cloud, ctx, tgz_image, read_aheads):
+    cloud.fail("templates.request_upload", CloudStackError(
+        "getUploadParamsForTemplate", "no answer from https://cs.test/client/api: read timed out", kind="transport",
+        outcome_unknown=True))
+    with pytest.raises(CloudError, match="read timed out"):
+        stemcells.create_stemcell(ctx, tgz_image[0], PROPS)
+    (opened,) = read_aheads
+    assert not opened["ahead"]._thread.is_alive() and cloud.templates.made() == []
+    assert sys.getswitchinterval() != upload_post.SWITCH_INTERVAL  # put back
+
+
+def test_detecting_early_for_the_read_ahead_keeps_a_zones_error_first(cloud, make_ctx, tmp_path, read_aheads):
+    """The image is looked at before the zones are listed, but what is wrong with it is said after their checks,
+    as before: a zone without the stemcell's hypervisor is reported rather than the image."""
+    text = tmp_path / "image"
+    text.write_bytes(b"not a vm\n")
+    ctx = make_ctx(stemcell={"zones": ["zone-1", "zone-2"]})
+    with pytest.raises(CloudError, match="Zone 'zone-2' has no KVM hosts"):
+        stemcells.create_stemcell(ctx, str(text), PROPS)
+    with pytest.raises(CloudError, match=r"^Creating stemcell 'bosh-kvm 1': image .*9 bytes"):
+        stemcells.create_stemcell(make_ctx(), str(text), PROPS)
+    assert read_aheads == []
+
+
+def test_a_passed_through_image_is_not_read_ahead(cloud, ctx, image_path, read_aheads, ssvm):
+    stemcells.create_stemcell(ctx, image_path, PROPS)
+    assert [opened["ahead"] for opened in read_aheads] == [None]
 
 
 # --- light stemcells ---------------------------------------------------------------------------------------
