@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .. import disk_hints, leftovers, lookups, tags
@@ -53,17 +54,18 @@ def create_disk(ctx: CallContext, size: int, cloud_properties: dict, vm_cid: str
     props = _disk_properties(ctx, cloud_properties)
     cs, cloud = ctx.config.cloudstack, ctx.cloud
     what = f"Creating disk of {size} MiB"
-    # Disks of create_disk calls killed before they answered: the director never learned of them.
-    leftovers.sweep(ctx.log, "Volume", lambda: [v for v in cloud.volumes.unconfirmed() if v.name.startswith(NAME_PREFIX)
-                                            and not v.vm_id], create_disk_bound(cs.timeout),
-                    lambda volume: cloud.volumes.discard(volume.id))
+    # Disks of create_disk calls killed before they answered (the director never learned of them), removed while
+    # this call's createVolume job runs.
+    sweep = partial(leftovers.sweep, ctx.log, "Volume",
+                    lambda: [v for v in cloud.volumes.unconfirmed() if v.name.startswith(NAME_PREFIX) and not v.vm_id],
+                    create_disk_bound(cs.timeout), lambda volume: cloud.volumes.discard(volume.id))
     with cloud_step(what):
         zone_id, zone_name = _disk_zone(ctx, vm_cid, what)
         offering = lookups.pick(cloud.catalogue.disk_offerings(), wanted_offering(props, cs), kind="Disk offering")
         size_gib = create_size(offering, lookups.gib(size), what)
         name = NAME_PREFIX + str(uuid.uuid4())
         volume = cloud.volumes.create(name=name, zone_id=zone_id, offering_id=offering.id, size_gib=size_gib,
-                                      tags=persistent_tags(ctx))
+                                      tags=persistent_tags(ctx), meanwhile=sweep)
     gib = size_gib or offering.size_gib
     ctx.log.info(f"Created disk '{volume.id}' ({name}, {gib} GiB, offering '{offering.name}', zone '{zone_name}')")
     return volume.id

@@ -30,16 +30,19 @@ def snapshot_disk(ctx: CallContext, disk_cid: str, metadata: dict | None = None)
     """
     what = f"Snapshotting disk '{disk_cid}'"
     timeout = ctx.config.cloudstack.timeout
-    # Snapshots of snapshot_disk calls killed before they answered: the director never learned of them.
-    leftovers.sweep(ctx.log, "Snapshot", lambda: [s for s in ctx.cloud.snapshots.unconfirmed()
-                                              if s.name.startswith(NAME_PREFIX)],
-                    timeout.snapshot_volume + 2 * timeout.global_ + leftovers.MARGIN,
-                    lambda snapshot: ctx.cloud.snapshots.discard(snapshot.id))
+    # Snapshots of snapshot_disk calls killed before they answered (the director never learned of them), removed
+    # while this call's createSnapshot job runs.
+    def sweep() -> None:
+        leftovers.sweep(ctx.log, "Snapshot", lambda: [s for s in ctx.cloud.snapshots.unconfirmed()
+                                                  if s.name.startswith(NAME_PREFIX)],
+                        timeout.snapshot_volume + 2 * timeout.global_ + leftovers.MARGIN,
+                        lambda snapshot: ctx.cloud.snapshots.discard(snapshot.id))
+
     with cloud_step(what):
         if ctx.cloud.volumes.get(disk_cid) is None:
             raise DiskNotFound(f"{what}: disk not found")
         snapshot = ctx.cloud.snapshots.create(disk_cid, name=NAME_PREFIX + str(uuid.uuid4()),
-                                              tags=snapshot_tags(ctx, metadata))
+                                              tags=snapshot_tags(ctx, metadata), meanwhile=sweep)
     ctx.log.info(f"Created snapshot '{snapshot.id}' of disk '{disk_cid}'")
     return snapshot.id
 

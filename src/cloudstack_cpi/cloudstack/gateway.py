@@ -219,13 +219,15 @@ class Gateway:
     def clock(self) -> float:
         return self.client.clock()
 
-    def create_recoverable(self, creation: Creation[T]) -> T:
+    def create_recoverable(self, creation: Creation[T], *, meanwhile: Callable[[], object] | None = None) -> T:
         """Create one named resource and tag it, so that nothing is left behind whatever happens.
 
         The tags go on beside the create as soon as the new id is known (two jobs waited for side by side, not one
-        after the other).  After a lost answer or a job timeout the resource is found by its unique name; when the
-        create or the tagging fails, or the process is interrupted (SIGTERM, SIGINT), what was made is discarded
-        before the error goes on.  A tagging failure is raised with ``tagging <kind> '<id>'`` in front.
+        after the other); ``meanwhile`` runs then too, before the waiting (work of the caller's that need not come
+        before the create: it must not raise for anything but an interruption).  After a lost answer or a job
+        timeout the resource is found by its unique name; when the create or the tagging fails, or the process is
+        interrupted (SIGTERM, SIGINT), what was made is discarded before the error goes on.  A tagging failure is
+        raised with ``tagging <kind> '<id>'`` in front.
 
         With ``creation.confirm`` the tags carry ``UNCONFIRMED_TAG``, which goes again once the tags are on: the
         resource is handed over only then, and a process killed before that leaves it findable.  Without it the
@@ -241,6 +243,8 @@ class Gateway:
             tags = creation.initial_tags()
             tagging = self.tags.start(creation.resource_type, pending.resource_id, tags) \
                 if pending.resource_id else None
+            if meanwhile is not None:
+                meanwhile()
             created = pending.wait(recover=partial(self._only_named, creation))
             made.add(creation.id_of(created))
             step = f"tagging {creation.kind} '{creation.id_of(created)}': "

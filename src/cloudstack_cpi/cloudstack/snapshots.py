@@ -5,7 +5,7 @@ Gone: an unknown id (431) or a snapshot being destroyed.  Delete is idempotent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from .gateway import Creation, Service
 from .models import Snapshot
@@ -31,13 +31,16 @@ class Snapshots(Service):
         rows = self.client.list("listSnapshots", volumeid=volume_id, name=name)
         return [s for s in map(Snapshot.from_api, rows) if s.name == name]
 
-    def create(self, volume_id: str, *, name: str, tags: Mapping[str, str], confirm: bool = True) -> Snapshot:
-        """A snapshot of the volume named ``name`` (unique) and tagged with ``tags``; nothing left when it fails."""
+    def create(self, volume_id: str, *, name: str, tags: Mapping[str, str], confirm: bool = True,
+               meanwhile: Callable[[], object] | None = None) -> Snapshot:
+        """A snapshot of the volume named ``name`` (unique) and tagged with ``tags``; nothing left when it fails.
+        ``meanwhile`` runs while the create's job does."""
         return self.gateway.create_recoverable(Creation(
             kind="snapshot", name=name, command="createSnapshot", params={"volumeid": volume_id, "name": name},
             timeout=self.timeouts.snapshot_volume, what=f"snapshotting volume {volume_id}", parse=_job_snapshot,
             find_named=lambda: self.named(volume_id, name), remove=self.delete,
-            gone=lambda i: self.get(i) is None, resource_type="Snapshot", tags=dict(tags), confirm=confirm))
+            gone=lambda i: self.get(i) is None, resource_type="Snapshot", tags=dict(tags), confirm=confirm),
+            meanwhile=meanwhile)
 
     def delete(self, snapshot_id: str) -> bool:
         """Delete the snapshot; False when it was gone already (or went meanwhile)."""

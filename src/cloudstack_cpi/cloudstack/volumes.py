@@ -68,12 +68,13 @@ class Volumes(Service):
             resource_type="Volume", tags=dict(tags), confirm=confirm)
 
     def create(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None,
-               tags: Mapping[str, str], confirm: bool = True) -> Volume:
+               tags: Mapping[str, str], confirm: bool = True, meanwhile: Callable[[], object] | None = None) -> Volume:
         """A new volume named ``name`` (unique), tagged with ``tags``; nothing is left when it fails.  Without
         ``confirm`` it keeps the unconfirmed mark: a work volume, deleted before its call answers, so that a killed
-        call's is found (``unconfirmed``)."""
+        call's is found (``unconfirmed``).  ``meanwhile`` runs while the create's job does."""
         return self.gateway.create_recoverable(self._creation(name=name, zone_id=zone_id, offering_id=offering_id,
-                                                             size_gib=size_gib, tags=tags, confirm=confirm))
+                                                             size_gib=size_gib, tags=tags, confirm=confirm),
+                                               meanwhile=meanwhile)
 
     def attach(self, volume_id: str, vm_id: str) -> Volume:
         """Attach and answer the volume with its device id.  After a lost answer or a timeout the volume is looked

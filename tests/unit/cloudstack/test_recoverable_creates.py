@@ -128,3 +128,16 @@ def test_a_lost_snapshot_answer_is_found_by_its_name_and_removed(sim, gateway, a
     assert [command for command, _ in sim.request_log].count("createsnapshot") == 1
     with sim.state.lock:
         assert [s for s in sim.state.snapshots.values() if s.get("name") == "rc-snap-lost"] == []
+
+
+def test_meanwhile_runs_once_the_create_and_its_tags_are_sent_and_before_their_jobs_are_waited_for(
+        sim, gateway, arranged):
+    """The caller's ``meanwhile`` (create_disk's sweep of killed calls' disks) runs while the create's job does: after
+    createVolume and createTags are sent, before the first queryAsyncJobResult."""
+    sim.clear_request_log()
+    seen: list[str] = []
+    volume = gateway.volumes.create(name="vol-meanwhile", zone_id=arranged.zone, offering_id=arranged.custom_offering,
+                                    size_gib=2, tags=TAGS,
+                                    meanwhile=lambda: seen.extend(name for name, _ in sim.request_log))
+    assert seen == ["createvolume", "createtags"] and volume.name == "vol-meanwhile"
+    gateway.volumes.delete(volume.id)

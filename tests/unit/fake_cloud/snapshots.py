@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from cloudstack_cpi.cloudstack.gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
 from cloudstack_cpi.cloudstack.models import Snapshot
@@ -37,10 +37,13 @@ class FakeSnapshots(FakeService):
         return [self._out(s) for s in self.items.values() if s.volume_id == volume_id and s.name == name]
 
     @recorded
-    def create(self, volume_id: str, *, name: str, tags: Mapping[str, str], confirm: bool = True) -> Snapshot:
+    def create(self, volume_id: str, *, name: str, tags: Mapping[str, str], confirm: bool = True,
+               meanwhile: Callable[[], object] | None = None) -> Snapshot:
         snapshot_id = self.cloud.new_id("snap")
         self.items[snapshot_id] = Snapshot(snapshot_id, name=name, state="BackedUp", volume_id=volume_id)
         self.cloud.tags.put("Snapshot", snapshot_id, {**tags, **({} if confirm else {UNCONFIRMED_TAG: UNCONFIRMED_VALUE})})
+        if meanwhile is not None:
+            meanwhile()
         return self._out(self.items[snapshot_id])
 
     @recorded

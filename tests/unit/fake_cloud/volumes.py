@@ -129,7 +129,7 @@ class FakeVolumes(FakeService):
 
     @recorded
     def create(self, *, name: str, zone_id: str, offering_id: str, size_gib: int | None,
-               tags: Mapping[str, str], confirm: bool = True) -> Volume:
+               tags: Mapping[str, str], confirm: bool = True, meanwhile: Callable[[], object] | None = None) -> Volume:
         offering = self.cloud.catalogue.disk_offering(offering_id)
         gib = size_gib if offering.customized else offering.size_gib
         volume_id = self.cloud.new_id("vol")
@@ -137,6 +137,8 @@ class FakeVolumes(FakeService):
                                        zone_name=self.cloud.catalogue.zone(zone_id).name, size_bytes=(gib or 0) * GIB,
                                        disk_offering_id=offering_id)
         self.cloud.tags.put("Volume", volume_id, {**tags, **({} if confirm else {UNCONFIRMED_TAG: UNCONFIRMED_VALUE})})
+        if meanwhile is not None:
+            meanwhile()
         return self._out(self.items[volume_id])
 
     @recorded
