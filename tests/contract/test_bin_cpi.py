@@ -157,6 +157,7 @@ def test_ok_to_retry_is_only_sent_where_the_director_reads_it(tmp_path):
 @pytest.mark.parametrize("method, arguments, may_import", [
     ("info", [], set()),
     ("has_vm", ["0f5a1a44-9c1b-4b7e-9d6a-3f0c2b1e8d77"], {"requests"}),
+    ("create_disk", [1024, {"disk_offering": "shared.custom"}, None], {"requests"}),  # its chain is 1.5 s
 ])
 def test_cheap_calls_import_only_what_they_need(simulator, tmp_path, method, arguments, may_import):
     """Issue 17: has_vm may cost at most 1.3x `import requests, pydantic` (bench/overhead.py measures it).  It

@@ -94,6 +94,24 @@ def test_invalid_and_unknown_cloud_properties(cloud, ctx):
     assert "Ignoring unknown disk cloud_properties: type" in cloud.log_text
 
 
+@pytest.mark.parametrize("raw", [{}, None, {"disk_offering": "shared.custom"}, {"disk_offering": None},
+                                 {"disk_offering": "ssd", "type": "gp2", "encrypted": True}])
+def test_the_plain_reading_of_disk_cloud_properties_agrees_with_the_model(raw):
+    """create_disk reads the usual cloud_properties without pydantic (disks._disk_properties): the same offering and
+    the same unknown keys as models.DiskCloudProperties, whose fields it must have; other values go to the model."""
+    import dataclasses
+
+    from cloudstack_cpi import models
+
+    ctx = type("Ctx", (), {"log": type("Log", (), {"warning": staticmethod(lambda message: None)})()})()
+    read = disks._disk_properties(ctx, raw)
+    model = models.DiskCloudProperties.model_validate(raw or {})
+    assert isinstance(read, disks._DiskProps)
+    assert [f.name for f in dataclasses.fields(disks._DiskProps) if f.name != "extra"] == list(
+        models.DiskCloudProperties.model_fields)
+    assert (read.disk_offering, read.unknown_keys()) == (model.disk_offering, model.unknown_keys())
+
+
 # -- delete_disk / has_disk ---------------------------------------------------------------------------
 
 
