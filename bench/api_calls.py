@@ -54,7 +54,8 @@ def measure() -> dict[str, dict]:
             return result
 
         stemcell = step("create_stemcell (post, KVM)", "create_stemcell", str(_image(Path(tmp))),
-                        {"name": "bench", "version": "1", "hypervisor": "kvm", "disk_format": "raw"})
+                        {"name": "bench", "version": "1", "hypervisor": "kvm", "disk_format": "raw",
+                         "os_distro": "ubuntu"})  # as every real stemcell.MF has: an OS type KVM paravirtualises
         vm_manual = step("create_vm (manual)", "create_vm", "agent-1", stemcell, {"compute_offering": "small"},
                          {"private": MANUAL}, [], ENV)[0]
         vm_dynamic = step("create_vm (dynamic)", "create_vm", "agent-2", stemcell, {"compute_offering": "small"},

@@ -100,6 +100,29 @@ def disk_hint(volume_id: str, device_id: int, hypervisor: str | None,
 
 
 DEPLOYED_DATA_DISK_ID = 1  # VolumeOrchestrator.allocateRawVolume: a deploy's DATADISK is device 1
+# The guest OS names whose KVM VMs get a virtio root disk (LibvirtComputingResource.isGuestPvEnabled, by prefix);
+# any other OS gets an IDE root disk (getGuestDiskModel).
+KVM_PV_OS_PREFIXES = (
+    "Ubuntu", "Fedora", "CentOS", "Red Hat Enterprise Linux 5.3", "Red Hat Enterprise Linux 5.4",
+    "Red Hat Enterprise Linux 5.5", "Red Hat Enterprise Linux 6", "Debian GNU/Linux", "FreeBSD 10", "Oracle",
+    "Other PV",
+)
+
+
+def deployed_data_disk_is_second(hypervisor: str | None, os_type_name: str,
+                                 template_details: Mapping[str, object] | None) -> bool:
+    """Whether the guest finds a deploy's data disk as its second disk of the root disk's kind, which is what
+    ``deployed_data_disk_hint`` says.  On XenServer and VMware it is (userdevice 1; SCSI 0:1).  On KVM only when the
+    root disk is virtio: a guest OS that is paravirtualised for KVM (``KVM_PV_OS_PREFIXES``) and no other
+    ``rootDiskController``.  With an IDE root disk (another OS) the data disk is the guest's first virtio disk
+    (``vda``), and with a SCSI one CloudStack 4.11 still made it virtio (createVbd: a qcow2 DATADISK is always
+    VIRTIO there; later versions put it on SCSI): neither is ``/dev/sdb``, so create_vm attaches the ephemeral disk
+    itself and hints its by-id link, which names it on any bus."""
+    if hypervisor_family(hypervisor) != KVM:
+        return True
+    controller = next((str(value).strip().lower() for key, value in (template_details or {}).items()
+                       if str(key).lower() == "rootdiskcontroller"), "virtio")
+    return controller == "virtio" and os_type_name.startswith(KVM_PV_OS_PREFIXES)
 
 
 def deployed_data_disk_hint(hypervisor: str | None) -> dict:

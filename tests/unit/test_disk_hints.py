@@ -97,3 +97,20 @@ def test_the_deployed_data_disk_hint_finds_it_after_persistent_disks_come_and_go
     hint = disk_hints.deployed_data_disk_hint("KVM")
     assert guest.names[EPHEMERAL] == "vdb"
     assert agent_model.agent_resolve(None, hint, guest.files()) == "/dev/vdb"
+
+
+@pytest.mark.parametrize("hypervisor, os_type, details, second", [
+    ("KVM", "Ubuntu 22.04 LTS", {}, True),
+    ("KVM", "Other PV (64-bit)", {"rootDiskController": "virtio"}, True),
+    ("KVM", "Other Linux (64-bit)", {}, False),          # IDE root: the data disk is the guest's vda
+    ("KVM", "Ubuntu 22.04 LTS", {"rootDiskController": "scsi"}, False),   # 4.11 still made the data disk virtio
+    ("KVM", "", {}, False),
+    ("XenServer", "Other Linux (64-bit)", {}, True),     # userdevice 1 is xvdb whatever the OS
+    ("VMware", "Other Linux (64-bit)", {}, True),
+])
+def test_the_deployed_data_disk_hint_is_used_only_where_the_guest_finds_it_second(hypervisor, os_type, details,
+                                                                                  second):
+    """LibvirtComputingResource: getGuestDiskModel gives a virtio root disk only to the OS names isGuestPvEnabled
+    knows (else IDE), a rootDiskController detail overrides it, and createVbd makes a qcow2 DATADISK virtio
+    (4.11-era code): only with a virtio root is the deploy's data disk the guest's vdb."""
+    assert disk_hints.deployed_data_disk_is_second(hypervisor, os_type, details) is second

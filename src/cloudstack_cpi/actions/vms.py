@@ -691,6 +691,13 @@ class _Build:
             # A basic zone's one NIC takes its static IP as ``ipaddress``, and UserVmManagerImpl drops a
             # ``macaddress`` given beside it (the NicProfile is rebuilt from the addresses alone).
             return None
+        template = plan.template
+        if plan.ephemeral_offering and not disk_hints.deployed_data_disk_is_second(
+                plan.hypervisor, template.os_type_name, template.details):
+            self.ctx.log.info(f"Template '{template.name}' (OS type '{template.os_type_name or 'unknown'}') does not "
+                              "boot from a virtio disk on KVM: attaching the ephemeral disk after the deploy, where "
+                              "its by-id link names it")
+            return None
         deploying = None
         for attempt in range(1, MAC_TRIES + 1):
             macs = nets.choose_macs(plan.order, os.urandom)

@@ -54,15 +54,20 @@ class Template:
     hypervisor: str = ""
     format: str = ""
     created: str = ""
+    os_type_name: str = ""                 # ostypename: the guest OS, which picks the KVM root disk's bus
+    details: Mapping[str, str] = field(default_factory=no_tags, compare=False)   # rootDiskController and the like
     tags: Mapping[str, str] = field(default_factory=no_tags, compare=False)
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Template:
+        details = row.get("details")
         return cls(id=text(row.get("id")), name=text(row.get("name")), display_text=text(row.get("displaytext")),
                    zone_id=text(row.get("zoneid")), zone_name=text(row.get("zonename")) or text(row.get("zoneid")),
                    status=text(row.get("status")), is_ready=row.get("isready") is True,
                    hypervisor=text(row.get("hypervisor")), format=text(row.get("format")),
-                   created=text(row.get("created")), tags=tags_of(row))
+                   created=text(row.get("created")), os_type_name=text(row.get("ostypename")),
+                   details={str(k): text(v) for k, v in details.items()} if isinstance(details, Mapping) else {},
+                   tags=tags_of(row))
 
     @property
     def ready(self) -> bool:

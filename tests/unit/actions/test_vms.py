@@ -25,6 +25,7 @@ MBUS_PASSWORD = "nats-password-0123"  # the agent's mbus password in tests.conft
 NETWORKS = {"default": {"type": "manual", "ip": "10.1.0.10", "netmask": "255.255.255.0", "gateway": "10.1.0.1",
                         "dns": ["10.1.0.2"], "default": ["dns", "gateway"],
                         "cloud_properties": {"name": "bosh-isolated"}}}
+NETWORKS_2 = {"default": {**NETWORKS["default"], "ip": "10.1.0.11"}}
 VIP = {"type": "vip", "ip": "203.0.113.10", "cloud_properties": {}}
 ENV = {"bosh": {"group": "zookeeper", "password": "env-password-hash-0123"}}
 EXPUNGE_REFUSED = "Parameter expunge can be passed by Admin only. Or when the allow.user.expunge.recover.vm key is set."
@@ -176,6 +177,23 @@ def test_a_cloud_that_ignores_the_chosen_macs_gets_the_real_ones_and_a_reboot(cl
     assert user_data(cloud, vm_id)["networks"]["default"]["mac"] == vm.nics[0].mac
     assert mutations(cloud).index("vms.set_user_data") < mutations(cloud).index("vms.reboot")
     assert "did not get the MAC addresses chosen for it" in cloud.log_text and vm.state == "Running"
+
+
+@pytest.mark.parametrize("os_type, details", [("Other Linux (64-bit)", None), ("Ubuntu 22.04 LTS",
+                                                                                 {"rootDiskController": "scsi"})])
+def test_a_kvm_template_without_a_virtio_root_disk_gets_its_ephemeral_disk_attached(cloud, ctx, os_type, details):
+    """A KVM guest whose root disk is not virtio (an OS type KVM does not paravirtualise: IDE; a SCSI root disk
+    controller) does not name a deploy's data disk vdb (LibvirtComputingResource.getGuestDiskModel, createVbd), so
+    /dev/sdb would miss it: the VM is deployed stopped and the ephemeral disk attached and hinted by its by-id link.
+    Without an ephemeral disk the one job serves."""
+    cloud.addresses.add("203.0.113.10")
+    stemcell = cloud.templates.add("bosh-stemcell-other", zones=("z1",), os_type_name=os_type, details=details)
+    vm_id, _ = vms.create_vm(ctx, "agent-1", stemcell, {"compute_offering": "small", "disk": 2048}, NETWORKS, [], ENV)
+    (deployment,) = deployments(cloud)
+    assert not deployment.started and "does not boot from a virtio disk on KVM" in cloud.log_text
+    assert user_data(cloud, vm_id)["disks"]["ephemeral"]["path"].startswith("/dev/disk/by-id/")
+    vms.create_vm(ctx, "agent-2", stemcell, {"compute_offering": "small"}, NETWORKS_2, [], ENV)
+    assert deployments(cloud)[-1].started
 
 
 def test_dynamic_networks_boot_without_the_address_cloudstack_picks(cloud, ctx, create):

@@ -121,6 +121,7 @@ def test_deleting_is_idempotent_and_an_unknown_id_has_no_rows(sim, gateway, arra
 def test_executable_templates_by_id_and_by_exact_name(gateway, arranged):
     by_id = gateway.templates.executable_by_id(arranged.template, arranged.zone)
     assert by_id is not None and by_id.name == "bosh-stemcell-existing" and by_id.ready
+    assert by_id.os_type_name == "Ubuntu 22.04 LTS"  # ostypename: create_vm reads the KVM root disk's bus from it
     assert [t.id for t in gateway.templates.executable_named("bosh-stemcell-existing", arranged.zone)] == [
         arranged.template]
     assert gateway.templates.executable_named("bosh-stemcell", arranged.zone) == []  # names are exact

@@ -39,11 +39,12 @@ class FakeTemplates(FakeService):
     # -- arranging and reading the fake's state
 
     def add(self, name: str, *, zones: tuple[str, ...] = ("z1",), status: str = READY_STATUS,
-            owned: bool = True) -> str:
+            owned: bool = True, os_type_name: str = "Ubuntu 22.04 LTS", details: dict | None = None) -> str:
         template_id = self.cloud.new_id("tpl")
         for zone in zones:
             self._put(Template(template_id, name=name, zone_id=zone, zone_name=self.cloud.catalogue.zone(zone).name,
-                               status=status, is_ready=status == READY_STATUS))
+                               status=status, is_ready=status == READY_STATUS, os_type_name=os_type_name,
+                               details=details or {}))
         if owned:
             self.owned.add(template_id)
         return template_id
