@@ -13,7 +13,8 @@ disk; only the tags run beside the job.  A cloud that refuses the chosen MACs
 (or the data disk) gets the VM the other way: deployed stopped, its user data
 set once CloudStack chose the MACs and the ephemeral volume is attached, then
 started (also in a basic zone with a static IP, where CloudStack drops a
-requested MAC).
+requested MAC, and with an ephemeral disk on a KVM template whose root disk is
+not virtio, where the deploy's data disk would not be the guest's ``vdb``).
 """
 
 from __future__ import annotations
