@@ -63,12 +63,15 @@ def kvm_serial(volume_id: str) -> str:
     return str(volume_id).replace("-", "")[:SERIAL_LENGTH]
 
 
+def root_disk_controller(details: Mapping[str, object] | None) -> str:
+    """The ``rootDiskController`` detail of a VM or template, lowercased ("" when it sets none)."""
+    return next((str(value).strip().lower() for key, value in (details or {}).items()
+                 if str(key).lower() == "rootdiskcontroller"), "")
+
+
 def kvm_bus(vm_details: Mapping[str, object] | None) -> str:
     """``scsi`` when the VM's root disk is on virtio-scsi (detail ``rootDiskController``), else ``virtio``."""
-    for key, value in (vm_details or {}).items():
-        if str(key).lower() == "rootdiskcontroller" and str(value).strip().lower() == "scsi":
-            return "scsi"
-    return "virtio"
+    return "scsi" if root_disk_controller(vm_details) == "scsi" else "virtio"
 
 
 def kvm_path(volume_id: str, vm_details: Mapping[str, object] | None = None) -> str:
@@ -120,8 +123,7 @@ def deployed_data_disk_is_second(hypervisor: str | None, os_type_name: str,
     itself and hints its by-id link, which names it on any bus."""
     if hypervisor_family(hypervisor) != KVM:
         return True
-    controller = next((str(value).strip().lower() for key, value in (template_details or {}).items()
-                       if str(key).lower() == "rootdiskcontroller"), "virtio")
+    controller = root_disk_controller(template_details) or "virtio"
     return controller == "virtio" and os_type_name.startswith(KVM_PV_OS_PREFIXES)
 
 

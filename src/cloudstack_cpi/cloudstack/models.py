@@ -49,6 +49,12 @@ def no_tags() -> Mapping[str, str]:
     return NO_TAGS
 
 
+def details_of(row: Mapping[str, Any]) -> Mapping[str, str]:
+    """The ``details`` map of a listed VM or template (``rootDiskController`` and the like) as a read-only mapping."""
+    details = row.get("details")
+    return MappingProxyType({str(k): text(v) for k, v in details.items()}) if isinstance(details, dict) else NO_TAGS
+
+
 def tags_of(row: Mapping[str, Any]) -> Mapping[str, str]:
     """The ``tags`` list of a listed resource as a read-only mapping."""
     listed = row.get("tags") or []
@@ -248,14 +254,12 @@ class Vm:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Vm:
-        details = row.get("details")
         return cls(id=text(row.get("id")), name=text(row.get("name")), display_name=text(row.get("displayname")),
                    state=text(row.get("state")), zone_id=text(row.get("zoneid")),
                    zone_name=text(row.get("zonename")) or text(row.get("zoneid")),
                    hypervisor=_opt(row.get("hypervisor")), template_id=text(row.get("templateid")),
                    created=text(row.get("created")),
-                   details=MappingProxyType({str(k): text(v) for k, v in details.items()})
-                   if isinstance(details, dict) else NO_TAGS,
+                   details=details_of(row),
                    nics=tuple(Nic.from_api(nic) for nic in row.get("nic") or [] if isinstance(nic, dict)),
                    tags=tags_of(row))
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import CloudStackError
 from .gateway import Creation, Service, no_result
-from .models import no_tags, tags_of, text
+from .models import details_of, no_tags, tags_of, text
 
 if TYPE_CHECKING:
     from .gateway import Pending
@@ -60,13 +60,12 @@ class Template:
 
     @classmethod
     def from_api(cls, row: Mapping[str, Any]) -> Template:
-        details = row.get("details")
         return cls(id=text(row.get("id")), name=text(row.get("name")), display_text=text(row.get("displaytext")),
                    zone_id=text(row.get("zoneid")), zone_name=text(row.get("zonename")) or text(row.get("zoneid")),
                    status=text(row.get("status")), is_ready=row.get("isready") is True,
                    hypervisor=text(row.get("hypervisor")), format=text(row.get("format")),
                    created=text(row.get("created")), os_type_name=text(row.get("ostypename")),
-                   details={str(k): text(v) for k, v in details.items()} if isinstance(details, Mapping) else {},
+                   details=details_of(row),
                    tags=tags_of(row))
 
     @property
