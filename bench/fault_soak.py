@@ -81,18 +81,11 @@ def print_report(report: dict, args) -> None:
     print(f"  error types:          {report['error_types']}")
     print(f"  director retries:     {report['director_retries']}  (re-runs after a kill, time passed: "
           f"{report['time_passes']})")
-    print(f"  failures after kills: {len(report['failed_after_kill'])}")
-    for text in report["failed_after_kill"][:10]:
-        print(f"    {text}")
-    print(f"  gave up:              {len(report['gave_up'])}")
-    for text in report["gave_up"][:10]:
-        print(f"    {text}")
-    print(f"  contract problems:    {len(report['problems'])}")
-    for problem in report["problems"][:10]:
-        print(f"    {problem}")
-    print(f"  false success claims: {len(report['mismatches'])}")
-    for text in report["mismatches"][:10]:
-        print(f"    {text}")
+    for label, key in (("failures after kills", "failed_after_kill"), ("gave up", "gave_up"),
+                       ("contract problems", "problems"), ("false success claims", "mismatches")):
+        print(f"  {label + ':':<22}{len(report[key])}")
+        for text in report[key][:10]:
+            print(f"    {text}")
     print(f"  files left beside stemcell images (the director removes the directory): "
           f"{len(report['stemcell_dir_files'])}")
     print(f"  resources leaked:     {report['leaked']}  {report['leaks_by_kind']}")
