@@ -27,15 +27,18 @@ shrinks the 10 % but not what a call costs whatever its jobs last, so what is co
 
 * ``chain``: the chain's job durations as the simulator ran them (scaled);
 * ``0.1 s``: the CPI's own per-call work (its code, its requests, noticing late): real seconds, not scaled;
-* ``P``: the unavoidable cost of one process of a Python CPI with these dependencies, measured in the same run with
-  the venv's own interpreter: the median wall time of ``python -I -c "import requests"``, or of ``"import requests,
-  pydantic"`` for create_vm, which reads its cloud_properties with the models and so imports pydantic; one
-  baseline process runs just before each CPI call, so load drifts alike over both;
+* ``P``: the unavoidable cost of one process of a Python CPI that speaks HTTPS, measured in the same run with the
+  venv's own interpreter: the median wall time of ``python -I -c "import http.client, ssl, json"`` (what the CPI's
+  transport is built on), or of that and ``pydantic`` for create_vm, which reads its cloud_properties with the
+  models; one baseline process runs just before each CPI call, so load drifts alike over both;
 * ``F``: for each job shorter than the CPI's first poll (50 ms), what that poll adds (``50 ms - job``): an artefact
   of scaling (no realistic job is that short), 0 at ``--scale`` >= 0.1.
 
-At ``--scale 1`` this is the issue's target plus ``P``, which the issue's 0.1 s cannot hold for a process-per-call
-Python CPI (benchmark 1: a bare ``import requests`` process alone costs 0.2 to 0.3 s here).
+At ``--scale 1`` this is the issue's target plus ``P``.  The column ``strict`` and the last line judge the issue's
+form without ``P``: ``wall <= 1.10 x chain + 0.1 s + F``, which a call whose chain is short can only meet when the
+process start, the imports and the requests together stay under 0.1 s plus 10 % of its jobs.  Until 2026-11-30 the
+CPI imported requests and P was ``import requests`` (0.2 to 0.3 s here); it now sends on http.client
+(cloudstack/transport.py).
 
     .venv/bin/python bench/critical_path.py [--scale 0.25] [--repeat 3] [--quick] [--verbose] [--json]
 """
@@ -310,19 +313,22 @@ def summarise(runs: list[dict], process_cost: float) -> dict:
     row["walls"] = walls
     row["process_cost"] = process_cost
     row["allowance"] = TOLERANCE * row["chain"] + FIXED_ALLOWANCE + process_cost + row["poll_floor"]
-    row["met"] = median_wall <= row["allowance"] and not any(run["missing_chain_jobs"] for run in runs) \
-        and not any(run["failed_jobs"] for run in runs)
+    row["strict_allowance"] = TOLERANCE * row["chain"] + FIXED_ALLOWANCE + row["poll_floor"]
+    sound = not any(run["missing_chain_jobs"] for run in runs) and not any(run["failed_jobs"] for run in runs)
+    row["met"] = median_wall <= row["allowance"] and sound
+    row["strict"] = median_wall <= row["strict_allowance"] and sound
     return {key: round(value, 3) if isinstance(value, float) else value for key, value in row.items()}
 
 
 # -- the scenario --------------------------------------------------------------------------------------------------
 
 
-BASELINES = {"import requests": "import requests", "import requests, pydantic": "import requests, pydantic"}
+HTTP_MODULES = "import http.client, ssl, json"
+BASELINES = {HTTP_MODULES: HTTP_MODULES, f"{HTTP_MODULES}, pydantic": f"{HTTP_MODULES}, pydantic"}
 
 
 def baseline_kind(method: str) -> str:
-    return "import requests, pydantic" if method in PYDANTIC_METHODS else "import requests"
+    return f"{HTTP_MODULES}, pydantic" if method in PYDANTIC_METHODS else HTTP_MODULES
 
 
 def run_baseline(kind: str) -> float:
@@ -398,7 +404,8 @@ def measure(scale: float, repeat: int) -> dict:
             "seconds": round(time.monotonic() - started, 1),
             "process_cost_ms": {kind: round(seconds * 1000, 1) for kind, seconds in costs.items()},
             "process_cost_samples": {kind: len(values) for kind, values in samples.items()},
-            "methods": rows, "leftovers": left, "missed": [row["method"] for row in rows if not row["met"]]}
+            "methods": rows, "leftovers": left, "missed": [row["method"] for row in rows if not row["met"]],
+            "missed_strict": [row["method"] for row in rows if not row["strict"]]}
 
 
 def print_report(report: dict, verbose: bool) -> None:
@@ -410,12 +417,12 @@ def print_report(report: dict, verbose: bool) -> None:
     print("met: wall <= 1.10 x chain + 0.1 s + P + F (F: first-poll floor of jobs under 50 ms, "
           "0 at --scale >= 0.1)\n")
     print(f"{'method':<28} {'chain':>6} {'wall':>6} {'overh.':>6} {'serial':>6} {'idle':>5} {'P':>5} {'exit':>5} "
-          f"{'allow':>6} {'req':>3} {'polls':>5} {'cpu':>5}  met")
+          f"{'allow':>6} {'req':>3} {'polls':>5} {'cpu':>5}  met  strict")
     for row in report["methods"]:
         print(f"{row['method']:<28} {row['chain']:6.2f} {row['wall']:6.2f} {row['overhead']:6.2f} "
               f"{row['serialised']:6.2f} {row['idle']:5.2f} {row['process_cost']:5.2f} {row['exit']:5.2f} "
               f"{row['allowance']:6.2f} {row['requests']:>3} {row['polls']:>5} {row['cpu']:5.2f}  "
-              f"{'yes' if row['met'] else 'NO'}")
+              f"{'yes' if row['met'] else 'NO ':<4} {'yes' if row['strict'] else 'NO'}")
     print("\nseconds. overhead = wall - chain = serial (job time beyond the chain: waits that could overlap) + idle "
           "(no job running:\nprocess start, imports, requests, noticing a job late, exit); exit = answer written -> "
           "process gone (part of idle).\n")
@@ -438,6 +445,7 @@ def print_report(report: dict, verbose: bool) -> None:
     if report["leftovers"]:
         print(f"LEFT IN THE SIMULATOR: {report['leftovers']}")
     print(f"missed: {', '.join(report['missed']) or 'none'}   ({report['seconds']:.0f} s in all)")
+    print(f"missed without P (wall <= 1.10 x chain + 0.1 s + F): {', '.join(report['missed_strict']) or 'none'}")
 
 
 def main(argv=None) -> int:

@@ -127,7 +127,7 @@ def _http_endpoint(value: str) -> str:
 
 
 def _pem_text(value: str) -> str:
-    # requests wants a file, but the job renders the certificate itself into cpi.json: a path here is a mistake
+    # TLS wants a CA file, but the job renders the certificate itself into cpi.json: a path here is a mistake
     # that would otherwise surface as a TLS failure far from its cause.
     if value and "-----BEGIN" not in value:
         if re.match(r"^\s*(/|~|\.{1,2}/|[A-Za-z]:\\)", value):

@@ -1,7 +1,7 @@
 """What one CPI call knows: the request's context, the config, the CloudStack client.
 
-Everything expensive (reading the config, importing requests, opening the HTTP
-session) happens on first use, so methods that need none of it (``info``) stay
+Everything expensive (reading the config, importing the HTTP and TLS modules,
+connecting) happens on first use, so methods that need none of it (``info``) stay
 cheap: every BOSH call is a new process.
 """
 

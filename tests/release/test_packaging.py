@@ -58,7 +58,7 @@ def _check_venv(installation):
     python = target / "bin" / "python3"
     assert (target / "pyvenv.cfg").is_file()
     completed = subprocess.run(
-        [str(python), "-I", "-c", ("import cloudstack_cpi, pydantic_core, requests, click, sys; "
+        [str(python), "-I", "-c", ("import cloudstack_cpi, pydantic_core, certifi, click, sys; "
                                    "print(cloudstack_cpi.__file__); print(sys.prefix)")],
         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True,
     )

@@ -5,7 +5,7 @@ real management servers, 2.2 to 4.x: lists, async starts, ``queryAsyncJobResult_
 bodies), read from the installed wheel.  One simulator per module answers every command the recordings and the
 simulator share, for equivalent objects, over HTTP on 127.0.0.1 (tests/simulator/fidelity.py drives and compares);
 the CPI's client then parses every recorded body through its own envelope, list, job and error code, served by
-``responses`` at 127.0.0.1 (nothing else is reached).  The real 4.11 ``listApis`` answer
+the in-process fake of its HTTP transport (tests/fake_http.py; nothing is reached).  The real 4.11 ``listApis`` answer
 (/work/shared/reference/cloudstack-4.11-listApis.json) says which fields a 4.11 server may answer.
 
 ``.venv/bin/python -m tests.simulator.test_conformance`` prints the fidelity summary quoted in docs/simulator.md."""
@@ -139,29 +139,23 @@ def test_summary_reports_no_failure(measured):
 URL = "http://127.0.0.1:8080/client/api"
 
 
-def _client():
+def _client(answers: dict[str, tuple[int, str]]):
+    """The CPI's Client, answered with a recorded body for each command, whatever the method it chose (GET for
+    reads), by the fake of its HTTP transport (tests/fake_http.py)."""
     from cloudstack_cpi.cloudstack.client import Client, RetryPolicy
     from cloudstack_cpi.log import Logger
-
-    return Client(URL, "conformance-key", "conformance-secret", log=Logger(stream=io.StringIO(), level="info"),
-                  retry=RetryPolicy(attempts=1), sleep=lambda s: None)
-
-
-def _serve(rsps, answers: dict[str, tuple[int, str]]) -> None:
-    """Answer each command with a recorded body, whatever the method the client chose (GET for reads)."""
-    import responses
+    from tests.fake_http import GET, POST, FakeHttp
 
     def callback(request):
-        if request.method == "GET":
-            params = dict(parse_qsl(urlsplit(request.url).query))
-        else:
-            body = request.body.decode() if isinstance(request.body, bytes) else request.body
-            params = dict(parse_qsl(body))
+        params = dict(parse_qsl(urlsplit(request.url).query if request.method == "GET" else request.text))
         status, text = answers[params["command"]]
         return status, {"Content-Type": "application/json; charset=UTF-8"}, text
 
-    for method in (responses.GET, responses.POST):
-        rsps.add_callback(method, URL, callback=callback)
+    http = FakeHttp()
+    for method in (GET, POST):
+        http.add_callback(method, URL, callback=callback)
+    return Client(URL, "conformance-key", "conformance-secret", log=Logger(stream=io.StringIO(), level="info"),
+                  retry=RetryPolicy(attempts=1), sleep=lambda s: None, transport=http)
 
 
 def _text(rec) -> str:
@@ -173,46 +167,45 @@ def test_cpi_client_parses_the_recording(name):
     """The CPI's Client (src/cloudstack_cpi/cloudstack/client.py: unwrap, string_ids, list_items, wait_for_job,
     _parse for errors) reads the recorded body ``name`` as the real server would send it: errors with their
     errorcode as HTTP status, job results through queryAsyncJobResult, everything else with 200."""
-    import responses
-
     from cloudstack_cpi.cloudstack.client import string_ids
     from cloudstack_cpi.cloudstack.errors import CloudStackError
 
     rec = BY_NAME[name]
     inner = rec.inner
-    client = _client()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        if rec.command == "queryAsyncJobResult":
-            _serve(rsps, {"queryAsyncJobResult": (200, _text(rec))})
-            of = rec.job_command or "unknown"
-            if inner.get("jobstatus") == 1:
-                result = client.wait_for_job(str(inner.get("jobid", "1")), command=of, timeout=5, what=name)
-                assert result == string_ids(inner["jobresult"])
-            else:
-                with pytest.raises(CloudStackError) as caught:
-                    client.wait_for_job(str(inner.get("jobid", "1")), command=of, timeout=5, what=name)
-                assert caught.value.kind == "job" and caught.value.errortext
-        elif "errorcode" in inner:
-            _serve(rsps, {rec.command: (inner["errorcode"], _text(rec))})
-            with pytest.raises(CloudStackError) as caught:
-                client.call(rec.command)
-            err = caught.value
-            assert (err.kind, err.http_status, err.errorcode, err.errortext) == (
-                "api", inner["errorcode"], inner["errorcode"], inner["errortext"])
+    if rec.command == "queryAsyncJobResult":
+        client = _client({"queryAsyncJobResult": (200, _text(rec))})
+    elif "errorcode" in inner:
+        client = _client({rec.command: (inner["errorcode"], _text(rec))})
+    else:
+        client = _client({rec.command: (200, _text(rec))})
+    if rec.command == "queryAsyncJobResult":
+        of = rec.job_command or "unknown"
+        if inner.get("jobstatus") == 1:
+            result = client.wait_for_job(str(inner.get("jobid", "1")), command=of, timeout=5, what=name)
+            assert result == string_ids(inner["jobresult"])
         else:
-            _serve(rsps, {rec.command: (200, _text(rec))})
-            answer = client.call(rec.command)
-            assert answer == string_ids(inner)
-            if rec.command.startswith("list"):
-                items = client.list_all(rec.command)
-                listed = next((v for k, v in inner.items() if k != "count" and isinstance(v, list)), [])
-                assert len(items) == len(listed)
-                for item in items:
-                    assert all(isinstance(item[k], str) for k in item if k == "id" or (k.endswith("id") and
-                               k not in ("deviceid", "rootdeviceid") and item[k] is not None))
-            if "jobid" in inner:
-                assert isinstance(answer["jobid"], str)
-                assert "id" not in inner or isinstance(answer["id"], str)
+            with pytest.raises(CloudStackError) as caught:
+                client.wait_for_job(str(inner.get("jobid", "1")), command=of, timeout=5, what=name)
+            assert caught.value.kind == "job" and caught.value.errortext
+    elif "errorcode" in inner:
+        with pytest.raises(CloudStackError) as caught:
+            client.call(rec.command)
+        err = caught.value
+        assert (err.kind, err.http_status, err.errorcode, err.errortext) == (
+            "api", inner["errorcode"], inner["errorcode"], inner["errortext"])
+    else:
+        answer = client.call(rec.command)
+        assert answer == string_ids(inner)
+        if rec.command.startswith("list"):
+            items = client.list_all(rec.command)
+            listed = next((v for k, v in inner.items() if k != "count" and isinstance(v, list)), [])
+            assert len(items) == len(listed)
+            for item in items:
+                assert all(isinstance(item[k], str) for k in item if k == "id" or (k.endswith("id") and
+                           k not in ("deviceid", "rootdeviceid") and item[k] is not None))
+        if "jobid" in inner:
+            assert isinstance(answer["jobid"], str)
+            assert "id" not in inner or isinstance(answer["id"], str)
     client.close()
 
 
@@ -224,23 +217,19 @@ def test_cpi_client_runs_the_recorded_job(start, job):
     """Client.run_job over a recorded start (e.g. deployVirtualMachine_default.json ``{"jobid":17164,"id":2602}``)
     and its recorded result (queryAsyncJobResult_17164.json): the jobresult comes back, ids as strings; a failed job
     (deployVirtualMachine_deployfail2.json + queryAsyncJobResult_17177.json) raises with the new resource's id."""
-    import responses
-
     from cloudstack_cpi.cloudstack.client import string_ids
     from cloudstack_cpi.cloudstack.errors import CloudStackError
 
     start_rec, job_rec = BY_NAME[start], BY_NAME[job]
-    client = _client()
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        _serve(rsps, {start_rec.command: (200, _text(start_rec)), "queryAsyncJobResult": (200, _text(job_rec))})
-        if job_rec.inner.get("jobstatus") == 1:
-            result = client.run_job(start_rec.command, timeout=5, what=start)
-            assert result == string_ids(job_rec.inner["jobresult"])
-        else:
-            with pytest.raises(CloudStackError) as caught:
-                client.run_job(start_rec.command, timeout=5, what=start)
-            assert caught.value.kind == "job"
-            assert caught.value.resource_id == string_ids(start_rec.inner).get("id")
+    client = _client({start_rec.command: (200, _text(start_rec)), "queryAsyncJobResult": (200, _text(job_rec))})
+    if job_rec.inner.get("jobstatus") == 1:
+        result = client.run_job(start_rec.command, timeout=5, what=start)
+        assert result == string_ids(job_rec.inner["jobresult"])
+    else:
+        with pytest.raises(CloudStackError) as caught:
+            client.run_job(start_rec.command, timeout=5, what=start)
+        assert caught.value.kind == "job"
+        assert caught.value.resource_id == string_ids(start_rec.inner).get("id")
     client.close()
 
 

@@ -138,7 +138,7 @@ def _create(ctx: CallContext, image_path: str, props, env) -> str:
     With the post strategy, a payload sent as it is (a tgz's root.img) is decompressed from as early as its plan is
     known (``upload_post.reading_ahead``), so that the requests before the POST wait for CloudStack beside it: as
     soon as the client exists when the stemcell names its hypervisor (stemcell.MF does; ``_early_plan``), else once
-    the zone's hypervisors are listed.  Not before the client: building it imports requests, and a thread
+    the zone's hypervisors are listed.  Not before the client: building it imports the HTTP modules, and a thread
     decompressing beside the imports took the CPU they needed (bench/README.md, "Stemcell uploads")."""
     cs = ctx.config.cloudstack
     strategy = choose_strategy(cs.stemcell)
@@ -251,13 +251,13 @@ def _post(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTempla
     upload = ctx.cloud.templates.request_upload(new, image_format=plan.format, hypervisor=hypervisor,
                                                 zone_id=zone.id)
     made.template_id = upload.id
-    session = ctx.cloud.upload_session()
+    transport = ctx.cloud.upload_transport()
     try:
-        upload_post.post(upload, plan, image_path, f"{naming.name}.{plan.extension}", session=session, log=ctx.log,
+        upload_post.post(upload, plan, image_path, f"{naming.name}.{plan.extension}", transport=transport, log=ctx.log,
                          timeout=(cs.timeout.http_connect, max(cs.timeout.http_read, 300.0)),
                          tmpdir=upload_post.tmpdir_for(image_path), ahead=ahead)
     finally:
-        session.close()
+        transport.close()
 
 
 def _url(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTemplate, zone: Zone, made: _Made) -> None:

@@ -1,7 +1,7 @@
 """The signed CloudStack API client: every CloudStack call goes through ``Client.call``.
 
-One client (one ``requests.Session``, so one pool of kept-alive connections) per
-CPI process.  Signing, timeouts, the per-call deadline, the retry policy, TLS
+One client (one ``HttpTransport``, so one kept-alive connection) per CPI
+process.  Signing, timeouts, the per-call deadline, the retry policy, TLS
 trust, logging and redaction live here once.  The client knows CloudStack's
 conventions (envelopes, paging, async jobs, "no such id" answers) and nothing
 about BOSH.
@@ -17,9 +17,7 @@ job's own timeout instead, so a 20-minute deploy is bounded by
 from __future__ import annotations
 
 import os
-import random
 import re
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,11 +25,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import certifi
-import requests
-
 from .errors import CloudStackError
 from .signing import sign
+from .transport import HttpResponse, HttpTransport, TransportError
 
 # Commands that only read, so that asking again after a lost answer or a 5xx cannot change anything.  These are
 # sent as GET and retried; every other command, including any command not listed here, is a mutation: sent as POST
@@ -66,6 +62,7 @@ JOB_POLL_GRACE = 5.0
 SIGNATURE_LIFETIME = timedelta(minutes=10)
 # Values that must never reach a log line, whatever the log level.
 SECRET_PARAMS = frozenset({"signature", "apikey", "userdata", "password", "secretkey"})
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @dataclass(frozen=True)
@@ -95,29 +92,6 @@ class PollPolicy:
 def is_safe_to_repeat(command: str) -> bool:
     """True for commands listed in ``SAFE_TO_REPEAT``; an unknown command is not safe."""
     return command in SAFE_TO_REPEAT
-
-
-class ConfiguredSession(requests.Session):
-    """A ``requests.Session`` whose TLS trust is its own ``verify`` and nothing else.
-
-    requests replaces a request's ``verify`` of True or None with the
-    environment's REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, and that request-level
-    value beats the session's (``Session.merge_environment_settings``): under
-    ``bosh create-env``, which runs the CPI with the operator's environment, a
-    configured ``ca_cert`` or ``skip_verify_ssl`` would be ignored.  Here the
-    session's ``verify`` (a CA file or False, never True) decides for every
-    request and redirect.  Proxy variables still apply (docs/troubleshooting.md).
-    """
-
-    def __init__(self, verify: str | bool) -> None:
-        super().__init__()
-        self.verify = verify
-        self.headers["User-Agent"] = "cloudstack-cpi"
-
-    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # types-requests: _Settings
-        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        settings["verify"] = self.verify
-        return settings
 
 
 class _ApiDeadline:
@@ -272,6 +246,7 @@ class Client:
         poll: PollPolicy = PollPolicy(),
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        transport: HttpTransport | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.api_key = api_key
@@ -287,37 +262,31 @@ class Client:
         self.clock = clock
         self.calls = 0
         self.project_id: str | None = None   # set once resolved: see PROJECT_SCOPED
-        self._rng = random.Random()
         log.add_secret(secret_key)
-        # A CA file (the configured ca_cert or the default bundle) or False; never True: see ConfiguredSession.
-        self.session = ConfiguredSession(self._verify_setting(verify, ca_cert))
+        # Trust is a CA file (the configured ca_cert or the default bundle) or none; never the environment's.
+        self.transport = transport or HttpTransport(self._verify_setting(verify, ca_cert))
 
     @property
     def api_time_left(self) -> float:
         """Seconds left of the call's API deadline."""
         return max(0.0, self.deadline.left())
 
-    def _verify_setting(self, verify: bool, ca_cert: str | None) -> bool | str:
+    def _verify_setting(self, verify: bool, ca_cert: str | None) -> bool | str | None:
+        """False, the configured CA's file, or None: the transport's default bundle (certifi's), found on first use."""
         if not verify:
-            import urllib3
-
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             self.log.warning("TLS certificate verification is off (cloudstack.skip_verify_ssl)")
             return False
         if ca_cert:
             return ca_file(ca_cert)
-        # Named explicitly: True would let the environment's bundle in (see ConfiguredSession).
-        return certifi.where()
+        return None
 
     def close(self) -> None:
-        self.session.close()
+        self.transport.close()
 
-    def new_session(self) -> ConfiguredSession:
-        """A session of its own (for requests to other URLs: a template's upload slot) that trusts what this client
+    def upload_transport(self) -> HttpTransport:
+        """A transport of its own (for requests to other URLs: a template's upload slot) that trusts what this client
         trusts: the configured CA file, the default bundle, or nothing; never the environment's bundle."""
-        verify = self.session.verify
-        assert verify is not None  # ConfiguredSession's: a CA file, or False
-        return ConfiguredSession(verify)
+        return self.transport.fresh()
 
     # -- the choke point ---------------------------------------------------
 
@@ -392,7 +361,9 @@ class Client:
         retry_after = err.retry_after
         if retry_after:
             delay = max(delay, retry_after)
-        return delay * (0.75 + 0.5 * self._rng.random())
+        import random  # only a retry needs it: most calls never wait for one
+
+        return delay * (0.75 + 0.5 * random.random())
 
     def _signed(self, command: str, wire: Mapping[str, str]) -> dict[str, str]:
         expires = (datetime.now(UTC) + SIGNATURE_LIFETIME).strftime("%Y-%m-%dT%H:%M:%S+0000")
@@ -416,45 +387,46 @@ class Client:
         try:
             if safe:
                 url = f"{self.endpoint}?{urlencode(params, quote_via=quote)}"
-                response = self.session.get(url, timeout=timeout)
+                response = self.transport.request("GET", url, timeout=timeout)
             else:
-                response = self.session.post(self.endpoint, data=params, timeout=timeout)
-        except requests.exceptions.SSLError as exc:
-            raise CloudStackError(command, f"TLS error talking to {self.endpoint}: {_transport_text(exc)}",
-                                  kind="tls") from None
-        except requests.exceptions.RequestException as exc:
-            if _never_sent(exc):
+                response = self.transport.request("POST", self.endpoint, body=urlencode(params).encode("ascii"),
+                                                  headers=FORM, timeout=timeout)
+        except TransportError as exc:
+            if exc.tls:
+                raise CloudStackError(command, f"TLS error talking to {self.endpoint}: {_redacted_text(exc.text)}",
+                                      kind="tls") from None
+            if not exc.sent:
                 raise CloudStackError(
-                    command, f"cannot connect to {self.endpoint}: {_transport_text(exc)}", kind="transport"
+                    command, f"cannot connect to {self.endpoint}: {_redacted_text(exc.text)}", kind="transport"
                 ) from None
             # The request may have reached the server: the outcome of a mutation is unknown.
             raise CloudStackError(
-                command, f"no answer from {self.endpoint}: {_transport_text(exc)}", kind="transport",
+                command, f"no answer from {self.endpoint}: {_redacted_text(exc.text)}", kind="transport",
                 outcome_unknown=True,
             ) from None
         elapsed = self.clock() - started
-        self.log.debug(f"CloudStack {command} -> HTTP {response.status_code} in {elapsed:.3f}s")
+        self.log.debug(f"CloudStack {command} -> HTTP {response.status} in {elapsed:.3f}s")
         return self._parse(command, response)
 
-    def _parse(self, command: str, response: requests.Response) -> dict:
+    def _parse(self, command: str, response: HttpResponse) -> dict:
         try:
             body = response.json()
         except ValueError:
             body = None
-        if response.status_code == 200:
+        if response.status == 200:
             if body is None:
                 raise CloudStackError(command, "answer is not JSON", kind="transport", http_status=200)
             return string_ids(unwrap(command, body))
         error = _error_fields(body)
-        text = error.get("errortext") or response.headers.get("X-Description") or response.reason or "no error text"
+        text = error.get("errortext") or response.header("X-Description") or response.reason or "no error text"
         err = CloudStackError(
             command,
             str(text),
-            http_status=response.status_code,
-            errorcode=_int_or_none(error.get("errorcode")) or response.status_code,
+            http_status=response.status,
+            errorcode=_int_or_none(error.get("errorcode")) or response.status,
             cserrorcode=_int_or_none(error.get("cserrorcode")),
         )
-        retry_after = response.headers.get("Retry-After")
+        retry_after = response.header("Retry-After")
         if retry_after and retry_after.isdigit():
             err.retry_after = float(retry_after)
         raise err
@@ -624,13 +596,14 @@ STALE_CA_FILE_SECONDS = 7 * 24 * 3600  # far beyond any call's job timeouts: no 
 
 
 def ca_file(pem: str) -> str:
-    """A file holding ``pem`` for requests, named by its content in TMPDIR and shared by every call.
+    """A file holding ``pem`` for TLS, named by its content in TMPDIR and shared by every call.
 
     Calls reuse it instead of each writing (and, if killed with SIGKILL, leaving) a file of their own: there is one
     file per certificate ever configured, never one per call.  It is written to a private name and renamed, so a
     concurrent call sees the whole file or none.  Files of other certificates unused for a week are removed then.
     """
     import hashlib
+    import tempfile
 
     directory = tempfile.gettempdir()
     path = os.path.join(directory, f"{CA_FILE_PREFIX}{hashlib.sha256(pem.encode()).hexdigest()[:32]}.pem")
@@ -674,17 +647,9 @@ def _cut(seconds: float, left: float) -> float:
 _QUERY_STRING = re.compile(r"\?\S*")
 
 
-def _transport_text(exc: BaseException) -> str:
-    """What went wrong on the way, without the request URL (its query holds the key and signature)."""
-    reason = exc.args[0] if exc.args else exc
-    reason = getattr(reason, "reason", None) or reason  # urllib3's MaxRetryError wraps the cause
-    text = _first_line(reason) if isinstance(reason, BaseException) else str(reason)
+def _redacted_text(text: str) -> str:
+    """A transport failure's text without any query string (a GET's holds the key and signature)."""
     return _QUERY_STRING.sub("?<query redacted>", text)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def _error_fields(body: Any) -> dict:
@@ -700,15 +665,3 @@ def _int_or_none(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _never_sent(exc: requests.exceptions.RequestException) -> bool:
-    """True when the request cannot have reached the server (refused, unresolvable, connect timeout)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    from urllib3.exceptions import MaxRetryError, NewConnectionError
-
-    reason = exc.args[0] if exc.args else None
-    if isinstance(reason, MaxRetryError):
-        reason = reason.reason
-    return isinstance(reason, NewConnectionError)

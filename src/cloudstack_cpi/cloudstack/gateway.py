@@ -32,12 +32,13 @@ if TYPE_CHECKING:
     from .addresses import Addresses
     from .affinity import Affinity
     from .catalogue import Catalogue
-    from .client import Client, ConfiguredSession
+    from .client import Client
     from .loadbalancers import LoadBalancers
     from .networks import Networks
     from .snapshots import Snapshots
     from .tagging import Tagging
     from .templates import Templates
+    from .transport import HttpTransport
     from .vms import Vms
     from .volumes import Volumes
 
@@ -209,9 +210,9 @@ class Gateway:
                 return False
         return False
 
-    def upload_session(self) -> ConfiguredSession:
-        """An HTTP session for sending bytes to CloudStack outside the API (an upload slot), with the API's trust."""
-        return self.client.new_session()
+    def upload_transport(self) -> HttpTransport:
+        """HTTP for sending bytes to CloudStack outside the API (an upload slot), with the API's trust."""
+        return self.client.upload_transport()
 
     def sleep(self, seconds: float) -> None:
         self.client.sleep(seconds)

@@ -1,10 +1,9 @@
 """A streamed ``multipart/form-data`` body with one file part and an exact length.
 
 CloudStack's direct template upload (getUploadParamsForTemplate) takes a
-multipart POST.  ``requests`` would build such a body in memory; this class
-instead yields it in ~1 MiB chunks and knows its total length up front, so
-``requests`` sends a ``Content-Length`` (it calls ``len()`` on the body)
-instead of chunked transfer encoding, which the upload endpoint may reject.
+multipart POST.  This class yields the body in ~1 MiB chunks and knows its
+total length up front, so the POST carries a ``Content-Length`` instead of
+chunked transfer encoding, which the upload endpoint may reject.
 The part headers follow the encoding urllib3 uses (HTML5 style escaping).
 """
 
@@ -53,10 +52,6 @@ class MultipartBody:
     @property
     def headers(self) -> dict[str, str]:
         return {"Content-Type": self.content_type, "Content-Length": str(self.content_length)}
-
-    def __len__(self) -> int:
-        # requests' super_len() uses this to set Content-Length itself.
-        return self.content_length
 
     def __iter__(self) -> Iterator[bytes]:
         yield self._head

@@ -11,7 +11,7 @@ Tried and dropped (bench/README.md, "Stemcell uploads"): starting detection and 
 call, spooled to a temporary file, so the POST finds most of the payload ready.  The POST got shorter (0.36 to
 0.23 s at 45 MiB) but what came before it longer by as much or more: on two cores shared with the simulator and
 other work, the decompressing thread took the CPU the imports and API calls needed.  The head start begins once
-requests is imported instead.
+the API client is built instead.
 """
 
 from __future__ import annotations

@@ -15,8 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-import requests
-
+from ..cloudstack.transport import HttpTransport, TransportError
 from ..errors import CloudError
 from . import convert, readahead
 from .multipart import MultipartBody
@@ -41,7 +40,7 @@ def content_type(plan: convert.UploadPlan) -> str:
 
 
 def post(upload: TemplateUpload, plan: convert.UploadPlan, image_path: str, filename: str, *,
-         session: requests.Session, log, timeout: tuple[float, float], tmpdir: str | None = None,
+         transport: HttpTransport, log, timeout: tuple[float, float], tmpdir: str | None = None,
          progress_interval: float = 5.0, clock: Callable[[], float] | None = None,
          ahead: ReadAhead | None = None) -> None:
     """Stream the planned bytes to ``postURL``; raise CloudError with the server's answer on failure.
@@ -53,7 +52,7 @@ def post(upload: TemplateUpload, plan: convert.UploadPlan, image_path: str, file
         consumed = [False]
 
         def once():
-            # The stream can be read one time only; requests iterates the body once.
+            # The stream can be read one time only; the transport iterates the body once and never resends it.
             if consumed[0]:
                 raise CloudError("upload body requested twice (the HTTP client retried a streamed upload)")
             consumed[0] = True
@@ -64,18 +63,19 @@ def post(upload: TemplateUpload, plan: convert.UploadPlan, image_path: str, file
         log.info(f"Uploading {filename} ({length} bytes, {plan.format}, steps: {', '.join(plan.steps)}) "
                  f"to {_origin(upload.post_url)}")
         try:
-            response = session.post(upload.post_url, data=body, headers=headers, timeout=timeout)
-        except requests.exceptions.SSLError as exc:
-            raise CloudError(f"Uploading {filename} to {_origin(upload.post_url)}: TLS error: {_first_line(exc)} "
-                             "(cloudstack.ca_cert must also trust the secondary storage VM's certificate)") from None
-        except requests.exceptions.RequestException as exc:
-            raise CloudError(f"Uploading {filename} to {_origin(upload.post_url)}: {_first_line(exc)}", True) from None
+            response = transport.request("POST", upload.post_url, body=body, headers=headers, timeout=timeout)
+        except TransportError as exc:
+            where = f"Uploading {filename} to {_origin(upload.post_url)}"
+            if exc.tls:
+                raise CloudError(f"{where}: TLS error: {exc.text} (cloudstack.ca_cert must also trust the secondary "
+                                 "storage VM's certificate)") from None
+            raise CloudError(f"{where}: {exc.text}", True) from None
         except ValueError as exc:  # the image (ImageError) or the body length, found while streaming
             raise CloudError(f"Uploading {filename}: {exc}") from None
         meter.finish()
-    if response.status_code != 200:
+    if response.status != 200:
         text = " ".join(response.text.split())[:300] or response.reason
-        raise CloudError(f"Uploading {filename}: the secondary storage answered HTTP {response.status_code}: {text}")
+        raise CloudError(f"Uploading {filename}: the secondary storage answered HTTP {response.status}: {text}")
 
 
 @contextlib.contextmanager
@@ -139,11 +139,6 @@ def _origin(url: str) -> str:
 
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
 
 
 def tmpdir_for(image_path: str) -> str:

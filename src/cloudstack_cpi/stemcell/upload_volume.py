@@ -40,17 +40,21 @@ def own_vm_id(configured: str | None, metadata_url: str, *, timeout: float = 5.0
     """This VM's id: from the config, else from the metadata service."""
     if configured:
         return configured
-    import requests
+    from ..cloudstack.transport import HttpTransport, TransportError
 
+    # The metadata service is plain http on the virtual router of the VM's own network: never through a proxy.
+    transport = HttpTransport(False, environ={})
     try:
-        response = requests.get(metadata_url, timeout=timeout)
-        value = response.text.strip() if response.status_code == 200 else ""
-    except requests.exceptions.RequestException as exc:
-        raise CloudError(f"Asking the metadata service {metadata_url} for this VM's id: {exc}; "
+        response = transport.request("GET", metadata_url, timeout=(timeout, timeout))
+        value = response.text.strip() if response.status == 200 else ""
+    except TransportError as exc:
+        raise CloudError(f"Asking the metadata service {metadata_url} for this VM's id: {exc.text}; "
                          "set cloudstack.stemcell.volume.vm_id") from None
+    finally:
+        transport.close()
     if not value or len(value) > 64 or not re.fullmatch(r"[A-Za-z0-9-]+", value):
         raise CloudError(f"The metadata service {metadata_url} did not answer a VM id "
-                         f"(HTTP {response.status_code}); set cloudstack.stemcell.volume.vm_id")
+                         f"(HTTP {response.status}); set cloudstack.stemcell.volume.vm_id")
     return value
 
 

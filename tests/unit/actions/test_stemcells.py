@@ -6,7 +6,8 @@ a timeout or an interruption, light stemcells, error breadcrumbs, idempotent del
 What CloudStack itself does with templates (rows per zone, status texts, upload slots, recovery of a create whose
 answer was lost) is the gateway's, tested against the simulator in tests/unit/cloudstack/test_templates.py; the
 whole CPI process against the simulator is tests/lifecycle/test_stemcells.py.  Only the bytes the post strategy
-streams to the secondary storage VM go over (mocked) HTTP here: ``responses`` stands in for the SSVM.
+streams to the secondary storage VM go over (faked) HTTP here: a FakeHttp (tests/fake_http.py), the fake cloud's
+``cloud.http``, stands in for the SSVM.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import requests
-import responses
 
 from cloudstack_cpi import config
 from cloudstack_cpi.actions import stemcells
 from cloudstack_cpi.cloudstack.errors import CloudStackError
 from cloudstack_cpi.cloudstack.models import OsType
 from cloudstack_cpi.cloudstack.templates import TemplateUpload
+from cloudstack_cpi.cloudstack.transport import HttpTransport, TransportError
 from cloudstack_cpi.errors import CloudError, Interrupted
 from cloudstack_cpi.log import Logger
 from cloudstack_cpi.stemcell import convert, image, ostypes, templates, upload_post, upload_url, upload_volume
 from cloudstack_cpi.stemcell.readahead import ReadAhead
+from tests.fake_http import FakeHttp
 from tests.unit.fake_cloud import api_error, job_failure
 from tests.unit.fake_cloud.templates import GONE, UPLOAD_URL
 from tests.unit.stemcell.stemcell_image_builders import sample_blocks, tar_of, write_raw
@@ -161,23 +162,34 @@ def log_stream() -> tuple[Logger, io.StringIO]:
 UPLOAD = TemplateUpload("tpl-1", "http://ssvm.test/upload/tpl-1", "sig+/=", "meta-blob", "2030-01-01T00:00:00.000Z")
 
 
-@responses.activate
+class BodyTypeRecordingHttp(FakeHttp):
+    """A FakeHttp that also records what ``request`` was given as the body, before it reads it whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: list[object] = []
+
+    def request(self, method, url, *, body=None, headers=None, timeout):
+        self.given.append(body)
+        return super().request(method, url, body=body, headers=headers, timeout=timeout)
+
+
 def test_upload_request_headers_and_streamed_body(tmp_path):
     path = qcow2_file(tmp_path / "image")
     plan = convert.plan_upload(image.detect(path), "kvm")
     assert plan.passes_through
     received = {}
+    http = BodyTypeRecordingHttp()
 
     def ssvm(request):
-        received["streamed"] = not isinstance(request.body, (bytes, bytearray))  # an iterable, never held whole
-        received["body"] = b"".join(request.body)  # read while the upload runs, as a server would
+        received["streamed"] = not isinstance(http.given[-1], (bytes, bytearray))  # an iterable, never held whole
+        received["body"] = request.body  # read (by FakeHttp) while the upload runs, as a server would
         return 200, {}, "upload successful."
 
-    responses.add_callback(responses.POST, UPLOAD.post_url, callback=ssvm)
+    http.add_callback("POST", UPLOAD.post_url, ssvm)
     log, stream = log_stream()
-    with requests.Session() as session:
-        upload_post.post(UPLOAD, plan, str(path), "tpl.qcow2", session=session, log=log, timeout=(1, 5))
-    request = responses.calls[0].request
+    upload_post.post(UPLOAD, plan, str(path), "tpl.qcow2", transport=http, log=log, timeout=(1, 5))
+    request = http.calls[0].request
     names = list(request.headers.keys())
     assert {"X-signature", "X-metadata", "X-expires"} <= set(names)  # spelt exactly so
     assert request.headers["X-signature"] == "sig+/=" and request.headers["X-metadata"] == "meta-blob"
@@ -191,14 +203,14 @@ def test_upload_request_headers_and_streamed_body(tmp_path):
     assert "Uploading tpl.qcow2: 64.0 KiB of 64.0 KiB (100%)" in stream.getvalue()
 
 
-@responses.activate
 def test_upload_refused_by_the_secondary_storage(tmp_path):
     path = qcow2_file(tmp_path / "image")
     plan = convert.plan_upload(image.detect(path), "kvm")
-    responses.add(responses.POST, UPLOAD.post_url, status=400, body="signature validation failed.")
+    http = FakeHttp()
+    http.post(UPLOAD.post_url, status=400, body="signature validation failed.")
     log, _ = log_stream()
-    with requests.Session() as session, pytest.raises(CloudError) as caught:
-        upload_post.post(UPLOAD, plan, str(path), "tpl.qcow2", session=session, log=log, timeout=(1, 5))
+    with pytest.raises(CloudError) as caught:
+        upload_post.post(UPLOAD, plan, str(path), "tpl.qcow2", transport=http, log=log, timeout=(1, 5))
     assert caught.value.message == "Uploading tpl.qcow2: the secondary storage answered HTTP 400: signature validation failed."
 
 
@@ -256,7 +268,6 @@ def test_a_template_vanishing_while_waiting(cloud):
 # --- create_stemcell on the fake gateway: zones, strategies, cleanup -------------------------------------------
 
 PROPS = {"name": "bosh-kvm", "version": "1", "hypervisor": "kvm", "os_distro": "ubuntu"}
-UPLOADS = re.compile(re.escape(UPLOAD_URL) + r"[^/]+$")
 
 
 @pytest.fixture
@@ -264,12 +275,16 @@ def image_path(tmp_path) -> str:
     return str(qcow2_file(tmp_path / "image"))
 
 
+def answering(status: int, text: str):
+    """A secondary storage VM (``cloud.templates.ssvm``) that answers every upload slot's POST so."""
+    return lambda request: (status, {}, text)
+
+
 @pytest.fixture
-def ssvm():
+def ssvm(cloud) -> FakeHttp:
     """The secondary storage VM the post strategy streams to: every upload slot answers "upload successful."."""
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add(responses.POST, UPLOADS, body="upload successful.")
-        yield mock
+    cloud.templates.ssvm = answering(200, "upload successful.")
+    return cloud.http
 
 
 def test_the_post_strategy_uploads_to_the_slot_and_tags_the_ready_template(cloud, ctx, image_path, ssvm):
@@ -398,11 +413,11 @@ def test_a_timeout_deletes_the_template(cloud, make_ctx, image_path, ssvm):
 
 
 def test_an_upload_the_secondary_storage_refuses_deletes_the_template(cloud, ctx, image_path):
-    with responses.RequestsMock() as ssvm:
-        ssvm.add(responses.POST, UPLOADS, status=500,
-                 body="Upload failed: format mismatch, declared QCOW2 but the file is not a valid QCOW2 image")
-        with pytest.raises(CloudError, match="HTTP 500: Upload failed: format mismatch"):
-            stemcells.create_stemcell(ctx, image_path, PROPS)
+    cloud.templates.ssvm = answering(
+        500, "Upload failed: format mismatch, declared QCOW2 but the file is not a valid QCOW2 image")
+    with pytest.raises(CloudError, match="HTTP 500: Upload failed: format mismatch"):
+        stemcells.create_stemcell(ctx, image_path, PROPS)
+    assert len(cloud.http.calls) == 1
     assert cloud.templates.made() == [] and "templates.discard" in cloud.methods()
 
 
@@ -410,9 +425,10 @@ def test_an_interrupted_upload_deletes_the_template_and_goes_on(cloud, ctx, imag
     def sigterm(request):
         raise Interrupted("SIGTERM")
 
-    with responses.RequestsMock() as ssvm, pytest.raises(Interrupted):
-        ssvm.add_callback(responses.POST, UPLOADS, callback=sigterm)
+    cloud.templates.ssvm = sigterm
+    with pytest.raises(Interrupted):
         stemcells.create_stemcell(ctx, image_path, PROPS)
+    assert len(cloud.http.calls) == 1
     assert cloud.templates.made() == [] and "templates.discard" in cloud.methods()
 
 
@@ -486,12 +502,12 @@ def test_a_tgz_is_read_ahead_from_before_the_zones_are_listed(cloud, ctx, tgz_im
     received = []
 
     def ssvm(request):
-        received.append(b"".join(request.body))
+        received.append(request.body)
         return 200, {}, "upload successful."
 
-    with responses.RequestsMock() as mock:
-        mock.add_callback(responses.POST, UPLOADS, callback=ssvm)
-        cid = stemcells.create_stemcell(ctx, image_path, PROPS)
+    cloud.templates.ssvm = ssvm
+    cid = stemcells.create_stemcell(ctx, image_path, PROPS)
+    assert len(cloud.http.calls) == 1
     (opened,) = read_aheads
     assert opened["after"] == [] and isinstance(opened["ahead"], ReadAhead)  # the stemcell names its hypervisor
     assert not opened["ahead"]._thread.is_alive()
@@ -614,17 +630,22 @@ def test_one_file_server_answers_head_get_and_ranges(tmp_path):
     with upload_url.OneFileServer(str(path), "t.qcow2", listen_host="127.0.0.1", listen_port=0,
                                   advertise_host=None, endpoint="http://127.0.0.1:1/client/api", log=log) as server:
         assert server.url.startswith(f"http://127.0.0.1:{server.port}/") and server.url.endswith("/t.qcow2")
-        head = requests.head(server.url, timeout=5)
-        assert head.status_code == 200 and head.headers["Content-Length"] == str(len(data))
-        assert head.headers["Accept-Ranges"] == "bytes"
-        assert requests.get(server.url, timeout=5).content == data
-        part = requests.get(server.url, headers={"Range": "bytes=1000-1999"}, timeout=5)
-        assert part.status_code == 206 and part.content == data[1000:2000]
-        assert part.headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
-        assert requests.get(server.url, headers={"Range": f"bytes={len(data)}-"}, timeout=5).status_code == 416
-        assert requests.get(server.url.rsplit("/", 2)[0] + "/other/t.qcow2", timeout=5).status_code == 404
-    with pytest.raises(requests.exceptions.ConnectionError):
-        requests.get(server.url, timeout=2)
+        http = HttpTransport(False)  # what CloudStack does here, over the CPI's own transport: a real local server
+        try:
+            head = http.request("HEAD", server.url, timeout=(5, 5))
+            assert head.status == 200 and head.header("Content-Length") == str(len(data))
+            assert head.header("Accept-Ranges") == "bytes"
+            assert http.request("GET", server.url, timeout=(5, 5)).body == data
+            part = http.request("GET", server.url, headers={"Range": "bytes=1000-1999"}, timeout=(5, 5))
+            assert part.status == 206 and part.body == data[1000:2000]
+            assert part.header("Content-Range") == f"bytes 1000-1999/{len(data)}"
+            assert http.request("GET", server.url, headers={"Range": f"bytes={len(data)}-"},
+                                timeout=(5, 5)).status == 416
+            assert http.request("GET", server.url.rsplit("/", 2)[0] + "/other/t.qcow2", timeout=(5, 5)).status == 404
+        finally:
+            http.close()
+    with pytest.raises(TransportError):
+        HttpTransport(False).request("GET", server.url, timeout=(2, 2))
     assert "Serving t.qcow2" in stream.getvalue()
 
 

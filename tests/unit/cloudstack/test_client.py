@@ -1,4 +1,4 @@
-"""The CloudStack client against faked HTTP: envelopes, paging, jobs, errors, retries, TLS options."""
+"""The CloudStack client against faked HTTP (tests/fake_http.py): envelopes, paging, jobs, errors, retries, TLS options."""
 
 import io
 import json
@@ -6,8 +6,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import certifi
 import pytest
-import requests
-import responses
 
 from cloudstack_cpi.cloudstack.client import (
     SAFE_TO_REPEAT,
@@ -21,8 +19,16 @@ from cloudstack_cpi.cloudstack.client import (
 from cloudstack_cpi.cloudstack.errors import CloudStackError
 from cloudstack_cpi.cloudstack.signing import sign
 from cloudstack_cpi.log import Logger
+from tests.fake_http import GET, POST, FakeHttp, no_answer, tls_refused
 
 URL = "http://cs.test/client/api"
+# The HTTP every client of this module sends through (``transport=responses``), emptied before each test.
+responses = FakeHttp()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_http():
+    responses.reset()
 
 
 class FakeClock:
@@ -51,19 +57,15 @@ def stderr():
 @pytest.fixture
 def client(clock, stderr):
     log = Logger(stream=stderr, level="debug", request_id="cpi-1")
-    return Client(URL, "the-key", "the-secret-value", log=log, sleep=clock.sleep, clock=clock,
+    return Client(URL, "the-key", "the-secret-value", log=log, sleep=clock.sleep, clock=clock, transport=responses,
                   retry=RetryPolicy(attempts=4, base_delay=0.1, max_delay=1.0))
 
 
 def _params(call) -> dict:
-    if call.request.method == "GET":
-        query = urlsplit(call.request.url).query
-    else:
-        query = call.request.body if isinstance(call.request.body, str) else call.request.body.decode()
+    query = urlsplit(call.request.url).query if call.request.method == "GET" else call.request.text
     return {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
 
 
-@responses.activate
 def test_reads_are_signed_gets(client):
     responses.get(URL, json={"listzonesresponse": {"count": 1, "zone": [{"id": "z1", "name": "zone-1"}]}})
     assert client.list("listZones", name="zone 1~*") == [{"id": "z1", "name": "zone-1"}]
@@ -77,7 +79,6 @@ def test_reads_are_signed_gets(client):
     assert signature == sign(params, "the-secret-value")
 
 
-@responses.activate
 def test_mutations_are_signed_posts(client):
     responses.post(URL, json={"createtagsresponse": {"jobid": "j1"}})
     client.call("createTags", resourceids=["a", "b"], resourcetype="UserVm", tags={"k": "v w"})
@@ -90,7 +91,6 @@ def test_mutations_are_signed_posts(client):
     assert signature == sign(params, "the-secret-value")
 
 
-@responses.activate
 def test_numeric_ids_of_older_servers_come_back_as_strings(client):
     """CloudStack before 4.0 answered ids as JSON numbers (apache-libcloud's recorded CloudStack responses, e.g.
     fixtures/cloudstack/listZones_default.json and listVolumes_default.json); device numbers stay numbers."""
@@ -123,7 +123,6 @@ def test_unwrap_handles_irregular_response_names():
         unwrap("listZones", {"a": 1, "b": 2})
 
 
-@responses.activate
 def test_list_all_pages_until_count(client):
     pages = [
         {"listvolumesresponse": {"count": 1001, "volume": [{"id": str(i)} for i in range(500)]}},
@@ -138,13 +137,11 @@ def test_list_all_pages_until_count(client):
     assert all(_params(c)["pagesize"] == "500" for c in responses.calls)
 
 
-@responses.activate
 def test_empty_list_is_an_empty_object(client):
     responses.get(URL, json={"listvolumesresponse": {}})
     assert client.list_all("listVolumes") == []
 
 
-@responses.activate
 def test_api_errors_carry_all_fields(client):
     responses.post(URL, status=431, json={"deployvirtualmachineresponse": {
         "uuidList": [], "errorcode": 431, "cserrorcode": 4350, "errortext": "Unable to find zone"}})
@@ -156,7 +153,6 @@ def test_api_errors_carry_all_fields(client):
     assert len(responses.calls) == 1  # a definite answer is never repeated
 
 
-@responses.activate
 def test_find_turns_unknown_id_into_none(client):
     responses.get(URL, status=431, json={"listvirtualmachinesresponse": {
         "errorcode": 431, "cserrorcode": 4350, "errortext": "invalid value for parameter id"}})
@@ -165,17 +161,15 @@ def test_find_turns_unknown_id_into_none(client):
     assert client.find("listVirtualMachines", id="gone") is None
 
 
-@responses.activate
 def test_reads_retry_on_5xx_and_connection_errors(client, stderr):
     responses.get(URL, status=503, body="busy")
-    responses.get(URL, body=requests.exceptions.ConnectionError("reset"))
+    responses.get(URL, body=no_answer("reset"))
     responses.get(URL, json={"listzonesresponse": {"count": 1, "zone": [{"id": "z"}]}})
     assert client.list("listZones") == [{"id": "z"}]
     assert len(responses.calls) == 3
     assert stderr.getvalue().count("Retrying listZones") == 2
 
 
-@responses.activate
 def test_reads_give_up_after_the_configured_attempts(client):
     for _ in range(4):
         responses.get(URL, status=502, body="bad gateway")
@@ -185,7 +179,6 @@ def test_reads_give_up_after_the_configured_attempts(client):
     assert len(responses.calls) == 4
 
 
-@responses.activate
 def test_mutations_are_not_repeated_on_5xx(client):
     responses.post(URL, status=500, body="oops")
     with pytest.raises(CloudStackError):
@@ -193,16 +186,14 @@ def test_mutations_are_not_repeated_on_5xx(client):
     assert len(responses.calls) == 1
 
 
-@responses.activate
 def test_mutation_with_lost_answer_is_marked_unknown(client):
-    responses.post(URL, body=requests.exceptions.ConnectionError("Connection aborted."))
+    responses.post(URL, body=no_answer("Connection aborted."))
     with pytest.raises(CloudStackError) as caught:
         client.call("deployVirtualMachine", zoneid="z")
     assert caught.value.outcome_unknown is True
     assert len(responses.calls) == 1
 
 
-@responses.activate
 def test_throttling_is_retried_for_any_command(client, clock):
     responses.post(URL, status=429, json={"deployvirtualmachineresponse": {
         "errorcode": 429, "errortext": "You have exceeded the API request limit"}}, headers={"Retry-After": "2"})
@@ -211,14 +202,12 @@ def test_throttling_is_retried_for_any_command(client, clock):
     assert clock.sleeps and clock.sleeps[0] >= 1.5  # honours Retry-After (with jitter)
 
 
-@responses.activate
 def test_queryasyncjobresult_is_retried(client):
     responses.get(URL, status=500, body="oops")
     responses.get(URL, json={"queryasyncjobresultresponse": {"jobstatus": 1, "jobresult": {"success": True}}})
     assert client.wait_for_job("j", command="createTags", timeout=10, what="tagging") == {"success": True}
 
 
-@responses.activate
 def test_run_job_polls_with_growing_intervals(client, clock):
     responses.post(URL, json={"deployvirtualmachineresponse": {"id": "vm-1", "jobid": "job-1"}})
     for _ in range(30):
@@ -247,7 +236,6 @@ def test_poll_policy_bounds_lateness():
     assert policy.interval(10_000) == policy.cap
 
 
-@responses.activate
 def test_failed_job_raises_with_code_text_and_resource(client):
     responses.post(URL, json={"deployvirtualmachineresponse": {"id": "vm-9", "jobid": "job-9"}})
     responses.get(URL, json={"queryasyncjobresultresponse": {
@@ -260,7 +248,6 @@ def test_failed_job_raises_with_code_text_and_resource(client):
     assert err.is_capacity and err.is_transient
 
 
-@responses.activate
 def test_job_timeout_names_the_job_and_the_work(client):
     responses.post(URL, json={"attachvolumeresponse": {"jobid": "job-slow"}})
     for _ in range(200):
@@ -272,7 +259,6 @@ def test_job_timeout_names_the_job_and_the_work(client):
     assert "attaching volume vol-1" in str(err) and "5s" in str(err)
 
 
-@responses.activate
 def test_logs_redact_secrets(client, stderr):
     responses.post(URL, json={"deployvirtualmachineresponse": {"id": "vm", "jobid": "j"}})
     client.call("deployVirtualMachine", userdata="c2VjcmV0LXVzZXItZGF0YQ==", zoneid="z")
@@ -284,20 +270,20 @@ def test_logs_redact_secrets(client, stderr):
 
 def test_tls_options(stderr, tmp_path):
     log = Logger(stream=stderr)
-    # The default bundle by name: True would let REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE replace it.
-    assert Client(URL, "k", "secret-1", log=log).session.verify == certifi.where()
+    # The default bundle by name (certifi's), whatever the environment says.
+    assert Client(URL, "k", "secret-1", log=log).transport.verify == certifi.where()
     insecure = Client(URL, "k", "secret-1", log=log, verify=False)
-    assert insecure.session.verify is False
+    assert insecure.transport.verify is False
     assert "verification is off" in stderr.getvalue()
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     with_ca = Client(URL, "k", "secret-1", log=log, ca_cert=pem)
-    path = with_ca.session.verify
+    path = with_ca.transport.verify
     assert isinstance(path, str)
     with open(path) as handle:
         assert handle.read() == pem
     with_ca.close()
     # one file per certificate, shared by the calls that use it (a killed call leaves no file of its own)
-    assert Client(URL, "k", "secret-1", log=log, ca_cert=pem).session.verify == path
+    assert Client(URL, "k", "secret-1", log=log, ca_cert=pem).transport.verify == path
 
 
 def test_ca_files_of_other_certificates_go_once_unused_for_a_week(tmp_path, monkeypatch):
@@ -317,28 +303,23 @@ def test_ca_files_of_other_certificates_go_once_unused_for_a_week(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.name, os.path.basename(path)])
 
 
-@responses.activate
 def test_timeouts_are_passed_on_every_request(clock, stderr):
     log = Logger(stream=stderr)
-    client = Client(URL, "k", "secret-1", log=log, connect_timeout=3, read_timeout=7)
+    client = Client(URL, "k", "secret-1", log=log, connect_timeout=3, read_timeout=7, transport=responses)
     seen = []
 
     def callback(request):
-        seen.append(request.req_kwargs["timeout"])
+        seen.append(request.timeout)
         return 200, {}, json.dumps({"listzonesresponse": {}})
 
-    responses.add_callback(responses.GET, URL, callback=callback)
+    responses.add_callback(GET, URL, callback=callback)
     client.list("listZones")
     assert seen == [(3, 7)]
 
 
-@responses.activate
 def test_transport_errors_never_carry_the_request_url(client):
-    from urllib3.exceptions import MaxRetryError, SSLError as Urllib3SSLError
-
     url_text = f"{URL}?apiKey=the-key&signature=abc%2Fdef&command=listZones"
-    cause = MaxRetryError(None, url_text, Urllib3SSLError("certificate verify failed"))
-    responses.get(URL, body=requests.exceptions.SSLError(cause))
+    responses.get(URL, body=tls_refused(f"certificate verify failed for {url_text}"))
     with pytest.raises(CloudStackError) as caught:
         client.list("listZones")
     err = caught.value
@@ -347,7 +328,7 @@ def test_transport_errors_never_carry_the_request_url(client):
     assert "the-key" not in str(err) and "signature" not in str(err)
     assert len(responses.calls) == 1  # a refused certificate is not retried
 
-    responses.post(URL, body=requests.exceptions.ConnectionError(MaxRetryError(None, url_text, OSError("reset"))))
+    responses.post(URL, body=no_answer(f"reset while sending {url_text}"))
     with pytest.raises(CloudStackError) as caught:
         client.call("deployVirtualMachine", zoneid="z")
     assert "signature" not in str(caught.value) and "reset" in str(caught.value)
@@ -356,8 +337,12 @@ def test_transport_errors_never_carry_the_request_url(client):
 # -- TLS trust: the configuration, never the environment ------------------------------------------------------
 
 
-@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"])
 def test_the_environments_ca_bundle_never_replaces_the_configured_trust(monkeypatch, stderr, variable):
+    """The API's transport and the upload slot's trust the configured CA file (or nothing), whatever the
+    environment names; proxies still come from the environment.  Over real TLS: tests/lifecycle/test_tls.py."""
+    from cloudstack_cpi.cloudstack.transport import _origin_of
+
     monkeypatch.setenv(variable, "/somewhere/else/ca.pem")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
     log = Logger(stream=stderr)
@@ -365,11 +350,12 @@ def test_the_environments_ca_bundle_never_replaces_the_configured_trust(monkeypa
     for client, expected in ((Client(URL, "k", "secret-1", log=log), certifi.where()),
                              (Client(URL, "k", "secret-1", log=log, verify=False), False),
                              (Client(URL, "k", "secret-1", log=log, ca_cert=pem), None)):
-        expected = client.session.verify if expected is None else expected
-        for session in (client.session, client.new_session()):
-            settings = session.merge_environment_settings("https://cs.test/client/api", {}, None, None, None)
-            assert settings["verify"] == expected
-            assert settings["proxies"]["https"] == "http://proxy.test:3128"  # proxies still come from the environment
+        expected = client.transport.verify if expected is None else expected
+        assert isinstance(expected, str) or expected is False
+        for transport in (client.transport, client.upload_transport()):
+            assert transport.verify == expected
+            proxy = transport.proxy_for(_origin_of("https://cs.test/client/api"))
+            assert proxy is not None and (proxy.host, proxy.port) == ("proxy.test", 3128)
         client.close()
 
 
@@ -409,9 +395,8 @@ def test_every_read_the_cpi_sends_is_in_the_table():
     assert used and sorted(used - SAFE_TO_REPEAT) == []
 
 
-@responses.activate
 def test_get_upload_params_is_posted_and_not_repeated_after_a_lost_answer(client):
-    responses.post(URL, body=requests.exceptions.ConnectionError("Connection aborted."))
+    responses.post(URL, body=no_answer("Connection aborted."))
     responses.post(URL, json={"postuploadtemplateresponse": {"getuploadparams": {"id": "t-2"}}})
     with pytest.raises(CloudStackError) as caught:
         client.call("getUploadParamsForTemplate", name="s", zoneid="z", format="QCOW2")
@@ -420,7 +405,6 @@ def test_get_upload_params_is_posted_and_not_repeated_after_a_lost_answer(client
     assert responses.calls[0].request.method == "POST"
 
 
-@responses.activate
 def test_get_upload_params_is_not_repeated_after_a_5xx(client):
     responses.post(URL, status=503, body="busy")
     responses.post(URL, json={"postuploadtemplateresponse": {"getuploadparams": {"id": "t-2"}}})
@@ -429,9 +413,8 @@ def test_get_upload_params_is_not_repeated_after_a_5xx(client):
     assert len(responses.calls) == 1
 
 
-@responses.activate
 def test_an_unknown_command_is_posted_and_not_repeated(client):
-    responses.post(URL, body=requests.exceptions.ReadTimeout("read timed out"))
+    responses.post(URL, body=no_answer("read timed out (after 60 s)"))
     with pytest.raises(CloudStackError):
         client.call("listSomethingNew")
     assert len(responses.calls) == 1 and responses.calls[0].request.method == "POST"
@@ -443,20 +426,19 @@ def test_an_unknown_command_is_posted_and_not_repeated(client):
 def _silent(clock, seen):
     """A server that accepts and never answers: each try takes its whole read timeout, on the fake clock."""
     def callback(request):
-        connect, read = request.req_kwargs["timeout"]
+        connect, read = request.timeout
         seen.append((connect, read))
         clock.now += read
-        raise requests.exceptions.ReadTimeout(f"Read timed out. (read timeout={read})")
+        raise no_answer(f"read timed out (after {read:g} s)")
     return callback
 
 
-@responses.activate
 def test_retries_stop_at_the_deadline_and_each_try_fits_in_it(clock, stderr):
     log = Logger(stream=stderr)
-    client = Client(URL, "k", "secret-1", log=log, sleep=clock.sleep, clock=clock, connect_timeout=1,
+    client = Client(URL, "k", "secret-1", log=log, sleep=clock.sleep, clock=clock, transport=responses, connect_timeout=1,
                     read_timeout=10, api_deadline=25, retry=RetryPolicy(attempts=6, base_delay=0.25, max_delay=8))
     seen: list = []
-    responses.add_callback(responses.GET, URL, callback=_silent(clock, seen))
+    responses.add_callback(GET, URL, callback=_silent(clock, seen))
     with pytest.raises(CloudStackError) as caught:
         client.list("listVirtualMachines", id="vm-1")
     err = caught.value
@@ -465,28 +447,26 @@ def test_retries_stop_at_the_deadline_and_each_try_fits_in_it(clock, stderr):
     assert all(connect <= read or read < 1 for connect, read in seen)
     assert err.kind == "transport" and err.is_transient
     assert "API deadline of 25 s was reached" in str(err) and "listVirtualMachines" in str(err)
-    assert "3 tries" in str(err) and "Read timed out" in str(err)
+    assert "3 tries" in str(err) and "read timed out" in str(err)
     assert client.api_time_left < 0.001               # timeouts are cut to whole milliseconds
 
 
-@responses.activate
 def test_the_default_deadline_is_two_full_tries(clock, stderr):
-    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock,
+    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock, transport=responses,
                     connect_timeout=2, read_timeout=30)
     assert client.api_time_left == 64
     seen: list = []
-    responses.add_callback(responses.GET, URL, callback=_silent(clock, seen))
+    responses.add_callback(GET, URL, callback=_silent(clock, seen))
     with pytest.raises(CloudStackError, match="deadline of 64 s was reached"):
         client.list("listZones")
     assert clock.now <= 64.001 and [read for _, read in seen][:2] == [30, 30]
 
 
-@responses.activate
 def test_the_deadline_is_shared_by_all_requests_of_the_call(clock, stderr):
-    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock,
+    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock, transport=responses,
                     connect_timeout=1, read_timeout=10, api_deadline=15, retry=RetryPolicy(attempts=1))
     seen: list = []
-    responses.add_callback(responses.GET, URL, callback=_silent(clock, seen))
+    responses.add_callback(GET, URL, callback=_silent(clock, seen))
     with pytest.raises(CloudStackError):
         client.list("listZones")
     with pytest.raises(CloudStackError, match="deadline of 15 s was reached"):
@@ -497,21 +477,19 @@ def test_the_deadline_is_shared_by_all_requests_of_the_call(clock, stderr):
     assert caught.value.outcome_unknown is False and len(seen) == 2
 
 
-@responses.activate
 def test_a_mutation_cut_short_by_the_deadline_is_an_unknown_outcome(clock, stderr):
-    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock,
+    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock, transport=responses,
                     connect_timeout=1, read_timeout=10, api_deadline=4)
     seen: list = []
-    responses.add_callback(responses.POST, URL, callback=_silent(clock, seen))
+    responses.add_callback(POST, URL, callback=_silent(clock, seen))
     with pytest.raises(CloudStackError, match="deadline of 4 s was reached") as caught:
         client.call("deployVirtualMachine", zoneid="z")
     assert caught.value.outcome_unknown is True and [read for _, read in seen] == [4]
 
 
-@responses.activate
 def test_job_waits_do_not_use_up_the_api_deadline(clock, stderr):
     """A 20-minute job with a small API deadline: the polls share the job's timeout instead."""
-    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock,
+    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock, transport=responses,
                     connect_timeout=1, read_timeout=2, api_deadline=6)
     responses.post(URL, json={"deployvirtualmachineresponse": {"id": "vm-1", "jobid": "job-1"}})
     polls = {"n": 0}
@@ -523,22 +501,21 @@ def test_job_waits_do_not_use_up_the_api_deadline(clock, stderr):
         return 200, {}, json.dumps({"queryasyncjobresultresponse": {"jobstatus": 1 if done else 0,
                                                                     "jobresult": {"virtualmachine": {"id": "vm-1"}}}})
 
-    responses.add_callback(responses.GET, URL, callback=job)
+    responses.add_callback(GET, URL, callback=job)
     result = client.run_job("deployVirtualMachine", timeout=1800, what="creating VM", zoneid="z")
     assert result == {"virtualmachine": {"id": "vm-1"}}
     assert polls["n"] * 0.5 > 6                      # the polls alone took longer than the API deadline
     assert client.api_time_left == 6                 # and none of it was charged to the deadline
-    responses.add(responses.GET, URL, json={"listzonesresponse": {}})
+    responses.add(GET, URL, json={"listzonesresponse": {}})
     assert client.list("listZones") == []            # API calls after the job still have their time
 
 
-@responses.activate
 def test_a_silent_endpoint_during_a_job_wait_ends_at_the_jobs_timeout(clock, stderr):
-    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock,
+    client = Client(URL, "k", "secret-1", log=Logger(stream=stderr), sleep=clock.sleep, clock=clock, transport=responses,
                     connect_timeout=1, read_timeout=30, api_deadline=100)
     responses.post(URL, json={"attachvolumeresponse": {"jobid": "job-7"}})
     seen: list = []
-    responses.add_callback(responses.GET, URL, callback=_silent(clock, seen))
+    responses.add_callback(GET, URL, callback=_silent(clock, seen))
     with pytest.raises(CloudStackError) as caught:
         client.run_job("attachVolume", timeout=60, what="attaching volume vol-1", id="vol-1")
     err = caught.value
@@ -572,15 +549,14 @@ def test_project_scoped_commands_are_exactly_those_the_api_gives_a_projectid():
     assert PROJECT_SCOPED == _commands_the_cpi_sends(api) & with_projectid
 
 
-@responses.activate
 def test_a_project_scopes_the_commands_that_take_it_and_no_others():
-    responses.add(responses.GET, "http://cs.test/client/api", json={"listvolumesresponse": {}})
-    responses.add(responses.POST, "http://cs.test/client/api", json={"createtagsresponse": {"jobid": "j"}})
-    client = Client("http://cs.test/client/api", "key", "secret", log=Logger())
+    responses.add(GET, "http://cs.test/client/api", json={"listvolumesresponse": {}})
+    responses.add(POST, "http://cs.test/client/api", json={"createtagsresponse": {"jobid": "j"}})
+    client = Client("http://cs.test/client/api", "key", "secret", log=Logger(), transport=responses)
     client.project_id = "p-1"
     client.call("listVolumes", virtualmachineid="v")
     client.call("createTags", resourceids="v")
-    sent = [parse_qs(urlsplit(c.request.url).query) or parse_qs(c.request.body) for c in responses.calls]
+    sent = [parse_qs(urlsplit(c.request.url).query) or parse_qs(c.request.text) for c in responses.calls]
     assert sent[0]["projectid"] == ["p-1"] and "projectid" not in sent[1]
 
 
@@ -597,7 +573,6 @@ def test_jobs_name_their_command_by_its_java_class(command, job_class):
     assert job_class_of(command) == job_class
 
 
-@responses.activate
 def test_a_lost_start_is_recovered_only_from_a_job_on_the_same_resource(stderr):
     from cloudstack_cpi.cloudstack.client import Client as _Client
 
@@ -606,8 +581,8 @@ def test_a_lost_start_is_recovered_only_from_a_job_on_the_same_resource(stderr):
          "jobinstanceid": "vol-2", "created": "2026-11-30T08:00:01+0000"},
         {"jobid": "mine", "cmd": "org.apache.cloudstack.api.command.user.volume.DetachVolumeCmd",
          "jobinstanceid": "vol-1", "created": "2026-11-30T08:00:00+0000"}]}}
-    responses.add(responses.GET, URL, json=jobs)
-    client = _Client(URL, "k", "secret-1", log=Logger(stream=stderr))
+    responses.add(GET, URL, json=jobs)
+    client = _Client(URL, "k", "secret-1", log=Logger(stream=stderr), transport=responses)
     assert client.pending_job("detachVolume", {"id": "vol-1"})["jobid"] == "mine"
     assert client.pending_job("detachVolume", {"id": "vol-3"}) is None
     assert client.pending_job("createTags", {"resourceids": "vol-1"}) is None  # names no resource: not looked for

@@ -23,6 +23,7 @@ from cloudstack_cpi.cloudstack.errors import CloudStackError
 from cloudstack_cpi.cloudstack.gateway import Gateway
 from cloudstack_cpi.config import Timeouts
 from cloudstack_cpi.log import Logger
+from tests.fake_http import FakeHttp
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,12 +68,14 @@ class FakeService:
 
 @dataclass
 class _Client:
-    """What the real Gateway's generic parts use of a client: the log and the pauses (never slept); and a session
-    for the post strategy's upload (``Gateway.upload_session``)."""
+    """What the real Gateway's generic parts use of a client: the log and the pauses (never slept); and the HTTP
+    for the post strategy's upload (``Gateway.upload_transport``): ``http``, one FakeHttp standing in for the
+    secondary storage VM (``cloud.http``)."""
 
     log: Logger
     sleeps: list[float] = field(default_factory=list)
     now: float = 0.0
+    http: FakeHttp = field(default_factory=FakeHttp)
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -81,10 +84,8 @@ class _Client:
     def clock(self) -> float:
         return self.now
 
-    def new_session(self) -> Any:
-        import requests
-
-        return requests.Session()
+    def upload_transport(self) -> FakeHttp:
+        return self.http.fresh()
 
 
 class FakeGateway(Gateway):
@@ -150,6 +151,11 @@ class FakeGateway(Gateway):
 
     def methods(self) -> list[str]:
         return [call.method for call in self.calls]
+
+    @property
+    def http(self) -> FakeHttp:
+        """The secondary storage VM the post strategy streams to (an upload slot's answer: ``templates.ssvm``)."""
+        return self.client.http  # type: ignore[attr-defined]
 
     @property
     def log_text(self) -> str:

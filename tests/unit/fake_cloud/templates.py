@@ -4,16 +4,20 @@ A new template's row shows ``new_statuses`` (``("Download Complete",)`` unless a
 of its rows (``rows``, ``in_zone``: what a waiter polls), the last one staying; ``show`` scripts an existing
 template the same way, and ``GONE`` in a script takes the template's rows away (deleted behind the waiter's back).
 A copy appears in its zone ready.  Executable templates are the fake's own and those added with ``add(owned=False)``.
-An upload slot (``request_upload``) points under ``UPLOAD_URL``, for ``responses`` to stand in for the secondary
-storage VM.
+An upload slot (``request_upload``) points under ``UPLOAD_URL``; the secondary storage VM behind it is the fake
+client's FakeHttp (``cloud.http``, tests/fake_http.py), where ``request_upload`` registers ``ssvm``, the answer a
+test chose, for the new slot's URL (each slot's URL holds the template's id, unknown before the call).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 from cloudstack_cpi.cloudstack.gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
 from cloudstack_cpi.cloudstack.templates import READY_STATUS, NewTemplate, Template, TemplateUpload
+from tests.fake_http import Request
 
 from . import FakeService, recorded
 
@@ -34,6 +38,9 @@ class FakeTemplates(FakeService):
         self.rows_by_id: dict[str, dict[str, Template]] = {}   # template id -> zone id -> row
         self.owned: set[str] = set()
         self.new_statuses: tuple[str | None, ...] = (READY_STATUS,)
+        # How the secondary storage VM answers the POST to each new upload slot (a FakeHttp callback, registered on
+        # cloud.http for the slot's URL); None: nothing answers it (the POST fails with a TransportError).
+        self.ssvm: Callable[[Request], Any] | None = None
         self._scripts: dict[str, tuple[str, list[str | None]]] = {}   # template id -> (zone id, statuses to come)
 
     # -- arranging and reading the fake's state
@@ -128,8 +135,11 @@ class FakeTemplates(FakeService):
     def request_upload(self, new: NewTemplate, *, image_format: str, hypervisor: str, zone_id: str
                        ) -> TemplateUpload:
         created = self._new(new, zone_id)
-        return TemplateUpload(created.id, f"{UPLOAD_URL}{created.id}", f"signature-of-{created.id}",
-                              f"metadata-of-{created.id}", "2030-01-01T00:00:00.000Z")
+        upload = TemplateUpload(created.id, f"{UPLOAD_URL}{created.id}", f"signature-of-{created.id}",
+                                f"metadata-of-{created.id}", "2030-01-01T00:00:00.000Z")
+        if self.ssvm is not None:
+            self.cloud.http.add_callback("POST", upload.post_url, self.ssvm)
+        return upload
 
     @recorded
     def register(self, new: NewTemplate, *, image_format: str, hypervisor: str, zone_id: str, url: str) -> Template:
