@@ -20,7 +20,7 @@ from ..stemcell import ostypes, templates
 if TYPE_CHECKING:
     from ..cloudstack.gateway import Gateway
     from ..cloudstack.models import OsType, Zone
-    from ..cloudstack.templates import NewTemplate
+    from ..cloudstack.templates import NewTemplate, TemplateUpload
     from ..context import CallContext
 
 STRATEGIES = ("post", "url", "volume")
@@ -248,14 +248,17 @@ def _post(ctx: CallContext, image_path, plan, hypervisor, naming, new: NewTempla
     from ..stemcell import upload_post
 
     cs = ctx.config.cloudstack
-    upload = ctx.cloud.templates.request_upload(new, image_format=plan.format, hypervisor=hypervisor,
-                                                zone_id=zone.id)
-    made.template_id = upload.id
     transport = ctx.cloud.upload_transport()
-    try:
+
+    def send(upload: TemplateUpload) -> None:  # while the template's tags job runs
+        made.template_id = upload.id
         upload_post.post(upload, plan, image_path, f"{naming.name}.{plan.extension}", transport=transport, log=ctx.log,
                          timeout=(cs.timeout.http_connect, max(cs.timeout.http_read, 300.0)),
                          tmpdir=upload_post.tmpdir_for(image_path), ahead=ahead)
+
+    try:
+        ctx.cloud.templates.request_upload(new, image_format=plan.format, hypervisor=hypervisor, zone_id=zone.id,
+                                           send=send)
     finally:
         transport.close()
 

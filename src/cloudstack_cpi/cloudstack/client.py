@@ -467,19 +467,27 @@ class Client:
             raise
         return items[0] if items else None
 
-    def wait_for_job(self, jobid: str, *, command: str, timeout: float, what: str) -> dict:
+    def wait_for_job(self, jobid: str, *, command: str, timeout: float, what: str, since: float | None = None
+                     ) -> dict:
         """Poll ``queryAsyncJobResult`` until the job ends; return its ``jobresult``.
 
         The polls share the job's ``timeout`` (plus a short grace, so the status
         query made when the timeout comes can still be answered), not the call's
         API deadline: a long job is bounded by its own configured timeout.
+        ``since``: when the job was submitted (``clock``), for a job waited for
+        after other work: its timeout and poll pace count from then, and a job
+        submitted more than the first pause ago is asked about at once.
         """
-        started = self.clock()
+        now = self.clock()
+        started = now if since is None else min(since, now)
         window = _JobWindow(started + timeout + min(self.timeout[1], JOB_POLL_GRACE), self.clock, what, timeout)
         instance = None
+        first = True
         while True:
             waited = self.clock() - started
-            self.sleep(max(0.0, min(self.poll.interval(waited), timeout - waited)))
+            pause = max(0.0, self.poll.first - waited) if first else self.poll.interval(waited)
+            first = False
+            self.sleep(max(0.0, min(pause, timeout - waited)))
             try:
                 job = self._call("queryAsyncJobResult", encode_params({"jobid": jobid}), window)
             except CloudStackError as err:
@@ -537,15 +545,16 @@ class Client:
             return result
         return self.finish_job(started, command=command, timeout=timeout, what=what)
 
-    def finish_job(self, started: dict, *, command: str, timeout: float, what: str) -> dict:
+    def finish_job(self, started: dict, *, command: str, timeout: float, what: str, since: float | None = None
+                   ) -> dict:
         """The result of an async command started with ``call`` (the second half of ``run_job``), for callers that
         start several jobs before waiting for any: an answer without a job (a synchronous one, or ``{}``) is the
-        result itself; a failure carries the new resource's id."""
+        result itself; a failure carries the new resource's id.  ``since``: when it was started (``wait_for_job``)."""
         jobid = started.get("jobid")
         if not jobid:
             return started
         try:
-            return self.wait_for_job(jobid, command=command, timeout=timeout, what=what)
+            return self.wait_for_job(jobid, command=command, timeout=timeout, what=what, since=since)
         except CloudStackError as err:
             err.resource_id = err.resource_id or started.get("id")
             raise

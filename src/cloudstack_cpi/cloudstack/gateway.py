@@ -220,12 +220,16 @@ class Gateway:
     def clock(self) -> float:
         return self.client.clock()
 
-    def create_recoverable(self, creation: Creation[T], *, meanwhile: Callable[[], object] | None = None) -> T:
+    def create_recoverable(self, creation: Creation[T], *, meanwhile: Callable[[], object] | None = None,
+                           with_made: Callable[[T], object] | None = None) -> T:
         """Create one named resource and tag it, so that nothing is left behind whatever happens.
 
         The tags go on beside the create as soon as the new id is known (two jobs waited for side by side, not one
         after the other); ``meanwhile`` runs then too, before the waiting (work of the caller's that need not come
-        before the create: it must not raise for anything but an interruption).  After a lost answer or a job
+        before the create: it must not raise for anything but an interruption).  ``with_made`` gets the new resource
+        as soon as it is answered and runs before its tags are waited for (a template's upload: the tags are on their
+        way, and a process killed meanwhile leaves the resource findable all the same); when it raises, the resource
+        is discarded as after any failure.  After a lost answer or a job
         timeout the resource is found by its unique name; when the create or the tagging fails, or the process is
         interrupted (SIGTERM, SIGINT), what was made is discarded before the error goes on.  A tagging failure is
         raised with ``tagging <kind> '<id>'`` in front.
@@ -248,9 +252,11 @@ class Gateway:
                 meanwhile()
             created = pending.wait(recover=partial(self._only_named, creation))
             made.add(creation.id_of(created))
-            step = f"tagging {creation.kind} '{creation.id_of(created)}': "
             if tagging is None:
                 tagging = self.tags.start(creation.resource_type, creation.id_of(created), tags)
+            if with_made is not None:
+                with_made(created)
+            step = f"tagging {creation.kind} '{creation.id_of(created)}': "
             tagging.wait()
             if creation.confirm:
                 self.tags.confirm(creation.resource_type, creation.id_of(created))
@@ -382,6 +388,7 @@ class Pending(Generic[T]):
         self.timeout = timeout
         self.what = what
         self.parse = parse
+        self.sent_at = client.clock()  # the job's polls and timeout count from here, whenever it is waited for
         self._result: T | None = None
         self._done = False
 
@@ -395,7 +402,8 @@ class Pending(Generic[T]):
         """The job's result as a model (waited for once).  ``recover`` finds the result when the job's answer
         names none (``parse`` gives None: a server that answered the create with ``{}``)."""
         if not self._done:
-            result = self.client.finish_job(self.answer, command=self.command, timeout=self.timeout, what=self.what)
+            result = self.client.finish_job(self.answer, command=self.command, timeout=self.timeout, what=self.what,
+                                            since=self.sent_at)
             parsed = self.parse(result)
             if parsed is None and recover is not None:
                 parsed = recover()

@@ -19,7 +19,7 @@ Rules owned here:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -198,13 +198,15 @@ class Templates(Service):
 
     # -- creating: every create is found by its unique name after a lost answer, and leaves nothing when it fails
 
-    def request_upload(self, new: NewTemplate, *, image_format: str, hypervisor: str, zone_id: str
-                       ) -> TemplateUpload:
+    def request_upload(self, new: NewTemplate, *, image_format: str, hypervisor: str, zone_id: str,
+                       send: Callable[[TemplateUpload], object] | None = None) -> TemplateUpload:
         """getUploadParamsForTemplate: the template record and a signed slot to POST its bytes to.  The slot's
-        signature and metadata are kept out of every log line from the moment they are read."""
+        signature and metadata are kept out of every log line from the moment they are read.  ``send`` gets the
+        slot while the template's tags job runs (the POST need not wait for it: ``with_made``); when it raises,
+        the template is deleted."""
         upload: TemplateUpload = self.gateway.create_recoverable(self._creation(
             new, "getUploadParamsForTemplate", what=f"asking to upload template {new.name}", parse=self._upload,
-            format=image_format, hypervisor=hypervisor, zoneid=zone_id, isextractable=True))
+            format=image_format, hypervisor=hypervisor, zoneid=zone_id, isextractable=True), with_made=send)
         return upload
 
     def register(self, new: NewTemplate, *, image_format: str, hypervisor: str, zone_id: str, url: str) -> Template:

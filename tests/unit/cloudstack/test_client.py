@@ -229,6 +229,31 @@ def _cumulative(sleeps):
     return out
 
 
+def test_a_job_waited_for_after_other_work_counts_from_its_submission(client, clock):
+    """A job started beside another (a create's tags beside the create, a template's tags beside its upload) and
+    waited for later: it is asked about at once when it was submitted more than the first pause ago, its pace is
+    8 % of the time since its submission, and its timeout counts from then too."""
+    responses.get(URL, json={"queryasyncjobresultresponse": {"jobstatus": 0}})
+    responses.get(URL, json={"queryasyncjobresultresponse": {"jobstatus": 1, "jobresult": {"success": True}}})
+    clock.now = 30.0
+    assert client.wait_for_job("job-tags", command="createTags", timeout=60, what="tagging", since=0.0) == \
+        {"success": True}
+    assert clock.sleeps == [0.0, pytest.approx(0.08 * 30)]
+
+    responses.reset()
+    responses.get(URL, json={"queryasyncjobresultresponse": {"jobstatus": 0}})
+    clock.sleeps.clear()
+    with pytest.raises(CloudStackError) as caught:
+        client.wait_for_job("job-late", command="createTags", timeout=20, what="tagging", since=clock.now - 25)
+    assert caught.value.kind == "timeout" and clock.sleeps == [0.0]  # one look: its 20 s had passed
+
+    responses.reset()
+    responses.get(URL, json={"queryasyncjobresultresponse": {"jobstatus": 1, "jobresult": {}}})
+    clock.sleeps.clear()
+    client.wait_for_job("job-new", command="createTags", timeout=20, what="tagging", since=clock.now)
+    assert clock.sleeps == [0.05]  # just submitted: the first pause as always
+
+
 def test_poll_policy_bounds_lateness():
     policy = PollPolicy()
     for elapsed in (0, 0.2, 2, 20, 200, 2000):

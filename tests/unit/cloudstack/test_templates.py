@@ -183,6 +183,35 @@ def test_an_upload_slot_answer_without_a_post_url_leaves_no_record(sim, gateway,
     assert named_in_sim(sim, "tpl-no-url") == []
 
 
+def test_the_slot_is_sent_to_before_the_templates_tags_are_waited_for(sim, gateway, arranged):
+    """Issue 17: the POST need not wait for the createTags job that runs beside it (a tag job takes ~0.5 s on a
+    real cloud, and the first poll 50 ms even on an instant one); the tags are on the server's queue before the
+    POST starts, so a process killed during it leaves a template the next call's sweep finds by its mark."""
+    sim.clear_request_log()
+    seen: list[list[str]] = []
+
+    def send(slot: TemplateUpload) -> None:
+        seen.append([command for command, _ in sim.request_log])
+
+    slot = gateway.templates.request_upload(new("tpl-send-early", sim), image_format="QCOW2", hypervisor="KVM",
+                                            zone_id=arranged.zone, send=send)
+    (before_send,) = seen
+    assert before_send[-2:] == ["getuploadparamsfortemplate", "createtags"]
+    assert "queryasyncjobresult" not in before_send
+    assert sent(sim, "queryAsyncJobResult") >= 1  # then the tags were waited for
+    assert gateway.templates.delete(slot.id) is True
+
+
+def test_a_failed_send_deletes_the_template_it_was_for(sim, gateway, arranged):
+    def send(slot: TemplateUpload) -> None:
+        raise ValueError("the image is truncated")
+
+    with pytest.raises(ValueError, match="truncated"):
+        gateway.templates.request_upload(new("tpl-send-fails", sim), image_format="QCOW2", hypervisor="KVM",
+                                         zone_id=arranged.zone, send=send)
+    assert named_in_sim(sim, "tpl-send-fails") == []
+
+
 QCOW2_HEADER = b"QFI\xfb" + (3).to_bytes(4, "big") + bytes(16) + (1 << 20).to_bytes(8, "big") + bytes(480)
 
 

@@ -132,13 +132,15 @@ class FakeTemplates(FakeService):
         return found
 
     @recorded
-    def request_upload(self, new: NewTemplate, *, image_format: str, hypervisor: str, zone_id: str
-                       ) -> TemplateUpload:
+    def request_upload(self, new: NewTemplate, *, image_format: str, hypervisor: str, zone_id: str,
+                       send: Callable[[TemplateUpload], object] | None = None) -> TemplateUpload:
         created = self._new(new, zone_id)
         upload = TemplateUpload(created.id, f"{UPLOAD_URL}{created.id}", f"signature-of-{created.id}",
                                 f"metadata-of-{created.id}", "2030-01-01T00:00:00.000Z")
         if self.ssvm is not None:
             self.cloud.http.add_callback("POST", upload.post_url, self.ssvm)
+        if send is not None:
+            send(upload)  # as the real one does, before the tags are waited for (the action removes it after a failure)
         return upload
 
     @recorded
