@@ -39,8 +39,15 @@ class LoadBalancers(Service):
         return [LoadBalancerRule.from_api(row) for row in rows]
 
     def members(self, rule_id: str) -> list[str]:
-        """The ids of the rule's member VMs."""
-        return [str(vm.get("id")) for vm in self.client.list("listLoadBalancerRuleInstances", id=rule_id)]
+        """The ids of the rule's member VMs; none when the rule is gone (431 for an id of no rule: another call
+        deleted it after it was listed, as parallel delete_vm calls of its last members do)."""
+        try:
+            rows = self.client.list("listLoadBalancerRuleInstances", id=rule_id)
+        except CloudStackError as err:
+            if err.errorcode == 431:
+                return []
+            raise
+        return [str(vm.get("id")) for vm in rows]
 
     # -- changing
 

@@ -82,12 +82,6 @@ class _Origin:
     host: str
     port: int
 
-    @property
-    def netloc(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == default else f"{host}:{self.port}"
-
 
 class HttpTransport:
     """Requests over kept-alive connections, one per origin, with this transport's TLS trust and the environment's
@@ -202,10 +196,10 @@ class HttpTransport:
     def _tls(self) -> ssl.SSLContext:
         if self._context is None:
             if self.verify is False:
-                context = ssl.create_default_context()
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no store read: nothing is checked
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            else:
+            else:  # only this file: create_default_context loads no default store when given one
                 context = ssl.create_default_context(cafile=str(self.verify))
             self._context = context
         return self._context
