@@ -423,6 +423,9 @@ UNTAGGED_RULE = "docs/reliability.md and load-balancers.md: a rule a killed crea
 PRODUCTS = {("create_disk", "volumes"): re.compile(r"^bosh-disk-"),
             ("snapshot_disk", "snapshots"): re.compile(r"^bosh-snapshot-"),
             ("create_stemcell", "templates"): re.compile(r""),
+            # the volume strategy's work volume and snapshot (upload_volume.WORK_VOLUME_NAME), marked the same way
+            ("create_stemcell", "volumes"): re.compile(r"-[0-9a-f]{8}-work$"),
+            ("create_stemcell", "snapshots"): re.compile(r"-[0-9a-f]{8}-work$"),
             ("create_vm", "virtualmachines"): re.compile(r"^vm-"),
             ("create_vm", "volumes"): re.compile(r"^vm-.*-ephemeral$")}
 
