@@ -270,7 +270,7 @@ class Gateway:
             if step:
                 err.add_context(step)
             raise
-        except BaseException:  # interrupted: the resource may exist, and the director never learns it
+        except BaseException:  # interrupted, or with_made failed: the resource exists, and the director never learns it
             for resource_id in sorted(made | self._named_ids(creation)):
                 self._discard_made(creation, resource_id)
             raise
