@@ -229,10 +229,10 @@ class Gateway:
         before the create: it must not raise for anything but an interruption).  ``with_made`` gets the new resource
         as soon as it is answered and runs before its tags are waited for (a template's upload: the tags are on their
         way, and a process killed meanwhile leaves the resource findable all the same); when it raises, the resource
-        is discarded as after any failure.  After a lost answer or a job
-        timeout the resource is found by its unique name; when the create or the tagging fails, or the process is
-        interrupted (SIGTERM, SIGINT), what was made is discarded before the error goes on.  A tagging failure is
-        raised with ``tagging <kind> '<id>'`` in front.
+        is discarded as after any failure.  After a lost answer or a job timeout the resource is found by its unique
+        name; when the create or the tagging fails, or the process is interrupted (SIGTERM, SIGINT), what was made
+        is discarded before the error goes on.  A tagging failure is raised with ``tagging <kind> '<id>'`` in
+        front.
 
         With ``creation.confirm`` the tags carry ``UNCONFIRMED_TAG``, which goes again once the tags are on: the
         resource is handed over only then, and a process killed before that leaves it findable.  Without it the
@@ -349,6 +349,11 @@ class Service:
         found = [parse(row) for row in rows]
         return [item for item in found if not getattr(item, "gone", False)
                 and all(item.tags.get(key) == value for key, value in tags.items())]  # type: ignore[attr-defined]
+
+    def _unconfirmed(self, command: str, parse: Callable[[dict], M], **params: Any) -> list[M]:
+        """Every resource still carrying ``UNCONFIRMED_TAG`` (never handed over: made by a call that did not
+        answer, or that is still running), not gone, the mark checked here again (``_tagged``)."""
+        return self._tagged(command, parse, {UNCONFIRMED_TAG: UNCONFIRMED_VALUE}, **params)
 
 
 @dataclass(frozen=True)

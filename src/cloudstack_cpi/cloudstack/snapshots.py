@@ -23,9 +23,7 @@ class Snapshots(Service):
     def unconfirmed(self) -> list[Snapshot]:
         """Snapshots still marked as never handed over (``gateway.UNCONFIRMED_TAG``), checked here again: a server
         that ignored the tag filter must not make a caller act on other snapshots."""
-        from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
-
-        return self._tagged("listSnapshots", Snapshot.from_api, {UNCONFIRMED_TAG: UNCONFIRMED_VALUE})
+        return self._unconfirmed("listSnapshots", Snapshot.from_api)
 
     def named(self, volume_id: str, name: str) -> list[Snapshot]:
         rows = self.client.list("listSnapshots", volumeid=volume_id, name=name)

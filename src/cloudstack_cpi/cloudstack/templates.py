@@ -177,10 +177,7 @@ class Templates(Service):
     def unconfirmed(self) -> list[Template]:
         """The account's templates still marked as never handed over (``gateway.UNCONFIRMED_TAG``), one row each,
         checked here again (a server that ignored the tag filter must not make a caller act on other templates)."""
-        from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
-
-        rows = self._tagged("listTemplates", Template.from_api, {UNCONFIRMED_TAG: UNCONFIRMED_VALUE},
-                            templatefilter="self")
+        rows = self._unconfirmed("listTemplates", Template.from_api, templatefilter="self")
         return list({row.id: row for row in rows}.values())
 
     def executable_by_id(self, template_id: str, zone_id: str | None = None) -> Template | None:

@@ -176,9 +176,7 @@ class Vms(Service):
     def unconfirmed(self) -> list[Vm]:
         """VMs still marked as never handed over (``gateway.UNCONFIRMED_TAG``), not gone, checked here again (a
         server that ignored the tag filter must not make a caller act on other VMs)."""
-        from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
-
-        return self._tagged("listVirtualMachines", Vm.from_api, {UNCONFIRMED_TAG: UNCONFIRMED_VALUE})
+        return self._unconfirmed("listVirtualMachines", Vm.from_api)
 
     # -- creating
 

@@ -47,9 +47,7 @@ class Volumes(Service):
     def unconfirmed(self) -> list[Volume]:
         """Volumes still marked as never handed over (``gateway.UNCONFIRMED_TAG``): made by a call that did not
         answer, or that is still running."""
-        from .gateway import UNCONFIRMED_TAG, UNCONFIRMED_VALUE
-
-        return self.tagged({UNCONFIRMED_TAG: UNCONFIRMED_VALUE})
+        return self._unconfirmed("listVolumes", Volume.from_api)
 
     def named(self, name: str) -> list[Volume]:
         """Every volume named exactly ``name`` (a ``name=`` filter may match more: lookups.only_named)."""
