@@ -238,7 +238,9 @@ def test_gather_blobs_falls_back_to_the_next_pool_quietly(tmp_path, capsys, no_p
     assert fetched.read_bytes() == content
     err = capsys.readouterr().err
     assert f"fetched {source.blob} ({len(content)} bytes, SHA-256 as pinned)" in err
-    assert "404" not in err and "E: " not in err and "Err:" not in err, err
+    # The pools' URLs are named in the output; their random port may hold "404" (clone 43 ran on port 40449).
+    unnamed = err.replace(base, "<server>")
+    assert "404" not in unnamed and "E: " not in unnamed and "Err:" not in unnamed, err
 
 
 def test_gather_blobs_refuses_a_file_that_is_not_the_pinned_one(tmp_path, capsys, no_proxy, downloader):
